@@ -1,0 +1,73 @@
+"""bioscan5m: the BIOSCAN-5M insect biodiversity dataset, Hugging Face-native.
+
+    import bioscan5m
+    ds = bioscan5m.load_dataset("~/bioscan", "cropped_256", split="train+val")
+    it = bioscan5m.load_dataset("~/bioscan", "dna", split="pretrain", streaming=True)
+
+Heavy dependencies (torch, transformers, timm, faiss, umap, gradio) load only where they are used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import release
+from .release import IMAGE_PACKAGES, SPLITS, parse_split
+
+__version__ = "0.1.0"
+
+CONFIG_NAMES = (*IMAGE_PACKAGES, "dna")
+
+
+def load_dataset(root, config: str = "cropped_256", split: str | None = None, streaming: bool = False,
+                 cache_dir: str | None = None, **config_kwargs):
+    """Load BIOSCAN-5M from an official release folder as a ``datasets`` object.
+
+    Args:
+        root: the release root (the folder holding ``bioscan5m/``) or the metadata CSV itself.
+        config: an image package (``cropped_256``, ``original_256``, ``cropped``, ``original_full``) or ``dna``.
+        split: an official split, a metasplit (``all``, ``seen``, ``unseen``) or a ``+``-joined combination
+            such as ``"train+val"``; ``None`` returns a ``DatasetDict`` (or ``IterableDatasetDict``) of all splits.
+        streaming: iterate records straight from the release files, without preparing an Arrow cache.
+        cache_dir: where prepared Arrow files go (default: the ``datasets`` cache).
+        **config_kwargs: ``max_nucleotides``, ``reduce_repeated_barcodes``, ``skip_missing_images``.
+    """
+    import datasets
+
+    from .builder import Bioscan5M
+
+    if config not in CONFIG_NAMES:
+        raise ValueError(f"Unknown config {config!r}; choose one of {', '.join(CONFIG_NAMES)}.")
+    splits = parse_split(split)
+    builder = Bioscan5M(config_name=config, data_dir=os.path.expanduser(str(root)), cache_dir=cache_dir,
+                        splits=tuple(splits), **config_kwargs)
+    if streaming:
+        parts = {s: builder.as_streaming_dataset(split=s) for s in splits}
+        if split is None:
+            return datasets.IterableDatasetDict(parts)
+        return parts[splits[0]] if len(parts) == 1 else datasets.concatenate_datasets(list(parts.values()))
+    builder.download_and_prepare()
+    if split is None:
+        return builder.as_dataset()
+    return builder.as_dataset(split="+".join(splits))
+
+
+def __getattr__(name):
+    # The public API beyond loading is imported on first use, so `import bioscan5m` stays light.
+    lazy = {
+        "read_metadata": ("metadata", "read_metadata"),
+        "Bioscan5M": ("builder", "Bioscan5M"),
+        "Bioscan5MConfig": ("builder", "Bioscan5MConfig"),
+        "export": ("export", "export"),
+        "make_sample": ("sample", "make_sample"),
+        "download": ("download", "download"),
+    }
+    if name in lazy:
+        import importlib
+
+        module, attribute = lazy[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attribute)
+    raise AttributeError(f"module 'bioscan5m' has no attribute {name!r}")
+
+
+__all__ = ["load_dataset", "read_metadata", "parse_split", "SPLITS", "IMAGE_PACKAGES", "CONFIG_NAMES", "release"]

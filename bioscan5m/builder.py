@@ -1,0 +1,236 @@
+"""The BIOSCAN-5M datasets builder (the design card's ``bioscan5m.py``).
+
+Reads an official release root: the metadata CSV (or the official metadata zip) and one image package,
+either extracted (``bioscan5m/images/{package}/{split}/[{chunk}/]{processid}.jpg``) or still inside the
+official zip archives. One config per image package plus ``dna`` for metadata and barcodes only.
+
+    builder = Bioscan5M(config_name="cropped_256", data_dir="~/bioscan")
+    builder.download_and_prepare(); builder.as_dataset(split="train")
+    builder.as_streaming_dataset(split="key_unseen")
+
+Most users call :func:`bioscan5m.load_dataset`, which wraps this builder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import release
+from .metadata import (
+    MetadataError,
+    barcode_reduction_mask,
+    check_splits,
+    find_metadata,
+    iter_batches,
+    label_indices,
+    label_vocabularies,
+    typed_columns,
+)
+
+logger = logging.getLogger(__name__)
+
+_CITATION = """\
+@inproceedings{gharaee2024bioscan5m,
+  title={{BIOSCAN-5M}: A Multimodal Dataset for Insect Biodiversity},
+  author={Gharaee, Zahra and Lowe, Scott C. and Gong, ZeMing and Millan Arias, Pablo and Pellegrino, Nicholas
+          and Wang, Austin T. and Haurum, Joakim Bruslund and Zarubiieva, Iuliia and Kari, Lila and Steinke, Dirk
+          and Taylor, Graham W. and Fieguth, Paul and Chang, Angel X.},
+  booktitle={Advances in Neural Information Processing Systems},
+  volume={37},
+  year={2024},
+}
+"""
+_DESCRIPTION = (
+    "BIOSCAN-5M: 5,150,850 insect specimens, each with a microscope photograph, a COI DNA barcode, "
+    "taxonomic labels from phylum to species, a Barcode Index Number, collection site and size."
+)
+_HOMEPAGE = "https://github.com/bioscan-ml/BIOSCAN-5M"
+_LICENSE = "cc-by-3.0"
+_VERSION = datasets.Version("1.0.0")
+
+
+class MissingImageError(FileNotFoundError):
+    """A record's image is absent from the package folder and archives, or is not a complete JPEG."""
+
+
+@dataclass
+class Bioscan5MConfig(datasets.BuilderConfig):
+    """One way of reading the release.
+
+    Args:
+        image_package: ``original_full``, ``cropped``, ``original_256``, ``cropped_256``, or ``None`` for
+            metadata and DNA only.
+        max_nucleotides: truncate barcodes to this many nucleotides (``None`` keeps them whole).
+        reduce_repeated_barcodes: keep one record per barcode, as `bioscan-dataset` does.
+        skip_missing_images: skip (and count) records whose image is missing or truncated instead of
+            raising. Off by default: a missing image is an error.
+        splits: restrict the generated splits (``None``: all eight).
+    """
+
+    image_package: str | None = "cropped_256"
+    max_nucleotides: int | None = 660
+    reduce_repeated_barcodes: bool = False
+    skip_missing_images: bool = False
+    splits: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.image_package is not None and self.image_package not in release.IMAGE_PACKAGES:
+            raise ValueError(f"Unknown image_package {self.image_package!r}; choose one of {release.IMAGE_PACKAGES} or None.")
+        if self.max_nucleotides is not None and self.max_nucleotides < 1:
+            raise ValueError(f"max_nucleotides must be a positive integer or None, got {self.max_nucleotides!r}.")
+        if self.splits is not None:
+            self.splits = tuple(release.parse_split("+".join(self.splits)))
+
+
+def features_for(image_package: str | None, vocabularies: dict[str, tuple[str, ...]]) -> datasets.Features:
+    """The schema: every official column with its type, the image, and one ClassLabel target per rank."""
+    features = {"processid": datasets.Value("string")}
+    if image_package is not None:
+        features["image"] = datasets.Image()
+    for column in release.COLUMNS[1:]:
+        if column in release.FLOAT_COLUMNS:
+            features[column] = datasets.Value("float64")
+        elif column in release.INT_COLUMNS:
+            features[column] = datasets.Value("int64")
+        else:
+            features[column] = datasets.Value("string")
+    for column in release.TARGET_COLUMNS:
+        features[f"{column}_index"] = datasets.ClassLabel(names=list(vocabularies[column]))
+    return datasets.Features(features)
+
+
+class ImagePackage:
+    """Reads one image package's JPEGs from the extracted folder, else from the official zip archives."""
+
+    def __init__(self, root: str | os.PathLike, package: str):
+        self.package = package
+        self.folder = release.image_package_dir(root, package)
+        self.archives = release.image_zip_candidates(root, package)
+        self._members: dict[str, tuple[zipfile.ZipFile, zipfile.ZipInfo]] | None = None
+        if not self.folder.is_dir() and not self.archives:
+            raise FileNotFoundError(
+                f"Image package {package!r} not found: neither the folder {self.folder} nor an archive "
+                f"BIOSCAN_5M_{package}*.zip under {root}. Use the 'dna' config for barcodes and metadata only."
+            )
+
+    def _zip_members(self):
+        if self._members is None:
+            self._members = {}
+            for path in self.archives:
+                archive = zipfile.ZipFile(path)
+                for name, info in release.index_image_zip(path, self.package).items():
+                    self._members[name] = (archive, info)
+        return self._members
+
+    def read(self, relpath: str) -> tuple[str, bytes]:
+        """Return ``(where, jpeg_bytes)``; raises :class:`MissingImageError` naming the file."""
+        path = self.folder / relpath
+        if path.is_file():
+            where, data = str(path), path.read_bytes()
+        elif relpath in self._zip_members():
+            archive, info = self._zip_members()[relpath]
+            where = f"{archive.filename}!{info.filename}"
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, EOFError, OSError) as error:
+                raise MissingImageError(f"{where}: unreadable zip member ({error}).") from None
+        else:
+            places = [str(self.folder)] + [str(a) for a in self.archives]
+            raise MissingImageError(f"image {relpath} of package {self.package!r} not found in {', '.join(places)}.")
+        if not is_complete_jpeg(data):
+            raise MissingImageError(f"{where}: not a complete JPEG ({len(data)} bytes; truncated or corrupt).")
+        return where, data
+
+    def close(self):
+        for archive in {id(a): a for a, _ in (self._members or {}).values()}.values():
+            archive.close()
+
+
+def is_complete_jpeg(data: bytes) -> bool:
+    """A JPEG starts with the SOI marker and ends with EOI; truncated downloads lose the EOI."""
+    return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
+
+
+class Bioscan5M(datasets.GeneratorBasedBuilder):
+    """BIOSCAN-5M from the official release files."""
+
+    VERSION = _VERSION
+    BUILDER_CONFIG_CLASS = Bioscan5MConfig
+    BUILDER_CONFIGS = [
+        Bioscan5MConfig(name=package, version=_VERSION, image_package=package,
+                        description=release.IMAGE_PACKAGE_DESCRIPTIONS[package])
+        for package in release.IMAGE_PACKAGES
+    ] + [Bioscan5MConfig(name="dna", version=_VERSION, image_package=None,
+                         description="Metadata and DNA barcodes only, no images.")]
+    DEFAULT_CONFIG_NAME = "cropped_256"
+
+    def _info(self) -> datasets.DatasetInfo:
+        if self.config.data_dir is None:
+            raise ValueError("Bioscan5M needs data_dir: the release root that holds 'bioscan5m/metadata/...'.")
+        vocabularies = label_vocabularies(find_metadata(self.config.data_dir))
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION,
+            features=features_for(self.config.image_package, vocabularies),
+            homepage=_HOMEPAGE,
+            license=_LICENSE,
+            citation=_CITATION,
+        )
+
+    def _split_generators(self, dl_manager):
+        splits = self.config.splits or release.SPLITS
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in splits]
+
+    def _generate_examples(self, split: str):
+        root = Path(os.path.expanduser(self.config.data_dir))
+        source = find_metadata(root)
+        vocabularies = label_vocabularies(source)
+        keep = (barcode_reduction_mask(source, self.config.max_nucleotides)
+                if self.config.reduce_repeated_barcodes else None)
+        images = ImagePackage(root, self.config.image_package) if self.config.image_package else None
+        skipped = []
+        try:
+            for first_row, batch in iter_batches(source):
+                check_splits(source, first_row, batch)
+                rows = pc.equal(batch.column("split"), split)
+                if keep is not None:
+                    rows = pc.and_(rows, pa.array(keep[first_row:first_row + batch.num_rows]))
+                if not pc.any(rows).as_py():
+                    continue
+                columns = typed_columns(source, first_row, batch)
+                if self.config.max_nucleotides is not None:
+                    columns["dna_barcode"] = pc.utf8_slice_codeunits(columns["dna_barcode"], 0, self.config.max_nucleotides)
+                for column in release.TARGET_COLUMNS:
+                    columns[f"{column}_index"] = label_indices(columns[column], vocabularies[column])
+                row_numbers = pc.indices_nonzero(rows).to_pylist()
+                for row_number, record in zip(row_numbers, pa.table(columns).filter(rows).to_pylist()):
+                    if images is not None:
+                        relpath = release.image_relpath(split, record["chunk"], record["processid"])
+                        try:
+                            where, data = images.read(relpath)
+                        except MissingImageError as error:
+                            if not self.config.skip_missing_images:
+                                raise MissingImageError(f"record {record['processid']!r} (split {split}): {error}") from None
+                            skipped.append(record["processid"])
+                            continue
+                        record["image"] = {"path": relpath, "bytes": data}
+                    yield first_row + row_number, record
+        finally:
+            if images is not None:
+                images.close()
+        if skipped:
+            logger.warning(
+                "Skipped %d record(s) of split %r whose %r image is missing or truncated (first: %s).",
+                len(skipped), split, self.config.image_package, ", ".join(skipped[:5]),
+            )
+
+
+__all__ = ["Bioscan5M", "Bioscan5MConfig", "MetadataError", "MissingImageError", "features_for"]

@@ -1,0 +1,47 @@
+"""Adjusted mutual information (plus ARI and NMI) between true labels and cluster ids, for zero-shot clustering.
+
+Load it offline with ``evaluate.load(path_to_this_folder)`` or ``bioscan5m.evaluation.load("ami")``.
+"""
+
+import datasets
+import evaluate
+
+from bioscan5m.evaluation.scoring import check_rank, clustering_agreement
+
+_DESCRIPTION = """Adjusted mutual information between reference labels and predicted cluster ids (scikit-learn,
+arithmetic normalisation by default, as in the BIOSCAN-5M zero-shot clustering benchmark), with the adjusted Rand
+index and normalised mutual information. Records with a missing reference (None, "", negative index) are left out."""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: cluster id per record (integer or text).
+    references: true label per record (integer or text).
+    average_method: normaliser of AMI and NMI: "arithmetic" (default), "geometric", "min" or "max".
+    rank: optional taxonomic rank of the references; checked and echoed in the result.
+Returns:
+    ami, ari, nmi, num_references, num_missing
+Example:
+    >>> ami = evaluate.load("bioscan5m/evaluation/metrics/ami")
+    >>> ami.compute(predictions=[0, 0, 1, 1], references=["a", "a", "b", "b"])["ami"]
+    1.0
+"""
+
+_CITATION = """@article{vinh2010information, title={Information Theoretic Measures for Clusterings Comparison},
+author={Vinh, Nguyen Xuan and Epps, Julien and Bailey, James}, journal={JMLR}, volume={11}, year={2010}}"""
+
+
+class AMI(evaluate.Metric):
+    def _info(self):
+        integer, text = datasets.Value("int64"), datasets.Value("string")
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=[datasets.Features({"predictions": p, "references": r})
+                      for p in (integer, text) for r in (integer, text)],
+        )
+
+    def _compute(self, predictions, references, average_method="arithmetic", rank=None):
+        check_rank(rank)
+        result = clustering_agreement(references, predictions, average_method=average_method)
+        return result if rank is None else {"rank": rank, **result}

@@ -1,0 +1,260 @@
+"""Reading the official metadata CSV: validated, typed, streamed in record batches.
+
+The CSV is read with pyarrow's streaming reader, so memory stays bounded by the batch size no matter how
+many records the release holds. Every value is read as text first and converted here, so a bad value is
+reported with its file, line, record and column instead of a bare conversion error.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from . import release
+
+BATCH_BYTES = 8 << 20
+
+
+class MetadataError(ValueError):
+    """The metadata CSV does not follow the official layout; the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class MetadataSource:
+    """Where the metadata CSV is: a plain file, or a member of the official metadata zip."""
+
+    path: Path
+    member: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}!{self.member}" if self.member else str(self.path)
+
+    def open(self) -> io.BufferedIOBase:
+        if self.member is None:
+            return open(self.path, "rb")
+        archive = zipfile.ZipFile(self.path)
+        return archive.open(self.member)
+
+    def stamp(self) -> tuple[str, int, int]:
+        """Identity of the file's current content, for caching derived data."""
+        stat = os.stat(self.path)
+        return (str(self), stat.st_size, stat.st_mtime_ns)
+
+
+def find_metadata(root: str | os.PathLike) -> MetadataSource:
+    """Locate the metadata CSV under a release ``root``: the official path, else the official zip."""
+    root = Path(os.path.expanduser(root))
+    if root.is_file() and root.suffix == ".csv":
+        return MetadataSource(root)
+    csv_path = root / release.METADATA_RELPATH
+    if csv_path.is_file():
+        return MetadataSource(csv_path)
+    for zip_path in (root / release.METADATA_ZIP_NAME, root / release.RELEASE_FOLDER / release.METADATA_ZIP_NAME):
+        if zip_path.is_file():
+            with zipfile.ZipFile(zip_path) as archive:
+                for name in archive.namelist():
+                    release.check_member_name(zip_path, name)
+                    if name.endswith(Path(release.METADATA_RELPATH).name):
+                        return MetadataSource(zip_path, name)
+            raise MetadataError(f"{zip_path}: no {Path(release.METADATA_RELPATH).name} inside the metadata archive.")
+    raise FileNotFoundError(
+        f"No BIOSCAN-5M metadata under {root}: expected {csv_path} or {root / release.METADATA_ZIP_NAME}. "
+        "Download it with `bioscan5m download ROOT` or pass the folder that contains 'bioscan5m/'."
+    )
+
+
+def _check_header(source: MetadataSource) -> None:
+    with source.open() as handle:
+        header = handle.readline().decode("utf-8-sig").rstrip("\r\n").split(",")
+    missing = [c for c in release.COLUMNS if c not in header]
+    extra = [c for c in header if c not in release.COLUMNS]
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
+        if extra:
+            problems.append(f"unexpected column(s) {', '.join(map(repr, extra))}")
+        raise MetadataError(f"{source}: {' and '.join(problems)}; the official CSV has exactly: {', '.join(release.COLUMNS)}.")
+
+
+def iter_batches(source: MetadataSource, columns: tuple[str, ...] = release.COLUMNS) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Yield ``(first_row, batch)`` with every requested column as text; empty fields are empty strings.
+
+    ``first_row`` is the 0-based record number of the batch's first row (line ``first_row + 2``).
+    """
+    _check_header(source)
+
+    def reject(row) -> str:
+        line = f"line {row.number}" if row.number is not None else "a line"
+        raise MetadataError(
+            f"{source}, {line}: expected {row.expected_columns} fields, found {row.actual_columns}: {row.text[:120]!r}"
+        )
+
+    reader = pacsv.open_csv(
+        source.open(),
+        read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=reject),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=list(columns),
+            column_types={c: pa.string() for c in columns},
+            strings_can_be_null=False,
+        ),
+    )
+    first_row = 0
+    for batch in reader:
+        yield first_row, batch
+        first_row += batch.num_rows
+
+
+def typed_columns(source: MetadataSource, first_row: int, batch: pa.RecordBatch) -> dict[str, pa.Array]:
+    """Convert a text batch to the release's types: strings (empty to null), floats, integers."""
+    out = {}
+    for name in batch.schema.names:
+        text = batch.column(name)
+        empty = pc.equal(text, "")
+        if name in release.STRING_COLUMNS:
+            out[name] = pc.if_else(empty, pa.scalar(None, pa.string()), text)
+            continue
+        target = pa.float64() if name in release.FLOAT_COLUMNS else pa.int64()
+        values = pc.if_else(empty, pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(text))
+        try:
+            if target == pa.int64():
+                # Integers are written as "3" or "3.0" depending on the exporter.
+                as_float = pc.cast(values, pa.float64())
+                if not pc.all(pc.equal(pc.floor(as_float), as_float)).as_py() in (True, None):
+                    raise pa.ArrowInvalid("fractional value")
+                out[name] = pc.cast(as_float, pa.int64())
+            else:
+                out[name] = pc.cast(values, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise _value_error(source, first_row, batch, name, target) from None
+    return out
+
+
+def _value_error(source, first_row, batch, name, target) -> MetadataError:
+    processids = batch.column("processid").to_pylist() if "processid" in batch.schema.names else None
+    kind = "a number" if target == pa.float64() else "an integer"
+    for i, value in enumerate(batch.column(name).to_pylist()):
+        if value.strip() == "":
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is None or (target == pa.int64() and not number.is_integer()):
+            record = f" (processid {processids[i]!r})" if processids else ""
+            return MetadataError(f"{source}, line {first_row + i + 2}{record}: column {name!r} is {value!r}, expected {kind}.")
+    return MetadataError(f"{source}: column {name!r} holds a value that is not {kind}.")
+
+
+def check_splits(source: MetadataSource, first_row: int, batch: pa.RecordBatch) -> None:
+    """Refuse records whose ``split`` is not an official split name."""
+    splits = batch.column("split")
+    bad = pc.invert(pc.is_in(splits, value_set=pa.array(release.SPLITS)))
+    if pc.any(bad).as_py():
+        i = pc.index(bad, True).as_py()
+        processid = batch.column("processid")[i].as_py()
+        raise MetadataError(
+            f"{source}, line {first_row + i + 2} (processid {processid!r}): split {splits[i].as_py()!r} "
+            f"is not an official split name ({', '.join(release.SPLITS)})."
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _label_vocabularies(stamp: tuple[str, int, int], source: MetadataSource) -> dict[str, tuple[str, ...]]:
+    values: dict[str, set[str]] = {c: set() for c in release.TARGET_COLUMNS}
+    for _, batch in iter_batches(source, release.TARGET_COLUMNS):
+        for column in release.TARGET_COLUMNS:
+            values[column].update(pc.unique(batch.column(column)).to_pylist())
+    return {c: tuple(sorted(v - {""})) for c, v in values.items()}
+
+
+def label_vocabularies(source: MetadataSource) -> dict[str, tuple[str, ...]]:
+    """Sorted distinct labels per target column over the whole CSV (all splits).
+
+    Sorting matches the pandas ``category`` codes used by `bioscan-dataset`, so ``{rank}_index`` values are
+    interchangeable with that package's and identical across splits.
+    """
+    return _label_vocabularies(source.stamp(), source)
+
+
+def count_records_per_split(source: MetadataSource) -> dict[str, int]:
+    """Number of records per split in the CSV."""
+    counts: dict[str, int] = {}
+    for first_row, batch in iter_batches(source, ("processid", "split")):
+        check_splits(source, first_row, batch)
+        for item in pc.value_counts(batch.column("split")).to_pylist():
+            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+    return counts
+
+
+def barcode_reduction_mask(source: MetadataSource, max_nucleotides: int | None) -> np.ndarray:
+    """Which records survive ``reduce_repeated_barcodes``, over the whole CSV in file order.
+
+    Same semantics as `bioscan-dataset`: truncate to ``max_nucleotides``, shuffle all records with seed 0,
+    keep the first record of each barcode after stripping trailing ``N``, restore file order, and only then
+    filter by split. Barcodes are compared through a 64-bit hash so memory is 8 bytes per record.
+    """
+    import pandas as pd
+
+    hashes = []
+    for _, batch in iter_batches(source, ("dna_barcode",)):
+        barcodes = batch.column("dna_barcode")
+        if max_nucleotides is not None:
+            barcodes = pc.utf8_slice_codeunits(barcodes, 0, max_nucleotides)
+        stripped = pc.utf8_rtrim(barcodes, characters="N")
+        hashes.append(pd.util.hash_array(stripped.to_numpy(zero_copy_only=False)))
+    keys = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+    order = np.random.RandomState(0).permutation(len(keys))
+    first_in_shuffle = ~pd.Series(keys[order]).duplicated().to_numpy()
+    keep = np.zeros(len(keys), dtype=bool)
+    keep[order[first_in_shuffle]] = True
+    return keep
+
+
+def read_metadata(
+    root: str | os.PathLike,
+    split: str | None = None,
+    max_nucleotides: int | None = 660,
+    reduce_repeated_barcodes: bool = False,
+):
+    """The metadata of ``split`` as a pandas DataFrame, with ``{rank}_index`` targets (-1 = missing).
+
+    A convenience for analysis code; the datasets builder streams the same records without holding
+    them all in memory.
+    """
+    import pandas as pd
+
+    source = find_metadata(root)
+    splits = release.parse_split(split)
+    vocab = label_vocabularies(source)
+    keep = barcode_reduction_mask(source, max_nucleotides) if reduce_repeated_barcodes else None
+    frames = []
+    for first_row, batch in iter_batches(source):
+        check_splits(source, first_row, batch)
+        rows = pc.is_in(batch.column("split"), value_set=pa.array(splits))
+        if keep is not None:
+            rows = pc.and_(rows, pa.array(keep[first_row:first_row + batch.num_rows]))
+        columns = typed_columns(source, first_row, batch)
+        if max_nucleotides is not None:
+            columns["dna_barcode"] = pc.utf8_slice_codeunits(columns["dna_barcode"], 0, max_nucleotides)
+        for column in release.TARGET_COLUMNS:
+            columns[f"{column}_index"] = label_indices(columns[column], vocab[column])
+        frames.append(pa.table(columns).filter(rows).to_pandas())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(release.COLUMNS))
+
+
+def label_indices(labels: pa.Array, vocabulary: tuple[str, ...]) -> pa.Array:
+    """Positions of ``labels`` in ``vocabulary`` as int64, -1 where the label is missing."""
+    positions = pc.index_in(labels, value_set=pa.array(vocabulary, pa.string()))
+    return pc.fill_null(pc.cast(positions, pa.int64()), -1)

@@ -1,0 +1,73 @@
+"""BarcodeBERT configuration: a BERT encoder over non-overlapping DNA k-mers.
+
+This module imports nothing from ``bioscan5m``: it is copied next to saved models and must run on its own.
+"""
+
+from __future__ import annotations
+
+from transformers import BertConfig
+
+SPECIAL_TOKENS_PER_VOCABULARY = {"barcodebert": 2, "standard": 5}
+
+
+class BarcodeBertConfig(BertConfig):
+    r"""Configuration of BarcodeBERT models; BERT's fields plus what is needed to tokenize and classify barcodes.
+
+    Defaults are a small k=4 model with the BarcodeBERT vocabulary. The paper model "8-4-4" is
+    ``k_mer=8, num_hidden_layers=4, num_attention_heads=4`` with BERT-base width (768 hidden, 3072 intermediate).
+
+    Args:
+        k_mer: k-mer length of the tokenizer.
+        tokenizer_vocabulary: ``"barcodebert"`` (``[MASK]=0, [UNK]=1``, then k-mers; no [CLS]) or ``"standard"``
+            (``[PAD] [UNK] [CLS] [SEP] [MASK]``, then k-mers). ``vocab_size`` follows from it and ``k_mer``.
+        max_nucleotides: barcodes are cut to this many nucleotides (660 in BarcodeBERT).
+        classifier_ranks: taxonomic ranks predicted by ``BarcodeBertForSequenceClassification``, e.g.
+            ``["species"]`` or ``["genus", "species"]``.
+        rank_labels: for each of ``classifier_ranks``, the class names in label-index order.
+    """
+
+    model_type = "barcodebert"
+
+    k_mer: int = 4
+    tokenizer_vocabulary: str = "barcodebert"
+    max_nucleotides: int = 660
+    vocab_size: int = 0  # 0: derived from k_mer and tokenizer_vocabulary
+    pad_token_id: int | None = None
+    hidden_size: int = 768
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 3072
+    # The original sets max(512, ceil(1536 / k)) positions; 512 covers every k >= 3 at 660 nucleotides.
+    max_position_embeddings: int = 512
+    classifier_ranks: list[str] | None = None
+    rank_labels: dict[str, list[str]] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.tokenizer_vocabulary not in SPECIAL_TOKENS_PER_VOCABULARY:
+            raise ValueError(f"tokenizer_vocabulary must be one of {', '.join(SPECIAL_TOKENS_PER_VOCABULARY)}, "
+                             f"not {self.tokenizer_vocabulary!r}.")
+        if not 1 <= self.k_mer <= 8:
+            raise ValueError(f"k_mer must be between 1 and 8, not {self.k_mer}.")
+        expected_vocab = 4 ** self.k_mer + SPECIAL_TOKENS_PER_VOCABULARY[self.tokenizer_vocabulary]
+        if not self.vocab_size:
+            self.vocab_size = expected_vocab
+        elif self.vocab_size != expected_vocab:
+            raise ValueError(f"vocab_size {self.vocab_size} does not match k_mer={self.k_mer} with the "
+                             f"{self.tokenizer_vocabulary!r} vocabulary, which has {expected_vocab} tokens.")
+        if self.pad_token_id is None:
+            # BarcodeBERT pads with N, which is [UNK] (id 1); the standard vocabulary has [PAD] at id 0.
+            self.pad_token_id = 1 if self.tokenizer_vocabulary == "barcodebert" else 0
+        max_tokens = self.max_nucleotides // self.k_mer + 2
+        if max_tokens > self.max_position_embeddings:
+            raise ValueError(f"{self.max_nucleotides} nucleotides at k={self.k_mer} need {max_tokens} positions, "
+                             f"more than max_position_embeddings={self.max_position_embeddings}.")
+        self.classifier_ranks = list(self.classifier_ranks or [])
+        self.rank_labels = {rank: list(names) for rank, names in (self.rank_labels or {}).items()}
+        missing = [rank for rank in self.classifier_ranks if rank not in self.rank_labels]
+        if missing:
+            raise ValueError(f"rank_labels has no class names for the classifier ranks {missing}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_labels_per_rank(self) -> dict[str, int]:
+        return {rank: len(self.rank_labels[rank]) for rank in self.classifier_ranks}

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real data in ../shared/data (skipped cleanly when absent) and the synthetic sample."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Prepared datasets and copied remote code go to a throwaway cache, never the user's ~/.cache. Set before
+# any Hugging Face library is imported, because they read it at import time.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="bioscan5m-tests-hf-")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BOLD_ROOT = SHARED_DATA / "bold-insects"
+IMAGES_ROOT = SHARED_DATA / "bioscan1m-images"
+
+#: Row counts per split of ../shared/data/bold-insects (from its README).
+BOLD_SPLIT_COUNTS = {
+    "pretrain": 33_931, "train": 33_397, "val": 4_494, "test": 12_057,
+    "key_unseen": 4_954, "val_unseen": 729, "test_unseen": 1_971, "other_heldout": 6_254,
+}
+
+
+@pytest.fixture(scope="session")
+def bold_root() -> Path:
+    """Real BOLD insect barcodes in the official release layout (DNA only)."""
+    if not (BOLD_ROOT / "bioscan5m").is_dir():
+        pytest.skip(f"real data not available: {BOLD_ROOT} is absent")
+    return BOLD_ROOT
+
+
+@pytest.fixture(scope="session")
+def images_root() -> Path:
+    """Real BIOSCAN photographs."""
+    if not IMAGES_ROOT.is_dir():
+        pytest.skip(f"real images not available: {IMAGES_ROOT} is absent")
+    return IMAGES_ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """A small synthetic release (CSV, cropped_256 + original_256 folders and zips), made once per session."""
+    from bioscan5m.sample import make_sample
+
+    return make_sample(tmp_path_factory.mktemp("sample"), num_records=1200, seed=0)
