@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from . import release
+from . import modeling  # registers the BarcodeBERT (and later CLIBD) classes with the transformers Auto classes
 from .release import IMAGE_PACKAGES, SPLITS, parse_split
 
 __version__ = "0.1.0"
@@ -58,9 +59,9 @@ def __getattr__(name):
         "read_metadata": ("metadata", "read_metadata"),
         "Bioscan5M": ("builder", "Bioscan5M"),
         "Bioscan5MConfig": ("builder", "Bioscan5MConfig"),
-        "export": ("export", "export"),
+        "export": ("exporting", "export"),
         "make_sample": ("sample", "make_sample"),
-        "download": ("download", "download"),
+        "download": ("downloading", "download"),
     }
     if name in lazy:
         import importlib

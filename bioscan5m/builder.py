@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+from datasets.builder import Key
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,6 +37,9 @@ from .metadata import (
 )
 
 logger = logging.getLogger(__name__)
+
+IMAGE_BATCH_ROWS = 256
+IMAGE_STORAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 _CITATION = """\
 @inproceedings{gharaee2024bioscan5m,
@@ -126,8 +130,8 @@ class ImagePackage:
         if self._members is None:
             self._members = {}
             for path in self.archives:
-                archive = zipfile.ZipFile(path)
-                for name, info in release.index_image_zip(path, self.package).items():
+                archive = release.open_zip(path)
+                for name, info in release.index_image_zip(archive, self.package).items():
                     self._members[name] = (archive, info)
         return self._members
 
@@ -160,7 +164,7 @@ def is_complete_jpeg(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
 
 
-class Bioscan5M(datasets.GeneratorBasedBuilder):
+class Bioscan5M(datasets.ArrowBasedBuilder):
     """BIOSCAN-5M from the official release files."""
 
     VERSION = _VERSION
@@ -189,16 +193,19 @@ class Bioscan5M(datasets.GeneratorBasedBuilder):
         splits = self.config.splits or release.SPLITS
         return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in splits]
 
-    def _generate_examples(self, split: str):
+    def _generate_tables(self, split: str):
+        # Records are produced as Arrow tables, as datasets' own csv/parquet builders do: encoding features
+        # one Python dict at a time cost ~0.7 ms per record (profiled), most of the time of a full pass.
         root = Path(os.path.expanduser(self.config.data_dir))
         source = find_metadata(root)
         vocabularies = label_vocabularies(source)
+        schema = self.info.features.arrow_schema
         keep = (barcode_reduction_mask(source, self.config.max_nucleotides)
                 if self.config.reduce_repeated_barcodes else None)
         images = ImagePackage(root, self.config.image_package) if self.config.image_package else None
-        skipped = []
+        skipped: list[str] = []
         try:
-            for first_row, batch in iter_batches(source):
+            for batch_index, (first_row, batch) in enumerate(iter_batches(source)):
                 check_splits(source, first_row, batch)
                 rows = pc.equal(batch.column("split"), split)
                 if keep is not None:
@@ -210,19 +217,14 @@ class Bioscan5M(datasets.GeneratorBasedBuilder):
                     columns["dna_barcode"] = pc.utf8_slice_codeunits(columns["dna_barcode"], 0, self.config.max_nucleotides)
                 for column in release.TARGET_COLUMNS:
                     columns[f"{column}_index"] = label_indices(columns[column], vocabularies[column])
-                row_numbers = pc.indices_nonzero(rows).to_pylist()
-                for row_number, record in zip(row_numbers, pa.table(columns).filter(rows).to_pylist()):
-                    if images is not None:
-                        relpath = release.image_relpath(split, record["chunk"], record["processid"])
-                        try:
-                            where, data = images.read(relpath)
-                        except MissingImageError as error:
-                            if not self.config.skip_missing_images:
-                                raise MissingImageError(f"record {record['processid']!r} (split {split}): {error}") from None
-                            skipped.append(record["processid"])
-                            continue
-                        record["image"] = {"path": relpath, "bytes": data}
-                    yield first_row + row_number, record
+                table = pa.table(columns).filter(rows)
+                if images is None:
+                    yield Key(batch_index, 0), table.select(schema.names).cast(schema)
+                    continue
+                # Image batches stay small so streaming memory is bounded by IMAGE_BATCH_ROWS, not the CSV batch.
+                for offset in range(0, table.num_rows, IMAGE_BATCH_ROWS):
+                    chunk = self._attach_images(table.slice(offset, IMAGE_BATCH_ROWS), images, split, skipped)
+                    yield Key(batch_index, offset), chunk.select(schema.names).cast(schema)
         finally:
             if images is not None:
                 images.close()
@@ -231,6 +233,24 @@ class Bioscan5M(datasets.GeneratorBasedBuilder):
                 "Skipped %d record(s) of split %r whose %r image is missing or truncated (first: %s).",
                 len(skipped), split, self.config.image_package, ", ".join(skipped[:5]),
             )
+
+    def _attach_images(self, table: pa.Table, images: ImagePackage, split: str, skipped: list[str]) -> pa.Table:
+        """Add the ``image`` column (JPEG bytes and path inside the package); drop records skipped on request."""
+        cells, present = [], []
+        for processid, chunk in zip(table.column("processid").to_pylist(), table.column("chunk").to_pylist()):
+            relpath = release.image_relpath(split, chunk, processid)
+            try:
+                _, data = images.read(relpath)
+            except MissingImageError as error:
+                if not self.config.skip_missing_images:
+                    raise MissingImageError(f"record {processid!r} (split {split}): {error}") from None
+                skipped.append(processid)
+                present.append(False)
+                continue
+            cells.append({"bytes": data, "path": relpath})
+            present.append(True)
+        table = table.filter(pa.array(present, pa.bool_()))
+        return table.append_column("image", pa.array(cells, type=IMAGE_STORAGE))
 
 
 __all__ = ["Bioscan5M", "Bioscan5MConfig", "MetadataError", "MissingImageError", "features_for"]

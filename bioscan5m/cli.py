@@ -45,7 +45,7 @@ def _run_sample(args) -> None:
 
 
 def _run_export(args) -> None:
-    from .export import export
+    from .exporting import export
 
     out = export(args.root, args.out, configs=_csv_list(args.configs) if args.configs else None, split=args.splits,
                  max_shard_bytes=args.max_shard_mb << 20, skip_missing_images=args.skip_missing_images,
@@ -54,7 +54,7 @@ def _run_export(args) -> None:
 
 
 def _run_download(args) -> None:
-    from .download import download
+    from .downloading import download
 
     for path in download(args.root, package=args.package, split=args.splits):
         print(path)
@@ -69,11 +69,189 @@ def _run_info(args) -> None:
 # ---------------------------------------------------------------------------------------------- DNA models
 def _add_dna_commands(sub) -> None:
     """pretrain, finetune, probe, embed, convert-barcodebert (DNA issue)."""
+    p = sub.add_parser("pretrain", help="masked-LM pretraining of BarcodeBERT on pretrain+other_heldout (unique barcodes)")
+    p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--preset", default="cpu-small", help="paper, cpu-small or tiny (default cpu-small)")
+    p.add_argument("--k", dest="k_mer", type=int, default=None, help="k-mer length (overrides the preset)")
+    p.add_argument("--vocabulary", dest="tokenizer_vocabulary", choices=("barcodebert", "standard"), default=None)
+    p.add_argument("--scheme", dest="mlm_scheme", choices=("barcodebert", "standard"), default=None,
+                   help="barcodebert: 50%% [MASK], loss on all tokens; standard: BERT 15%% 80/10/10")
+    _add_run_length_args(p)
+    p.set_defaults(run=_run_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a BarcodeBERT for taxonomic ranks on train; accuracy on test")
+    p.add_argument("--model", required=True, help="pretrained model folder")
+    p.add_argument("--data", required=True, help="release root")
+    p.add_argument("--out", required=True, help="fine-tuned model folder to write")
+    p.add_argument("--rank", default="species", help="rank(s) to predict, comma-separated (default species)")
+    p.add_argument("--preset", default="cpu-small", help="supplies epochs, batch size, learning rate")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the heads only (linear probe)")
+    _add_run_length_args(p)
+    p.set_defaults(run=_run_finetune)
+
+    p = sub.add_parser("probe", help="linear probe species@test and 1-NN genus@test_unseen of a pretrained model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(run=_run_probe)
+
+    p = sub.add_parser("embed", help="embed the barcodes of a split into a .npy array (float16 or float32)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="all", help="split expression, e.g. 'train+val' (default all)")
+    p.add_argument("--out", required=True, help=".npy file to write; processids go beside it as .txt")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float32")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(run=_run_embed)
+
+    p = sub.add_parser("convert-barcodebert", help="convert an original BarcodeBERT checkpoint (.pt/.pth/.safetensors)")
+    p.add_argument("checkpoint", help="original checkpoint; .pt/.pth are read with torch.load(weights_only=True)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--heads", type=int, default=None, help="attention heads, if the checkpoint does not record them")
+    p.set_defaults(run=_run_convert_barcodebert)
+
+
+def _add_run_length_args(p) -> None:
+    p.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--max-barcodes", type=int, default=None, help="use only this many barcodes (quick runs)")
+    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_pretrain(args) -> None:
+    from .training.pretrain import pretrain
+
+    out = pretrain(args.data, args.out, preset=args.preset, k_mer=args.k_mer, mlm_scheme=args.mlm_scheme,
+                   tokenizer_vocabulary=args.tokenizer_vocabulary, epochs=args.epochs, max_steps=args.max_steps,
+                   max_barcodes=args.max_barcodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                   seed=args.seed)
+    print(f"pretrained model written to {out}")
+
+
+def _run_finetune(args) -> None:
+    from .training.finetune import finetune
+
+    results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank)), preset=args.preset,
+                       epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
+                       batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       freeze_encoder=args.freeze_encoder, seed=args.seed)
+    _print_results(results)
+
+
+def _run_probe(args) -> None:
+    from .training.probes import probe
+
+    _print_results(probe(args.model, args.data, out_path=args.out, batch_size=args.batch_size))
+
+
+def _run_embed(args) -> None:
+    import numpy as np
+
+    from .metadata import read_metadata
+    from .training.embeddings import embed_sequences
+
+    frame = read_metadata(args.data, split=args.split)
+    embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
+                    out_path=args.out)
+    ids = str(args.out).removesuffix(".npy") + ".processid.txt"
+    with open(ids, "w") as handle:
+        handle.write("\n".join(frame["processid"]) + "\n")
+    print(f"{len(frame)} embeddings written to {args.out} (row order: {ids})")
+
+
+def _run_convert_barcodebert(args) -> None:
+    from .modeling.convert_barcodebert import convert_barcodebert
+
+    convert_barcodebert(args.checkpoint, out_dir=args.out, num_attention_heads=args.heads)
+    print(f"converted model written to {args.out}")
+
+
+def _print_results(results: dict) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for name, value in results.items():
+        print(f"{name}: {value:.2f}" if isinstance(value, float) else f"{name}: {value}")
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def _add_evaluation_commands(sub) -> None:
     """cluster, retrieve, benchmark (evaluation issue)."""
+    sources = "dna:MODEL_DIR (or MODEL_DIR), kmer[:K] for the k-mer baseline"
+    p = sub.add_parser("cluster", help="zero-shot clustering: UMAP 50 -> Ward -> AMI per rank, plus a 2-D UMAP plot")
+    p.add_argument("--embeddings", required=True, help=f"embedding source: {sources}, or FILE.npy (one row per record)")
+    p.add_argument("--data", required=True, help="release root")
+    p.add_argument("--split", default="test+test_unseen", help="records to cluster (default test+test_unseen)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--n-clusters", type=int, default=None, help="number of clusters (default: number of species)")
+    group.add_argument("--distance-threshold", type=float, default=None, help="cut the Ward tree at this distance instead")
+    p.add_argument("--out", default="runs/cluster", help="folder for clustering.json and the UMAP PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128, help="sequences per model forward pass")
+    p.set_defaults(run=_run_cluster)
+
+    p = sub.add_parser("retrieve", help="DNA->DNA retrieval (CLIBD protocol): top-1/3/5 micro/macro per rank")
+    p.add_argument("--model", required=True, help=f"embedding source: {sources}")
+    p.add_argument("--data", required=True, help="release root")
+    p.add_argument("--queries", default="test,test_unseen", help="comma-separated query splits (default test,test_unseen)")
+    p.add_argument("--keys", default="train+key_unseen", help="key splits (default train+key_unseen)")
+    p.add_argument("--top-k", default="1,3,5", help="k values (default 1,3,5)")
+    p.add_argument("--index", choices=("flat", "ivf"), default="flat", help="FAISS index: exact flat or IVF for millions of keys")
+    p.add_argument("--out", default="runs/retrieve", help="folder for retrieval.json")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.set_defaults(run=_run_retrieve)
+
+    p = sub.add_parser("benchmark", help="the benchmark report: classification, clustering, retrieval vs k-mer and BLAST")
+    p.add_argument("--data", required=True, help="release root")
+    p.add_argument("--model", action="append", default=[], help="saved model folder (repeat for several)")
+    p.add_argument("--blast", action="store_true", help="include the BLAST baseline (needs blastn, package ncbi-blast+)")
+    p.add_argument("--kmer", type=int, default=6, help="k of the k-mer baseline (default 6)")
+    p.add_argument("--dedup", choices=("barcodebert", "per-split"), default="barcodebert",
+                   help="unique-barcode protocol for classification (default barcodebert)")
+    p.add_argument("--tasks", default="classification,clustering,retrieval", help="comma-separated tasks to run")
+    p.add_argument("--no-linear-probe", action="store_true", help="skip the linear probe")
+    p.add_argument("--max-records-per-split", type=int, default=None, help="first N records of each split (quick runs)")
+    p.add_argument("--out", default="runs/benchmark", help="folder for report.md, report.json, plots")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.set_defaults(run=_run_benchmark)
+
+
+def _run_cluster(args) -> None:
+    from .evaluation.report import RANK_TITLES, cluster_report
+
+    result = cluster_report(args.embeddings, args.data, split=args.split, out_dir=args.out, n_clusters=args.n_clusters,
+                            distance_threshold=args.distance_threshold, seed=args.seed, batch_size=args.batch_size)
+    print(f"{result['records']:,} records, {result['n_clusters']} clusters ({result['ward']} Ward)")
+    for rank, score in result["scores"].items():
+        print(f"  AMI {RANK_TITLES[rank]:<10} {100 * score['ami']:6.2f}   ({score['num_classes']} classes)")
+    print(f"written to {args.out}: clustering.json, {result['plot'].rsplit('/', 1)[-1]}")
+
+
+def _run_retrieve(args) -> None:
+    from .evaluation.report import retrieval_report
+
+    result = retrieval_report(args.model, args.data, queries=_csv_list(args.queries), keys=args.keys, out_dir=args.out,
+                              top_k=[int(k) for k in _csv_list(args.top_k)], index=args.index, batch_size=args.batch_size)
+    for rank, scores in result["dna->dna"].items():
+        for name in result["queries"]:
+            cells = "  ".join(f"{key} {100 * value:6.2f}" for key, value in scores[name].items() if key.endswith(tuple("0123456789")))
+            print(f"  {rank:<8} {name:<12} {cells}")
+    print(f"written to {args.out}/retrieval.json")
+
+
+def _run_benchmark(args) -> None:
+    from .evaluation.report import command_line, run_benchmark
+
+    run_benchmark(args.data, models=args.model, out_dir=args.out, blast=args.blast, kmer=args.kmer, dedup=args.dedup,
+                  linear_probe=not args.no_linear_probe, seed=args.seed, max_records_per_split=args.max_records_per_split,
+                  batch_size=args.batch_size, command=command_line(), tasks=_csv_list(args.tasks))
+    print(f"report written to {args.out}/report.md and {args.out}/report.json")
 
 
 # ---------------------------------------------------------------------------------------------- multimodal

@@ -7,8 +7,11 @@ reported with its file, line, record and column instead of a bare conversion err
 
 from __future__ import annotations
 
+import csv
 import functools
+import hashlib
 import io
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -42,7 +45,7 @@ class MetadataSource:
     def open(self) -> io.BufferedIOBase:
         if self.member is None:
             return open(self.path, "rb")
-        archive = zipfile.ZipFile(self.path)
+        archive = release.open_zip(self.path)
         return archive.open(self.member)
 
     def stamp(self) -> tuple[str, int, int]:
@@ -61,7 +64,7 @@ def find_metadata(root: str | os.PathLike) -> MetadataSource:
         return MetadataSource(csv_path)
     for zip_path in (root / release.METADATA_ZIP_NAME, root / release.RELEASE_FOLDER / release.METADATA_ZIP_NAME):
         if zip_path.is_file():
-            with zipfile.ZipFile(zip_path) as archive:
+            with release.open_zip(zip_path) as archive:
                 for name in archive.namelist():
                     release.check_member_name(zip_path, name)
                     if name.endswith(Path(release.METADATA_RELPATH).name):
@@ -93,27 +96,40 @@ def iter_batches(source: MetadataSource, columns: tuple[str, ...] = release.COLU
     ``first_row`` is the 0-based record number of the batch's first row (line ``first_row + 2``).
     """
     _check_header(source)
-
-    def reject(row) -> str:
-        line = f"line {row.number}" if row.number is not None else "a line"
-        raise MetadataError(
-            f"{source}, {line}: expected {row.expected_columns} fields, found {row.actual_columns}: {row.text[:120]!r}"
+    try:
+        reader = pacsv.open_csv(
+            source.open(),
+            read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(columns),
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=False,
+            ),
         )
-
-    reader = pacsv.open_csv(
-        source.open(),
-        read_options=pacsv.ReadOptions(block_size=BATCH_BYTES),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=reject),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=list(columns),
-            column_types={c: pa.string() for c in columns},
-            strings_can_be_null=False,
-        ),
-    )
+    except pa.ArrowInvalid as error:
+        raise _malformed_row_error(source, error) from None
     first_row = 0
-    for batch in reader:
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as error:
+            raise _malformed_row_error(source, error) from None
         yield first_row, batch
         first_row += batch.num_rows
+
+
+def _malformed_row_error(source: MetadataSource, error: Exception) -> MetadataError:
+    """pyarrow reports a malformed row without its line number; find it with the csv module (error path only)."""
+    with source.open() as handle:
+        rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
+        for fields in rows:
+            if len(fields) != len(release.COLUMNS):
+                text = ",".join(fields)[:120]
+                return MetadataError(f"{source}, line {rows.line_num}: expected {len(release.COLUMNS)} fields, "
+                                     f"found {len(fields)}: {text!r}")
+    return MetadataError(f"{source}: unreadable CSV: {error}")
 
 
 def typed_columns(source: MetadataSource, first_row: int, batch: pa.RecordBatch) -> dict[str, pa.Array]:
@@ -170,13 +186,30 @@ def check_splits(source: MetadataSource, first_row: int, batch: pa.RecordBatch) 
         )
 
 
+def _vocabulary_cache_path(stamp: tuple[str, int, int]) -> Path:
+    from datasets import config
+
+    key = hashlib.sha1(repr(stamp).encode()).hexdigest()[:16]
+    return Path(config.HF_DATASETS_CACHE) / "bioscan5m" / f"label-vocabularies-{key}.json"
+
+
 @functools.lru_cache(maxsize=8)
 def _label_vocabularies(stamp: tuple[str, int, int], source: MetadataSource) -> dict[str, tuple[str, ...]]:
+    # Collecting the labels takes one pass over the whole CSV (seconds on the full release), so the result is
+    # kept in the datasets cache, keyed by the file's path, size and modification time.
+    cache = _vocabulary_cache_path(stamp)
+    if cache.is_file():
+        return {c: tuple(v) for c, v in json.loads(cache.read_text()).items()}
     values: dict[str, set[str]] = {c: set() for c in release.TARGET_COLUMNS}
     for _, batch in iter_batches(source, release.TARGET_COLUMNS):
         for column in release.TARGET_COLUMNS:
             values[column].update(pc.unique(batch.column(column)).to_pylist())
-    return {c: tuple(sorted(v - {""})) for c, v in values.items()}
+    vocabularies = {c: tuple(sorted(v - {""})) for c, v in values.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(vocabularies))
+    partial.replace(cache)
+    return vocabularies
 
 
 def label_vocabularies(source: MetadataSource) -> dict[str, tuple[str, ...]]:

@@ -237,7 +237,15 @@ def check_member_name(archive: str | os.PathLike, name: str) -> str:
     return normalised
 
 
-def index_image_zip(path: str | os.PathLike, package: str) -> dict[str, zipfile.ZipInfo]:
+def open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
+    """Open an archive of the release, naming it when it is truncated or not a zip at all."""
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise zipfile.BadZipFile(f"{path}: not a valid zip archive (truncated or corrupt download?): {error}") from None
+
+
+def index_image_zip(archive: zipfile.ZipFile, package: str) -> dict[str, zipfile.ZipInfo]:
     """Map ``{split}/[{chunk}/]{processid}.jpg`` to the zip entry holding it, for one package.
 
     Members are matched by the ``images/{package}/`` part of their path, so archives that put the
@@ -245,16 +253,11 @@ def index_image_zip(path: str | os.PathLike, package: str) -> dict[str, zipfile.
     """
     marker = f"images/{package}/"
     index = {}
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        raise zipfile.BadZipFile(f"{path}: not a valid zip archive (truncated or corrupt download?): {error}") from None
-    with archive:
-        for info in archive.infolist():
-            name = check_member_name(path, info.filename)
-            if info.is_dir():
-                continue
-            position = name.find(marker)
-            if position == 0 or (position > 0 and name[position - 1] == "/"):
-                index[name[position + len(marker):]] = info
+    for info in archive.infolist():
+        name = check_member_name(archive.filename, info.filename)
+        if info.is_dir():
+            continue
+        position = name.find(marker)
+        if position == 0 or (position > 0 and name[position - 1] == "/"):
+            index[name[position + len(marker):]] = info
     return index

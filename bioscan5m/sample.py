@@ -92,8 +92,14 @@ def make_sample(out: str | os.PathLike, num_records: int = 4000,
 
 
 # ---------------------------------------------------------------------------------------------- taxonomy
-def _latin(rng, syllables=3) -> str:
-    return "".join(rng.choice(SYLLABLES, size=syllables)).capitalize()
+def _latin(rng, syllables=3, taken: set[str] | None = None) -> str:
+    """A pseudo-Latin name, distinct from those in ``taken`` (which it joins)."""
+    while True:
+        name = "".join(rng.choice(SYLLABLES, size=syllables)).capitalize()
+        if taken is None or name not in taken:
+            if taken is not None:
+                taken.add(name)
+            return name
 
 
 def _mutate(rng, sequence: np.ndarray, rate: float) -> np.ndarray:
@@ -112,14 +118,15 @@ def _make_taxonomy(rng, num_records: int) -> list[Species]:
     num_species = max(24, num_records // 30)
     species: list[Species] = []
     genus_count = 0
+    names: set[str] = set()
     for order, (share, _) in ORDERS.items():
         order_seq = _mutate(rng, ancestor, 0.15)
         for f in range(max(1, round(share * num_species / 12))):
-            family = _latin(rng, 2) + "idae"
-            subfamily = _latin(rng, 2) + "inae" if rng.random() < 0.7 else None
+            family = _latin(rng, 2, names) + "idae"
+            subfamily = _latin(rng, 2, names) + "inae" if rng.random() < 0.7 else None
             family_seq = _mutate(rng, order_seq, 0.08)
             for g in range(int(rng.integers(2, 4))):
-                genus = _latin(rng, 3)
+                genus = _latin(rng, 3, names)
                 genus_seq = _mutate(rng, family_seq, 0.05)
                 # Every eighth genus is set aside entirely: its species form other_heldout.
                 heldout = genus_count % 8 == 5
@@ -204,7 +211,8 @@ def _take_groups(rng, groups: list[list[dict]], target: int) -> tuple[list[dict]
 def _assign_splits(rng, records: list[dict]) -> None:
     # Specimens identified no further than family or genus form the unlabelled pretraining pool.
     for record in records:
-        if rng.random() < 0.35:
+        # Held-out genera stay whole in other_heldout, absent from every other split.
+        if not record["species_obj"].heldout_genus and rng.random() < 0.35:
             record["split"] = "pretrain"
             record["species"] = None
             if rng.random() < 0.5:

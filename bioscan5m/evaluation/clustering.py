@@ -134,7 +134,7 @@ def _all_missing(values) -> bool:
 
 
 def plot_umap_2d(embeddings, colour_labels, path, title: str = "UMAP of embeddings", legend_title: str = "order",
-                 seed: int | None = 0, n_neighbors: int = 30, max_legend: int = 12) -> Path:
+                 seed: int | None = 0, n_neighbors: int = 30, max_legend: int = 10) -> Path:
     """A 2-D UMAP of the embeddings, one colour per label (e.g. order), saved as PNG at ``path``."""
     import matplotlib
 
@@ -149,12 +149,12 @@ def plot_umap_2d(embeddings, colour_labels, path, title: str = "UMAP of embeddin
     names, counts = np.unique(colour_labels.astype(str), return_counts=True)
     order = names[np.argsort(-counts)]
     fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab10")
     for i, name in enumerate(order):
         rows = colour_labels.astype(str) == name
         shown = i < max_legend and name not in ("", "None", "nan")
         ax.scatter(xy[rows, 0], xy[rows, 1], s=2, alpha=0.6, linewidths=0,
-                   color=cmap(i % 20) if shown else "lightgrey", label=f"{name} ({rows.sum()})" if shown else None)
+                   color=cmap(i) if shown else "lightgrey", label=f"{name} ({rows.sum()})" if shown else None)
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(title=legend_title, markerscale=5, fontsize=8, loc="best")
     fig.tight_layout()

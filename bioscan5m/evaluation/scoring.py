@@ -155,5 +155,6 @@ def clustering_agreement(labels_true, labels_pred, average_method: str = "arithm
         "ari": float(adjusted_rand_score(labels_true, labels_pred)),
         "nmi": float(normalized_mutual_info_score(labels_true, labels_pred, average_method=average_method)),
         "num_references": int(len(labels_true)),
+        "num_classes": int(len(np.unique(labels_true))),
         "num_missing": int(missing.sum()),
     }

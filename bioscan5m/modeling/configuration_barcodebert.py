@@ -39,6 +39,8 @@ class BarcodeBertConfig(BertConfig):
     intermediate_size: int = 3072
     # The original sets max(512, ceil(1536 / k)) positions; 512 covers every k >= 3 at 660 nucleotides.
     max_position_embeddings: int = 512
+    # The MLM head is a separate linear layer over k-mers, as in the original (not tied to the embeddings).
+    tie_word_embeddings: bool = False
     classifier_ranks: list[str] | None = None
     rank_labels: dict[str, list[str]] | None = None
 

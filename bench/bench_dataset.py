@@ -1,0 +1,166 @@
+"""Dataset loading: bioscan5m vs the `bioscan-dataset` package (the field's current loader), in one run.
+
+Measures, on the same real metadata (../shared/data/bold-insects):
+  * time to first record and records/s iterating DNA + all rank targets;
+  * images/s for an image config (cropped_256 of a synthetic release in the official folder layout;
+    both loaders decode every JPEG to pixels);
+  * resident memory while streaming (should not grow with the number of records);
+  * export time per 10k records, extrapolated to the 5.15 M-record release.
+
+    .venv/bin/python bench/bench_dataset.py [--records 30000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import datasets  # noqa: F401  (imported up front: library import time is not part of either loader's timing)
+import psutil
+from bioscan_dataset import BIOSCAN5M
+from PIL import Image
+
+import bioscan5m
+from bioscan5m import release
+
+HERE = Path(__file__).resolve().parent
+BOLD = HERE.parent.parent / "shared" / "data" / "bold-insects"
+TARGETS = list(release.TARGET_COLUMNS)
+
+
+def reference_dataset(root, split, modality, image_package="cropped_256"):
+    """bioscan-dataset's BIOSCAN5M. Its integrity check compares the CSV with the official release's MD5,
+    which our real-data CSV (a different, smaller file) cannot match, so that check is skipped."""
+    BIOSCAN5M._check_integrity = lambda self, verbose=1: True
+    return BIOSCAN5M(root, split=split, modality=modality, image_package=image_package, target_type=TARGETS,
+                     output_format="dict")
+
+
+def time_reference_dna(root, split, limit):
+    start = time.perf_counter()
+    dataset = reference_dataset(root, split, ("dna",))
+    first = dataset[0]
+    first_time = time.perf_counter() - start
+    count = min(limit, len(dataset))
+    start = time.perf_counter()
+    for i in range(count):
+        record = dataset[i]
+        _ = record["dna"], record["target"]
+    return first_time, count / (time.perf_counter() - start), first
+
+
+def time_ours_dna(root, split, limit):
+    """Streaming straight from the CSV, selecting what the reference returns: the barcode and the targets."""
+    start = time.perf_counter()
+    stream = bioscan5m.load_dataset(root, "dna", split=split, streaming=True)
+    stream = stream.select_columns(["processid", "dna_barcode"] + [f"{t}_index" for t in TARGETS])
+    iterator = iter(stream)
+    first = next(iterator)
+    first_time = time.perf_counter() - start
+    process = psutil.Process()
+    memory = []
+    count = 1
+    start = time.perf_counter()
+    for record in iterator:
+        _ = record["dna_barcode"], [record[f"{t}_index"] for t in TARGETS]
+        count += 1
+        if count % 5000 == 0:
+            memory.append((count, round(process.memory_info().rss / 2**20)))
+        if count >= limit:
+            break
+    rate = count / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    count = 0
+    for batch in bioscan5m.load_dataset(root, "dna", split=split, streaming=True).iter(batch_size=256):
+        count += len(batch["dna_barcode"])
+        if count >= limit:
+            break
+    batched_rate = count / (time.perf_counter() - start)
+    return first_time, rate, batched_rate, first, memory
+
+
+def time_images(root, split, limit):
+    """Decoded images/s; the pure JPEG decode rate of the same files bounds what any loader can reach."""
+    reference = reference_dataset(root, split, ("image",))
+    count = min(limit, len(reference))
+    start = time.perf_counter()
+    for i in range(count):
+        reference[i]["image"].convert("RGB")
+    reference_rate = count / (time.perf_counter() - start)
+
+    stream = bioscan5m.load_dataset(root, "cropped_256", split=split, streaming=True).select_columns(["image"])
+    start = time.perf_counter()
+    seen = 0
+    for record in stream:
+        record["image"].convert("RGB")
+        seen += 1
+        if seen >= count:
+            break
+    ours_rate = seen / (time.perf_counter() - start)
+
+    paths = [Path(reference.image_dir) / p for p in reference.metadata["image_path"][:count]]
+    blobs = [p.read_bytes() for p in paths]
+    start = time.perf_counter()
+    for blob in blobs:
+        Image.open(io.BytesIO(blob)).convert("RGB")
+    decode_rate = count / (time.perf_counter() - start)
+    return reference_rate, ours_rate, decode_rate, count
+
+
+def time_export(root, records):
+    out = Path(tempfile.mkdtemp()) / "export"
+    start = time.perf_counter()
+    bioscan5m.export(root, out, configs=["cropped_256", "dna"])
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(out.parent)
+    return elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=30000, help="records to iterate for the DNA rate")
+    parser.add_argument("--sample-records", type=int, default=4000, help="size of the synthetic image release")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    results = {}
+
+    ref_first, ref_rate, ref_record = time_reference_dna(BOLD, "train", args.records)
+    our_first, our_rate, our_batched, our_record, memory = time_ours_dna(BOLD, "train", args.records)
+    assert ref_record["dna"] == our_record["dna_barcode"]
+    assert ref_record["species_index"] == our_record["species_index"]
+    results["dna"] = {
+        "records": args.records, "reference_first_s": ref_first, "ours_first_s": our_first,
+        "first_speedup": ref_first / our_first, "reference_records_per_s": ref_rate,
+        "ours_records_per_s": our_rate, "rate_speedup": our_rate / ref_rate,
+        "ours_batched_records_per_s": our_batched, "batched_speedup": our_batched / ref_rate,
+        "ours_rss_mb_while_streaming": memory,
+    }
+
+    sample = Path(tempfile.mkdtemp()) / "sample"
+    bioscan5m.make_sample(sample, num_records=args.sample_records, packages=["cropped_256"], zips=False)
+    ref_images, our_images, decode_rate, count = time_images(sample, "train+pretrain", 2000)
+    results["images"] = {"images": count, "reference_images_per_s": ref_images, "ours_images_per_s": our_images,
+                         "speedup": our_images / ref_images, "pure_decode_images_per_s": decode_rate,
+                         "ceiling_speedup": decode_rate / ref_images}
+
+    export_s = time_export(sample, args.sample_records)
+    per_10k = export_s / args.sample_records * 10_000
+    results["export"] = {"records": args.sample_records, "configs": "cropped_256+dna", "seconds": export_s,
+                         "seconds_per_10k": per_10k, "extrapolated_hours_5_15M": per_10k * 515 / 3600}
+    shutil.rmtree(sample.parent)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

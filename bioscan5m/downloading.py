@@ -1,0 +1,131 @@
+"""Download the official release files: lazily per split group, resumable, checksum-verified.
+
+Files land in the release root exactly as the official mirrors name them; the builder reads the metadata
+and image archives in place, so nothing needs extracting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import release
+from .release import RemoteFile
+
+CHUNK_BYTES = 1 << 20
+
+
+class ChecksumError(ValueError):
+    """A downloaded file does not match its published MD5."""
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _is_verified(path: Path) -> bool:
+    """A file verified once is not hashed again unless its size or mtime changed."""
+    stamp = _stamp(path)
+    if not (path.is_file() and stamp.is_file()):
+        return False
+    stat = path.stat()
+    return stamp.read_text().strip() == f"{stat.st_size} {stat.st_mtime_ns}"
+
+
+def _http_get(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part``, resuming from its current size with an HTTP Range request."""
+    from tqdm.auto import tqdm
+
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:  # the partial file is already complete
+            return
+        raise
+    with response:
+        resumed = offset and response.status == 206
+        if offset and not resumed:
+            offset = 0  # the server ignored Range: start over
+        total = response.length + offset if response.length is not None else None
+        with open(part, "ab" if resumed else "wb") as handle, \
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5], leave=False) as bar:
+            for block in iter(lambda: response.read(CHUNK_BYTES), b""):
+                handle.write(block)
+                bar.update(len(block))
+
+
+def fetch(remote: RemoteFile, root: str | os.PathLike, timeout: float = 60.0) -> Path:
+    """Download one release file into ``root`` (resuming a ``.part`` file) and verify its MD5."""
+    root = Path(os.path.expanduser(str(root)))
+    root.mkdir(parents=True, exist_ok=True)
+    destination = root / remote.filename
+    if _is_verified(destination) or (destination.is_file() and remote.md5 is None):
+        return destination
+    if destination.is_file():
+        part = destination  # verify what is there before downloading anything
+    else:
+        part = destination.with_name(destination.name + ".part")
+        errors = []
+        for url in remote.urls:
+            try:
+                _http_get(url, part, timeout)
+                break
+            except (urllib.error.URLError, OSError, TimeoutError) as error:
+                errors.append(f"{url}: {getattr(error, 'reason', error)}")
+        else:
+            raise ConnectionError(
+                f"Could not download {remote.filename}; tried {'; '.join(errors)}. If this machine is offline, "
+                f"download the file elsewhere and place it at {destination} (a partial download is kept at {part} "
+                "and resumed next time)."
+            )
+    if remote.md5 is not None:
+        actual = md5sum(part)
+        if actual != remote.md5:
+            if part == destination:  # a file the user placed: report it, never delete it
+                raise ChecksumError(f"{destination}: MD5 {actual} does not match the published {remote.md5}; "
+                                    "the file is corrupt or a different version. Move it away and download again.")
+            part.unlink()
+            raise ChecksumError(
+                f"{destination.name}: MD5 {actual} does not match the published {remote.md5}; the download was "
+                "deleted (corrupt or tampered). Run the download again."
+            )
+    part.replace(destination)
+    stat = destination.stat()
+    _stamp(destination).write_text(f"{stat.st_size} {stat.st_mtime_ns}")
+    return destination
+
+
+def download(root: str | os.PathLike, package: str | None = None, split: str = "all", timeout: float = 60.0) -> list[Path]:
+    """Fetch the metadata and, when ``package`` is given, that package's archives for the split groups of ``split``.
+
+    Only the groups the requested splits need are downloaded (``pretrain``, ``train``, ``eval``), as in
+    `bioscan-dataset`. Returns the local paths.
+    """
+    paths = [fetch(release.METADATA_REMOTE, root, timeout)]
+    if package is None:
+        return paths
+    if package not in release.IMAGE_PACKAGES:
+        raise ValueError(f"Unknown image package {package!r}; choose from {', '.join(release.IMAGE_PACKAGES)}.")
+    for group in release.split_groups(release.parse_split(split)):
+        remotes = release.IMAGE_REMOTES.get((package, group))
+        if remotes is None:
+            raise ValueError(
+                f"No published download URL is known for {package!r} images of the {group!r} split group. Get the "
+                f"archive from https://zenodo.org/records/11973457 or https://huggingface.co/datasets/bioscan-ml/BIOSCAN-5M "
+                f"and place it in {root}; the builder reads BIOSCAN_5M_{package}*.zip archives in place."
+            )
+        paths += [fetch(remote, root, timeout) for remote in remotes]
+    return paths

@@ -1,0 +1,88 @@
+"""Probes on frozen embeddings: k-nearest-neighbour (cosine, as BarcodeBERT's 1-NN probe) and linear.
+
+Both train on labelled keys (e.g. ``train``) and score queries (e.g. ``test`` for species, ``test_unseen`` for
+genus) with `scoring.topk_accuracy`, so probe accuracies are directly comparable with retrieval and BLAST.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .clustering import check_embeddings
+from .scoring import is_missing, topk_accuracy
+
+
+def _labelled(embeddings, labels, name: str):
+    embeddings = check_embeddings(embeddings, name)
+    labels = np.asarray(labels)
+    if len(labels) != len(embeddings):
+        raise ValueError(f"{name} has {len(embeddings)} rows but {len(labels)} labels.")
+    keep = ~is_missing(labels)
+    if not keep.any():
+        raise ValueError(f"every {name} label is missing: nothing to probe.")
+    return embeddings[keep], labels[keep]
+
+
+def knn_predict(train_embeddings, train_labels, query_embeddings, k: int = 1, **search_kwargs) -> np.ndarray:
+    """Majority label of the ``k`` nearest train embeddings (cosine) per query; ties go to the nearer neighbour."""
+    from .retrieval import search
+
+    train_embeddings, train_labels = _labelled(train_embeddings, train_labels, "train embeddings")
+    query_embeddings = check_embeddings(query_embeddings, "query embeddings")
+    _, indices = search(query_embeddings, train_embeddings, k=k, **search_kwargs)
+    neighbours = train_labels[indices]
+    if k == 1:
+        return neighbours[:, 0]
+    predictions = np.empty(len(neighbours), dtype=neighbours.dtype)
+    for i, row in enumerate(neighbours):
+        values, first, counts = np.unique(row, return_index=True, return_counts=True)
+        # Most votes first, then the label whose nearest occurrence is closest.
+        predictions[i] = values[np.lexsort((first, -counts))[0]]
+    return predictions
+
+
+def knn_probe(train_embeddings, train_labels, query_embeddings, query_labels, k: int = 1, **search_kwargs) -> dict:
+    """Accuracy (micro, macro, per class) of the k-NN cosine classifier fitted on the train embeddings."""
+    predictions = knn_predict(train_embeddings, train_labels, query_embeddings, k=k, **search_kwargs)
+    return topk_accuracy(predictions, query_labels, top_k=(1,))
+
+
+def linear_probe(train_embeddings, train_labels, query_embeddings, query_labels, epochs: int = 30,
+                 batch_size: int = 256, learning_rate: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0,
+                 progress: bool = True) -> dict:
+    """A softmax linear classifier on standardised frozen embeddings (AdamW, cross-entropy), scored on the queries.
+
+    Query labels absent from the train labels count as errors (the classifier cannot predict them).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    train_x, train_y = _labelled(train_embeddings, train_labels, "train embeddings")
+    query_x = check_embeddings(query_embeddings, "query embeddings")
+    if query_x.shape[1] != train_x.shape[1]:
+        raise ValueError(f"query embeddings have {query_x.shape[1]} dimensions but train embeddings have {train_x.shape[1]}.")
+    classes, targets = np.unique(train_y, return_inverse=True)
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x = torch.from_numpy((train_x - mean) / std)
+    y = torch.from_numpy(targets.astype(np.int64))
+    model = torch.nn.Linear(x.shape[1], len(classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    for _ in tqdm(range(epochs), desc="linear probe", unit="epoch", disable=not progress):
+        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+        scheduler.step()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy((query_x - mean) / std)).argmax(dim=1).numpy()
+    return topk_accuracy(classes[predicted], query_labels, top_k=(1,))
+
+
+def probe_summary(results: dict[str, dict], keys: Sequence[str] = ("micro_top1", "macro_top1")) -> dict[str, dict]:
+    """Only the headline numbers of probe results (drops per-class detail), for reports."""
+    return {name: {k: r[k] for k in keys if k in r} for name, r in results.items()}

@@ -1,0 +1,239 @@
+"""BarcodeBERT: a BERT encoder over non-overlapping DNA k-mers, with masked-LM and taxonomic classification heads.
+
+The encoder is BERT's (embeddings and layers from ``transformers``), so the original BarcodeBERT checkpoints,
+which are ``BertForTokenClassification`` state dicts, load into it key for key (see ``convert_barcodebert``).
+
+This module imports nothing from ``bioscan5m``: it is copied next to saved models and must run on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertLayer, BertSelfAttention
+from transformers.utils import ModelOutput
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_barcodebert import BarcodeBertConfig
+
+
+#: Every Auto class a saved folder answers to; ``register_for_auto_class`` alone records only the saved class.
+AUTO_MAP = {
+    "AutoConfig": "configuration_barcodebert.BarcodeBertConfig",
+    "AutoModel": "modeling_barcodebert.BarcodeBertModel",
+    "AutoModelForMaskedLM": "modeling_barcodebert.BarcodeBertForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_barcodebert.BarcodeBertForSequenceClassification",
+}
+
+
+def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the positions where ``attention_mask`` is 1 (all positions when it is None)."""
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    weights = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+@dataclass
+class BarcodeBertClassifierOutput(ModelOutput):
+    """Output of :class:`BarcodeBertForSequenceClassification`.
+
+    Args:
+        loss: sum over ranks of the cross-entropy (labels < 0 are ignored), when labels are given.
+        logits: logits of the first of ``config.classifier_ranks`` (the only one in the usual single-rank case).
+        rank_logits: logits of every rank, keyed by rank name.
+        embeddings: the mean-pooled encoder output the heads read.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    rank_logits: dict[str, torch.Tensor] | None = None
+    embeddings: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class BarcodeBertPreTrainedModel(PreTrainedModel):
+    config_class = BarcodeBertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": BertLayer, "attentions": BertSelfAttention}
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, BertEmbeddings):
+            # Buffers are not in the checkpoint; recreate them when weights are initialised on the meta device.
+            module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            module.token_type_ids.zero_()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class BarcodeBertModel(BarcodeBertPreTrainedModel):
+    """The BarcodeBERT encoder; ``embed`` turns barcodes into one vector each."""
+
+    def __init__(self, config: BarcodeBertConfig):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self._kmer_tokenizer = None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    @capture_outputs
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, **kwargs) -> BaseModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        embedding_output = self.embeddings(input_ids=input_ids, position_ids=position_ids,
+                                           token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
+        encoder_mask = create_bidirectional_mask(config=self.config, inputs_embeds=embedding_output,
+                                                 attention_mask=attention_mask)
+        encoder_output = self.encoder(embedding_output, attention_mask=encoder_mask, **kwargs)
+        return BaseModelOutput(last_hidden_state=encoder_output.last_hidden_state)
+
+    @property
+    def tokenizer(self):
+        """The k-mer tokenizer saved beside the weights, loaded on first use (or the one assigned here)."""
+        if self._kmer_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            folder = self.config.name_or_path
+            if not folder:
+                raise ValueError("This BarcodeBERT model was not loaded from a folder, so it has no tokenizer: assign "
+                                 "one with `model.tokenizer = KmerTokenizerFast(k=..., vocabulary=...)`.")
+            # Loaded as remote code (package not installed): trust the tokenizer code from the same folder, no more.
+            remote = type(self).__module__.startswith("transformers_modules")
+            self._kmer_tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+        return self._kmer_tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer):
+        self._kmer_tokenizer = tokenizer
+
+    @torch.inference_mode()
+    def embed(self, sequences: list[str], batch_size: int = 256, return_numpy: bool = False,
+              progress: bool = False) -> torch.Tensor | np.ndarray:
+        """One vector per barcode: the attention-mask-aware mean of the last hidden state.
+
+        Sequences are batched in order of length, so that little compute goes to padding, and the result is
+        returned in input order. The model is put in eval mode.
+
+        Args:
+            sequences: DNA barcodes (any case; see the tokenizer for N, IUPAC codes and gaps).
+            batch_size: sequences per forward pass.
+            return_numpy: return a float32 ``numpy`` array instead of a tensor on the model's device.
+            progress: show a tqdm progress bar.
+        """
+        if isinstance(sequences, str):
+            raise ValueError("embed() takes a list of sequences; wrap a single barcode in a list.")
+        self.eval()
+        tokenizer = self.tokenizer
+        order = np.argsort([len(sequence) for sequence in sequences], kind="stable")
+        batches = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="embedding", unit="batch")
+        pooled = torch.empty((len(order), self.config.hidden_size), device=self.device)
+        for start in batches:
+            index = order[start:start + batch_size]
+            encoded = tokenizer([sequences[i] for i in index], padding=True, truncation=True, return_tensors="pt")
+            encoded = {name: tensor.to(self.device) for name, tensor in encoded.items()}
+            hidden = self(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).last_hidden_state
+            pooled[torch.as_tensor(index, device=self.device)] = masked_mean(hidden, encoded["attention_mask"]).float()
+        return pooled.cpu().numpy() if return_numpy else pooled
+
+
+class BarcodeBertForMaskedLM(BarcodeBertPreTrainedModel):
+    """Encoder plus a linear k-mer prediction head over the whole vocabulary (logit index = token id).
+
+    ``labels`` hold token ids where the loss applies and -100 elsewhere, so both BarcodeBERT's scheme (loss over
+    every non-special token) and the standard one (loss over masked tokens only) are a choice of labels.
+    """
+
+    def __init__(self, config: BarcodeBertConfig):
+        super().__init__(config)
+        self.bert = BarcodeBertModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> MaskedLMOutput:
+        output = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        logits = self.lm_head(output.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=output.hidden_states,
+                              attentions=output.attentions)
+
+
+class BarcodeBertForSequenceClassification(BarcodeBertPreTrainedModel):
+    """Encoder, attention-mask-aware mean pooling, then one linear classifier per taxonomic rank.
+
+    The ranks and their class names come from ``config.classifier_ranks`` and ``config.rank_labels``.
+    ``labels`` is ``(batch,)`` for one rank or ``(batch, n_ranks)`` in ``classifier_ranks`` order; negative
+    labels (a missing rank) are ignored.
+    """
+
+    def __init__(self, config: BarcodeBertConfig):
+        super().__init__(config)
+        if not config.classifier_ranks:
+            raise ValueError("BarcodeBertForSequenceClassification needs config.classifier_ranks and rank_labels, "
+                             "e.g. classifier_ranks=['species'], rank_labels={'species': [...class names...]}.")
+        self.bert = BarcodeBertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifiers = nn.ModuleDict({rank: nn.Linear(config.hidden_size, size)
+                                          for rank, size in config.num_labels_per_rank.items()})
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> BarcodeBertClassifierOutput:
+        output = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        pooled = masked_mean(output.last_hidden_state, attention_mask)
+        features = self.dropout(pooled)
+        rank_logits = {rank: head(features) for rank, head in self.classifiers.items()}
+        loss = None
+        if labels is not None:
+            labels = labels.view(labels.size(0), -1)
+            loss = sum(_rank_loss(logits, labels[:, column]) for column, logits in enumerate(rank_logits.values()))
+        return BarcodeBertClassifierOutput(loss=loss, logits=next(iter(rank_logits.values())), rank_logits=rank_logits,
+                                           embeddings=pooled, hidden_states=output.hidden_states,
+                                           attentions=output.attentions)
+
+
+def _rank_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the records that have this rank; zero (not NaN) when none in the batch has it."""
+    known = labels >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    return nn.functional.cross_entropy(logits[known], labels[known])
+
+
+__all__ = ["BarcodeBertPreTrainedModel", "BarcodeBertModel", "BarcodeBertForMaskedLM",
+           "BarcodeBertForSequenceClassification", "BarcodeBertClassifierOutput", "masked_mean"]

@@ -1,0 +1,116 @@
+"""Fine-tuning a pretrained BarcodeBERT for taxonomic classification (one or several ranks) on ``train``,
+reporting accuracy on ``test`` (closed world, unique barcodes). With ``freeze_encoder=True`` only the heads
+train: the paper's linear probe run through the same script (``probes.linear_probe`` is the fast equivalent
+on cached embeddings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from transformers import Trainer
+
+from ..modeling import BarcodeBertForSequenceClassification
+from ..modeling.model_card import write_model_card
+from .collators import KmerClassificationCollator
+from .data import load_barcode_sets
+from .presets import get_preset
+from .pretrain import training_arguments
+
+
+def _records(frame, ranks) -> datasets.Dataset:
+    columns = ["dna_barcode"] + [f"{rank}_index" for rank in ranks]
+    return datasets.Dataset.from_pandas(frame[columns], preserve_index=False)
+
+
+@torch.inference_mode()
+def predict_ranks(model: BarcodeBertForSequenceClassification, sequences: list[str], batch_size: int = 256,
+                  tokenizer=None) -> dict[str, np.ndarray]:
+    """Predicted class index per rank for each barcode, batched in length order."""
+    model.eval()
+    tokenizer = tokenizer or model.bert.tokenizer
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    predictions = {rank: np.empty(len(sequences), dtype=np.int64) for rank in model.config.classifier_ranks}
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        batch = tokenizer([sequences[i] for i in index], padding=True, truncation=True, return_tensors="pt")
+        output = model(input_ids=batch["input_ids"].to(model.device),
+                       attention_mask=batch["attention_mask"].to(model.device))
+        for rank, logits in output.rank_logits.items():
+            predictions[rank][index] = logits.argmax(-1).cpu().numpy()
+    return predictions
+
+
+def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir: str | os.PathLike,
+             ranks: tuple[str, ...] = ("species",), preset: str = "cpu-small", epochs: float | None = None,
+             batch_size: int | None = None, learning_rate: float | None = None, max_steps: int | None = None,
+             max_barcodes: int | None = None, freeze_encoder: bool = False, seed: int = 0) -> dict:
+    """Fine-tune ``model_dir`` to classify ``ranks`` and measure accuracy on ``test``.
+
+    Args:
+        model_dir: a pretrained BarcodeBERT folder (MLM or encoder).
+        data_root: a BIOSCAN-5M release root.
+        out_dir: where the fine-tuned model folder (with ``results.json`` and model card) is written.
+        ranks: taxonomic ranks to predict, e.g. ``("species",)`` or ``("genus", "species")``.
+        preset: supplies epochs, batch size and learning rate unless given here.
+        max_steps / max_barcodes: cap the run (quick checks).
+        freeze_encoder: train the heads only (linear probe through the Trainer).
+
+    Returns:
+        ``{"<rank>_test_accuracy": percent, ...}`` plus run details, also in ``out_dir/results.json``.
+    """
+    settings = get_preset(preset, finetune_epochs=epochs, finetune_batch_size=batch_size,
+                          finetune_learning_rate=learning_rate)
+    ranks = tuple(ranks)
+    out_dir = Path(out_dir)
+    sets = load_barcode_sets(data_root, roles=("train", "test"))
+    labelled = sets["train"][(sets["train"][[f"{rank}_index" for rank in ranks]] >= 0).any(axis=1)]
+    if max_barcodes is not None:
+        labelled = labelled.iloc[:max_barcodes]
+    rank_labels = {rank: list(sets.label_names[rank]) for rank in ranks}
+    torch.manual_seed(seed)
+    model = BarcodeBertForSequenceClassification.from_pretrained(
+        str(model_dir), classifier_ranks=list(ranks), rank_labels=rank_labels)
+    if freeze_encoder:
+        model.bert.requires_grad_(False)
+    tokenizer = model.bert.tokenizer
+    rank = int(os.environ.get("RANK", "0"))
+    collator = KmerClassificationCollator(tokenizer, ranks, random_offset=not freeze_encoder, seed=seed + rank)
+    args = training_arguments(out_dir, per_device_train_batch_size=settings.finetune_batch_size,
+                              num_train_epochs=settings.finetune_epochs, max_steps=max_steps or -1,
+                              learning_rate=settings.finetune_learning_rate, lr_scheduler_type="cosine",
+                              warmup_steps=0.1, weight_decay=0.01, seed=seed)
+    trainer = Trainer(model=model, args=args, train_dataset=_records(labelled, ranks), data_collator=collator,
+                      processing_class=tokenizer)
+    started = time.time()
+    train_output = trainer.train()
+    minutes = (time.time() - started) / 60
+
+    results = {"model": str(model_dir), "ranks": list(ranks), "freeze_encoder": freeze_encoder,
+               "train_barcodes": len(labelled), "steps": train_output.global_step, "minutes": round(minutes, 1)}
+    if trainer.is_world_process_zero():
+        predictions = predict_ranks(trainer.model, sets["test"]["dna_barcode"].tolist(), tokenizer=tokenizer)
+        for rank_name in ranks:
+            truth = sets["test"][f"{rank_name}_index"].to_numpy()
+            known = truth >= 0
+            results[f"{rank_name}_test_accuracy"] = 100.0 * float(np.mean(predictions[rank_name][known] == truth[known]))
+            results[f"{rank_name}_test_queries"] = int(known.sum())
+        trainer.save_model(str(out_dir))
+        (out_dir / "training_args.bin").unlink(missing_ok=True)
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+        kind = "linear probe (frozen encoder)" if freeze_encoder else "fine-tuned"
+        write_model_card(
+            out_dir, trainer.model.config, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
+            data=f"{len(labelled):,} unique labelled barcodes of BIOSCAN-5M `train`",
+            results={f"{rank_name} accuracy, test (closed world)": results[f"{rank_name}_test_accuracy"]
+                     for rank_name in ranks},
+            training={"epochs": settings.finetune_epochs, "steps": train_output.global_step,
+                      "batch size": f"{settings.finetune_batch_size} × {args.world_size} processes",
+                      "learning rate": settings.finetune_learning_rate, "time": f"{minutes:.1f} min"},
+        )
+    return results

@@ -1,0 +1,124 @@
+"""Masked-language-model pretraining of BarcodeBERT on the unique barcodes of ``pretrain`` + ``other_heldout``.
+
+Runs on the HF ``Trainer``, so the same call works on one CPU, one GPU, or several processes under
+``torchrun``/``accelerate launch`` (gloo on CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import Trainer, TrainingArguments
+
+from ..modeling import BarcodeBertConfig, BarcodeBertForMaskedLM
+from ..modeling.model_card import write_model_card
+from ..tokenization import KmerTokenizerFast
+from .collators import KmerMLMCollator
+from .data import load_barcode_sets
+from .presets import get_preset
+
+#: Barcodes of ``train`` used to report MLM accuracy after pretraining (BarcodeBERT validates MLM on train).
+MLM_EVAL_BARCODES = 1024
+
+
+def training_arguments(out_dir: str | os.PathLike, **kwargs) -> TrainingArguments:
+    """TrainingArguments with the project's defaults: no external loggers, gloo when distributed on CPU."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    defaults = dict(output_dir=str(out_dir), report_to="none", save_strategy="no", logging_steps=50,
+                    ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+                    remove_unused_columns=False, dataloader_pin_memory=torch.cuda.is_available(), seed=0)
+    defaults.update(kwargs)
+    return TrainingArguments(**defaults)
+
+
+def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: str = "cpu-small",
+             max_steps: int | None = None, max_barcodes: int | None = None, epochs: float | None = None,
+             batch_size: int | None = None, learning_rate: float | None = None, k_mer: int | None = None,
+             mlm_scheme: str | None = None, tokenizer_vocabulary: str | None = None, seed: int = 0) -> Path:
+    """Pretrain a BarcodeBERT masked-language model and save it (weights, tokenizer, code, model card).
+
+    Args:
+        data_root: a BIOSCAN-5M release root (e.g. ``~/bioscan``) or its metadata CSV.
+        out_dir: where the model folder is written.
+        preset: ``paper``, ``cpu-small`` or ``tiny`` (see :mod:`bioscan5m.training.presets`).
+        max_steps: stop after this many optimiser steps (overrides ``epochs``).
+        max_barcodes: use only the first N unique pretraining barcodes (quick runs).
+        epochs, batch_size, learning_rate, k_mer, mlm_scheme, tokenizer_vocabulary: override the preset.
+        seed: seeds weights, data order and masking.
+
+    Returns:
+        The output folder.
+    """
+    settings = get_preset(preset, k_mer=k_mer, mlm_scheme=mlm_scheme, tokenizer_vocabulary=tokenizer_vocabulary,
+                          pretrain_epochs=epochs, pretrain_batch_size=batch_size,
+                          pretrain_learning_rate=learning_rate)
+    out_dir = Path(out_dir)
+    sets = load_barcode_sets(data_root, roles=("pretrain", "train"))
+    barcodes = sets["pretrain"]["dna_barcode"]
+    if max_barcodes is not None:
+        barcodes = barcodes.iloc[:max_barcodes]
+    train_set = datasets.Dataset.from_dict({"dna_barcode": barcodes.tolist()})
+    eval_set = datasets.Dataset.from_dict({"dna_barcode": sets["train"]["dna_barcode"].iloc[:MLM_EVAL_BARCODES].tolist()})
+
+    tokenizer = KmerTokenizerFast(k=settings.k_mer, vocabulary=settings.tokenizer_vocabulary)
+    torch.manual_seed(seed)
+    model = BarcodeBertForMaskedLM(BarcodeBertConfig(**settings.model_kwargs()))
+    # Each process masks differently; the data order is already sharded by the Trainer.
+    rank = int(os.environ.get("RANK", "0"))
+    collator = KmerMLMCollator(tokenizer, scheme=settings.mlm_scheme, seed=seed + rank)
+    args = training_arguments(out_dir, per_device_train_batch_size=settings.pretrain_batch_size,
+                              per_device_eval_batch_size=settings.pretrain_batch_size * 2,
+                              num_train_epochs=settings.pretrain_epochs, max_steps=max_steps or -1,
+                              learning_rate=settings.pretrain_learning_rate, weight_decay=0.0,
+                              lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=collator, processing_class=tokenizer,
+                      compute_metrics=None)
+    started = time.time()
+    train_output = trainer.train()
+    minutes = (time.time() - started) / 60
+    # MLM accuracy on held-out train barcodes, with the training masking but no offset.
+    eval_collator = KmerMLMCollator(tokenizer, scheme=settings.mlm_scheme, random_offset=False, seed=seed)
+    metrics = mlm_accuracy(trainer.model, eval_set["dna_barcode"], eval_collator, settings.pretrain_batch_size * 2)
+
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out_dir))          # weights, config, code files and tokenizer
+        (out_dir / "training_args.bin").unlink(missing_ok=True)   # a pickle; the settings go to pretraining.json
+        summary = {"preset": preset, "settings": settings.as_dict(), "pretrain_barcodes": len(train_set),
+                   "steps": train_output.global_step, "train_loss": train_output.training_loss,
+                   "minutes": round(minutes, 1), "world_size": args.world_size, **metrics}
+        (out_dir / "pretraining.json").write_text(json.dumps(summary, indent=2))
+        write_model_card(
+            out_dir, model.config, source="pretrained with masked-language modelling by `bioscan5m pretrain`",
+            data=f"{len(train_set):,} unique barcodes of BIOSCAN-5M `pretrain` + `other_heldout`",
+            training={"preset": preset, "MLM scheme": settings.mlm_scheme, "steps": train_output.global_step,
+                      "batch size": f"{settings.pretrain_batch_size} × {args.world_size} processes",
+                      "learning rate": settings.pretrain_learning_rate, "time": f"{minutes:.1f} min",
+                      "MLM accuracy on held-out barcodes": f"{100 * metrics['mlm_accuracy']:.1f} %"},
+        )
+    return out_dir
+
+
+@torch.inference_mode()
+def mlm_accuracy(model: BarcodeBertForMaskedLM, sequences: list[str], collator: KmerMLMCollator,
+                 batch_size: int) -> dict[str, float]:
+    """Token accuracy of the MLM head on masked positions and on all scored positions."""
+    model.eval()
+    hits_masked = hits_all = n_masked = n_all = 0
+    for start in range(0, len(sequences), batch_size):
+        batch = collator([{"dna_barcode": s} for s in sequences[start:start + batch_size]])
+        batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
+        predicted = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+        scored = batch["labels"] != -100
+        masked = scored & (batch["input_ids"] == collator.tokenizer.mask_token_id)
+        correct = predicted == batch["labels"]
+        hits_masked += int((correct & masked).sum())
+        hits_all += int((correct & scored).sum())
+        n_masked += int(masked.sum())
+        n_all += int(scored.sum())
+    return {"mlm_accuracy": hits_masked / max(n_masked, 1), "mlm_accuracy_all_scored": hits_all / max(n_all, 1)}

@@ -1,0 +1,182 @@
+"""BarcodeBERT models: Auto classes, save/load (in-package and trust_remote_code in a fresh process), embed,
+multi-rank classification and conversion of original-format checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import fractions
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForTokenClassification,
+)
+
+import bioscan5m
+from bioscan5m.modeling import (
+    BarcodeBertConfig,
+    BarcodeBertForMaskedLM,
+    BarcodeBertForSequenceClassification,
+    BarcodeBertModel,
+)
+from bioscan5m.modeling.convert_barcodebert import convert_barcodebert
+from bioscan5m.tokenization import KmerTokenizerFast
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def barcodes(bold_root) -> list[str]:
+    frame = bioscan5m.read_metadata(bold_root, split="val_unseen")
+    return frame.dna_barcode.iloc[::25].tolist()
+
+
+@pytest.fixture(scope="module")
+def saved_mlm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-barcodebert")
+    torch.manual_seed(0)
+    BarcodeBertForMaskedLM(BarcodeBertConfig(k_mer=5, **TINY)).save_pretrained(folder)
+    KmerTokenizerFast(k=5).save_pretrained(folder)
+    return folder
+
+
+def test_saved_folder_is_complete_and_loads_with_every_auto_class(saved_mlm, barcodes):
+    files = {path.name for path in saved_mlm.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "configuration_barcodebert.py", "modeling_barcodebert.py", "tokenization_kmer.py"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
+    auto_map = json.loads((saved_mlm / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"}
+
+    assert isinstance(AutoConfig.from_pretrained(saved_mlm), BarcodeBertConfig)
+    assert isinstance(AutoTokenizer.from_pretrained(saved_mlm), KmerTokenizerFast)
+    mlm = AutoModelForMaskedLM.from_pretrained(saved_mlm).eval()
+    base = AutoModel.from_pretrained(saved_mlm).eval()
+    assert isinstance(base, BarcodeBertModel)
+    encoded = KmerTokenizerFast(k=5)(barcodes[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(mlm.bert(**encoded).last_hidden_state, base(**encoded).last_hidden_state)
+
+
+def test_embed_is_the_mask_aware_mean_in_input_order(saved_mlm, barcodes):
+    model = AutoModel.from_pretrained(saved_mlm)
+    # Mixed lengths in unsorted order, batch size smaller than the set: exercises length sorting and scatter-back.
+    sequences = [barcodes[0][:300], barcodes[1], barcodes[2][:450], barcodes[3][:120], barcodes[4]]
+    embedded = model.embed(sequences, batch_size=2)
+    assert embedded.shape == (5, 32)
+    tokenizer = KmerTokenizerFast(k=5)
+    for row, sequence in zip(embedded, sequences):
+        # One at a time and with N-padding to 660 like the original: the same vector (padding is masked out).
+        encoded = tokenizer([sequence], padding="max_length", truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**encoded).last_hidden_state[0]
+        real = encoded["attention_mask"][0].bool()
+        torch.testing.assert_close(row, hidden[real].mean(0), atol=1e-5, rtol=1e-4)
+    assert isinstance(model.embed(sequences[:2], return_numpy=True), np.ndarray)
+    with pytest.raises(ValueError, match="list of sequences"):
+        model.embed(sequences[0])
+
+
+def test_trust_remote_code_in_a_fresh_process_without_the_package(saved_mlm, barcodes, tmp_path):
+    expected = AutoModel.from_pretrained(saved_mlm).embed(barcodes[:6], return_numpy=True)
+    script = textwrap.dedent(f"""
+        import sys, json
+        sys.modules["bioscan5m"] = None          # the package cannot be imported in this process
+        import numpy as np
+        from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+        folder = {str(saved_mlm)!r}
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
+        sequences = json.load(open({str(tmp_path / "seqs.json")!r}))
+        np.save({str(tmp_path / "remote.npy")!r}, model.embed(sequences, return_numpy=True))
+        print(type(tokenizer).__module__, type(model).__module__)
+    """)
+    (tmp_path / "seqs.json").write_text(json.dumps(barcodes[:6]))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "transformers_modules" in result.stdout and "bioscan5m" not in result.stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), expected)
+
+
+def test_multi_rank_classifier_ignores_missing_labels_and_round_trips(tmp_path, barcodes):
+    config = BarcodeBertConfig(k_mer=4, classifier_ranks=["genus", "species"],
+                               rank_labels={"genus": ["g0", "g1"], "species": ["s0", "s1", "s2"]}, **TINY)
+    model = BarcodeBertForSequenceClassification(config).eval()
+    encoded = KmerTokenizerFast(k=4)(barcodes[:3], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**encoded, labels=torch.tensor([[0, -1], [1, 2], [0, 0]]))
+        genus_only = model(**encoded, labels=torch.tensor([[0, -1], [1, -1], [0, -1]]))
+    assert out.rank_logits["species"].shape == (3, 3) and out.logits.shape == (3, 2)
+    by_hand = (torch.nn.functional.cross_entropy(out.rank_logits["genus"], torch.tensor([0, 1, 0]))
+               + torch.nn.functional.cross_entropy(out.rank_logits["species"][1:], torch.tensor([2, 0])))
+    torch.testing.assert_close(out.loss, by_hand)
+    torch.testing.assert_close(genus_only.loss, torch.nn.functional.cross_entropy(out.rank_logits["genus"],
+                                                                                  torch.tensor([0, 1, 0])))
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.rank_labels["species"] == ["s0", "s1", "s2"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**encoded).rank_logits["species"], out.rank_logits["species"])
+
+
+def test_config_rejects_inconsistent_vocabulary():
+    with pytest.raises(ValueError, match="does not match k_mer=5"):
+        BarcodeBertConfig(k_mer=5, vocab_size=258)
+    with pytest.raises(ValueError, match="rank_labels"):
+        BarcodeBertConfig(classifier_ranks=["species"])
+
+
+def _original_model(k: int, seed: int = 0) -> BertForTokenClassification:
+    """An original-format BarcodeBERT: BertForTokenClassification over [MASK], [UNK] + 4**k k-mers."""
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=4 ** k + 2, num_labels=4 ** k, output_hidden_states=True,
+                        max_position_embeddings=max(512, -(-1536 // k)), **TINY)
+    return BertForTokenClassification(config).eval()
+
+
+@pytest.mark.parametrize("k", [4, 5, 8])
+def test_conversion_reproduces_original_outputs(tmp_path, barcodes, k):
+    original = _original_model(k)
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"model": original.state_dict(), "epoch": 3,
+                "config": argparse.Namespace(k_mer=k, n_heads=2, n_layers=2, max_len=660)}, checkpoint)
+    converted = convert_barcodebert(checkpoint, out_dir=tmp_path / "converted")
+
+    encoded = KmerTokenizerFast(k=k)(barcodes[:5], padding="max_length", truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = original(**encoded)
+        ours = converted(**encoded)
+        reloaded = AutoModel.from_pretrained(tmp_path / "converted").eval()(**encoded)
+    torch.testing.assert_close(ours.logits[..., 2:], reference.logits)
+    torch.testing.assert_close(reloaded.last_hidden_state, reference.hidden_states[-1])
+    # The special rows never win, so the softmax over the vocabulary is the original's over k-mers.
+    torch.testing.assert_close(ours.logits.softmax(-1)[..., 2:], reference.logits.softmax(-1))
+    assert (tmp_path / "converted" / "README.md").read_text().startswith("---")
+
+
+def test_conversion_accepts_safetensors_and_refuses_pickled_code(tmp_path):
+    from safetensors.torch import save_file
+
+    original = _original_model(4, seed=1)
+    save_file({name: tensor.contiguous() for name, tensor in original.state_dict().items()},
+              tmp_path / "original.safetensors")
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        convert_barcodebert(tmp_path / "original.safetensors")
+    converted = convert_barcodebert(tmp_path / "original.safetensors", num_attention_heads=2)
+    assert converted.config.k_mer == 4 and converted.config.num_hidden_layers == 2
+
+    torch.save({"model": original.state_dict(), "config": fractions.Fraction(1, 3)}, tmp_path / "unsafe.pt")
+    with pytest.raises(ValueError, match="weights-only"):
+        convert_barcodebert(tmp_path / "unsafe.pt")

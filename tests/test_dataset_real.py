@@ -1,0 +1,111 @@
+"""The builder and metadata reader on the real BOLD release (../shared/data/bold-insects), checked against
+the split counts of its README and against the `bioscan-dataset` package's semantics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bioscan5m
+from bioscan5m import release
+from bioscan5m.metadata import find_metadata, label_vocabularies
+
+from .conftest import BOLD_SPLIT_COUNTS
+
+
+@pytest.fixture(scope="module")
+def bold_dna(bold_root, tmp_path_factory):
+    return bioscan5m.load_dataset(bold_root, "dna", cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+def test_dna_config_loads_every_record_of_every_split(bold_dna):
+    assert {name: len(split) for name, split in bold_dna.items()} == BOLD_SPLIT_COUNTS
+    assert sum(len(split) for split in bold_dna.values()) == 97_787
+    for name, split in bold_dna.items():
+        assert set(split.unique("split")) == {name}
+
+
+def test_every_official_column_is_present_and_typed(bold_dna):
+    features = bold_dna["train"].features
+    assert list(features)[: len(release.COLUMNS)] == list(release.COLUMNS)
+    assert features["coord-lat"].dtype == "float64" and features["index_bioscan_1M_insect"].dtype == "int64"
+    first = bold_dna["train"][0]
+    assert isinstance(first["coord-lat"], float)
+    # The image columns are empty in this release: empty fields become None, never 0 or "".
+    assert first["image_measurement_value"] is None and first["chunk"] is None
+    assert all(len(b) <= 660 for b in bold_dna["train"]["dna_barcode"])
+
+
+def test_targets_are_identical_across_splits(bold_dna):
+    train, test = bold_dna["train"], bold_dna["test"]
+    assert train.features["species_index"] == test.features["species_index"]
+    names = train.features["species_index"].names
+    for split in (train, test):
+        for species, index in zip(split["species"][:500], split["species_index"][:500]):
+            assert (index == -1) if species is None else (names[index] == species)
+    shared = set(train["species"]) & set(test["species"]) - {None}
+    assert len(shared) > 100
+    train_codes = dict(zip(train["species"], train["species_index"]))
+    test_codes = dict(zip(test["species"], test["species_index"]))
+    assert all(train_codes[s] == test_codes[s] for s in shared)
+
+
+def test_targets_and_values_match_bioscan_dataset(bold_root):
+    """Our integer targets are the `bioscan-dataset` package's pandas category codes, record for record."""
+    reference_module = pytest.importorskip("bioscan_dataset.bioscan5m")
+    reference = reference_module.load_bioscan5m_metadata(bold_root / release.METADATA_RELPATH)
+    ours = bioscan5m.read_metadata(bold_root)
+    assert list(ours["processid"]) == list(reference["processid"])
+    assert list(ours["dna_barcode"]) == list(reference["dna_barcode"])
+    for column in release.TARGET_COLUMNS:
+        np.testing.assert_array_equal(ours[f"{column}_index"].to_numpy(), reference[f"{column}_index"].to_numpy())
+    np.testing.assert_allclose(ours["coord-lat"].to_numpy(dtype=float), reference["coord-lat"].to_numpy(dtype=float))
+
+
+@pytest.mark.parametrize("max_nucleotides", [660, None])
+def test_reduce_repeated_barcodes_matches_bioscan_dataset(bold_root, max_nucleotides):
+    reference_module = pytest.importorskip("bioscan_dataset.bioscan5m")
+    reference = reference_module.load_bioscan5m_metadata(
+        bold_root / release.METADATA_RELPATH, reduce_repeated_barcodes=True, max_nucleotides=max_nucleotides,
+        split="train+test_unseen")
+    ours = bioscan5m.read_metadata(bold_root, split="train+test_unseen", reduce_repeated_barcodes=True,
+                                   max_nucleotides=max_nucleotides)
+    assert len(ours) < BOLD_SPLIT_COUNTS["train"] + BOLD_SPLIT_COUNTS["test_unseen"]
+    assert list(ours["processid"]) == list(reference["processid"])
+    stripped = ours["dna_barcode"].str.rstrip("N")
+    assert not stripped.duplicated().any()
+
+
+def test_max_nucleotides_none_keeps_full_sequences(bold_root):
+    full = bioscan5m.read_metadata(bold_root, split="other_heldout+test", max_nucleotides=None)
+    cut = bioscan5m.read_metadata(bold_root, split="other_heldout+test", max_nucleotides=300)
+    assert full["dna_barcode"].str.len().max() > 660
+    assert cut["dna_barcode"].str.len().max() == 300
+    assert (full["dna_barcode"].str[:300] == cut["dna_barcode"]).all()
+
+
+def test_streaming_yields_the_same_records(bold_root, bold_dna):
+    stream = bioscan5m.load_dataset(bold_root, "dna", split="key_unseen", streaming=True)
+    streamed = [record for _, record in zip(range(50), stream)]
+    assert streamed == bold_dna["key_unseen"].select(range(50)).to_list()
+    assert stream.features == bold_dna["key_unseen"].features
+
+
+def test_split_expressions(bold_root):
+    combined = bioscan5m.load_dataset(bold_root, "dna", split="train+validation", streaming=True)
+    batch_sizes = sum(len(b["processid"]) for b in combined.iter(batch_size=4096))
+    assert batch_sizes == BOLD_SPLIT_COUNTS["train"] + BOLD_SPLIT_COUNTS["val"]
+    assert release.parse_split("unseen") == ["key_unseen", "val_unseen", "test_unseen"]
+    assert release.parse_split("seen+other_heldout") == ["train", "val", "test", "other_heldout"]
+    with pytest.raises(ValueError, match="Unknown split 'tset'.*pretrain, train, val"):
+        bioscan5m.load_dataset(bold_root, "dna", split="train+tset")
+    with pytest.raises(ValueError, match="Unknown config 'croped_256'"):
+        bioscan5m.load_dataset(bold_root, "croped_256")
+
+
+def test_label_vocabularies_are_sorted_and_complete(bold_root):
+    vocabularies = label_vocabularies(find_metadata(bold_root))
+    assert len(vocabularies["species"]) == 877 and len(vocabularies["genus"]) == 320
+    assert len(vocabularies["family"]) == 89
+    for names in vocabularies.values():
+        assert list(names) == sorted(names) and "" not in names

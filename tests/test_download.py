@@ -1,0 +1,98 @@
+"""Downloads: resumable over HTTP Range, MD5-verified, lazy per split group, clear offline errors.
+
+A real HTTP server on 127.0.0.1 stands in for Zenodo; the release's own URLs cannot be reached from here."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from bioscan5m import release
+from bioscan5m.downloading import ChecksumError, download, fetch
+from bioscan5m.release import RemoteFile
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    served: list = []
+
+    def do_GET(self):
+        data = PAYLOAD
+        start = 0
+        if "Range" in self.headers:
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+        RangeHandler.served.append((self.path, start))
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    RangeHandler.served = []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_fetch_verifies_and_resumes(server, tmp_path):
+    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest())
+    part = tmp_path / "archive.zip.part"
+    part.write_bytes(PAYLOAD[:300_000])  # an interrupted earlier download
+    path = fetch(remote, tmp_path)
+    assert path.read_bytes() == PAYLOAD and not part.exists()
+    assert RangeHandler.served == [("/archive.zip", 300_000)]  # only the missing bytes were requested
+    assert fetch(remote, tmp_path) == path and len(RangeHandler.served) == 1  # verified once, not fetched again
+
+
+def test_checksum_mismatch_is_an_error_and_discards_the_download(server, tmp_path):
+    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), "0" * 32)
+    with pytest.raises(ChecksumError, match=r"archive\.zip: MD5 [0-9a-f]{32} does not match the published 0{32}"):
+        fetch(remote, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_file_placed_by_hand_is_reported_not_deleted(tmp_path):
+    (tmp_path / "archive.zip").write_bytes(b"not the archive")
+    remote = RemoteFile("archive.zip", ("http://127.0.0.1:9/archive.zip",), hashlib.md5(PAYLOAD).hexdigest())
+    with pytest.raises(ChecksumError, match="Move it away and download again"):
+        fetch(remote, tmp_path)
+    assert (tmp_path / "archive.zip").read_bytes() == b"not the archive"
+
+
+def test_offline_error_says_what_to_do(tmp_path):
+    remote = RemoteFile("archive.zip", ("http://127.0.0.1:9/a.zip", "http://127.0.0.1:9/b.zip"), None)
+    with pytest.raises(ConnectionError, match=r"Could not download archive\.zip; tried .*a\.zip.*b\.zip.*place it at"):
+        fetch(remote, tmp_path, timeout=5)
+
+
+def test_official_remotes_are_complete():
+    assert release.METADATA_REMOTE.urls[0].startswith("https://zenodo.org/records/11973457/files/")
+    for group in release.SPLIT_GROUPS:
+        for remote in release.IMAGE_REMOTES[("cropped_256", group)]:
+            assert len(remote.md5) == 32 and remote.urls[0].endswith(remote.filename)
+    assert release.split_groups(["test", "val"]) == ["eval"]
+    assert release.split_groups(release.SPLITS) == ["pretrain", "train", "eval"]
+
+
+def test_unknown_package_and_unpublished_archive(tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "METADATA_REMOTE", RemoteFile("m.zip", ("http://127.0.0.1:9/m.zip",), None))
+    (tmp_path / "m.zip").write_bytes(b"x")  # metadata already present
+    with pytest.raises(ValueError, match="Unknown image package 'cropped256'"):
+        download(tmp_path, package="cropped256")
+    with pytest.raises(ValueError, match="No published download URL is known for 'cropped' images of the 'eval'"):
+        download(tmp_path, package="cropped", split="test")

@@ -1,0 +1,97 @@
+"""The benchmark report and the evaluation commands, end to end on the synthetic release with a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bioscan5m.cli import main
+from bioscan5m.evaluation.baselines import blast_available
+from bioscan5m.evaluation.probes import knn_probe
+from bioscan5m.evaluation.report import load_benchmark_records, unique_barcode_records
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from bioscan5m.modeling import BarcodeBertConfig, BarcodeBertModel
+    from bioscan5m.tokenization import KmerTokenizerFast
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-barcodebert")
+    config = BarcodeBertConfig(k_mer=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BarcodeBertModel(config).save_pretrained(folder)
+    KmerTokenizerFast(k=4).save_pretrained(folder)
+    return folder
+
+
+def test_benchmark_report_with_model_and_baselines(sample_root, tiny_model, tmp_path):
+    out = tmp_path / "report"
+    argv = ["benchmark", "--data", str(sample_root), "--model", str(tiny_model), "--out", str(out)]
+    assert main(argv + (["--blast"] if blast_available() else [])) == 0
+    report = json.loads((out / "report.json").read_text())
+    methods = [tiny_model.name, "6-mer counts"] + (["BLAST"] if blast_available() else [])
+    assert list(report["sources"]) == methods
+    assert set(report["clustering"]) == set(report["retrieval"]) - {"BLAST"} == {tiny_model.name, "6-mer counts"}
+    markdown = (out / "report.md").read_text()
+    for heading in ("## DNA classification", "## Zero-shot clustering", "## DNA -> DNA retrieval", "## Performance"):
+        assert heading in markdown
+    for path in report["plots"].values():
+        assert (out / path).read_bytes()[:4] == b"\x89PNG"
+    # The reported 1-NN accuracy is what the model's own embeddings give on the same unique barcodes.
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(str(tiny_model))
+    sets = load_benchmark_records(sample_root, tasks=("classification",))["classification"]
+    expected = knn_probe(model.embed(sets["train"].sequences, return_numpy=True), sets["train"].labels["species"],
+                         model.embed(sets["test"].sequences, return_numpy=True), sets["test"].labels["species"])
+    got = report["classification"][tiny_model.name]["species@test 1-NN"]
+    assert got["micro_top1"] == pytest.approx(expected["micro_top1"], abs=1e-9)
+    species_ami = report["clustering"]["6-mer counts"]["ami"]["species"]
+    assert f"{100 * species_ami:.2f}" in markdown
+    if blast_available():
+        assert 0 < report["classification"]["BLAST"]["species@test top hit"]["micro_top1"] <= 1
+
+
+def test_cluster_and_retrieve_commands(sample_root, tmp_path, capsys):
+    assert main(["cluster", "--embeddings", "kmer:5", "--data", str(sample_root), "--out", str(tmp_path / "c")]) == 0
+    result = json.loads((tmp_path / "c" / "clustering.json").read_text())
+    assert result["split"] == "test+test_unseen" and 0 <= result["ami"]["species"] <= 1
+    assert (tmp_path / "c" / "umap_5_mer_counts.png").is_file()
+    assert main(["retrieve", "--model", "kmer", "--data", str(sample_root), "--queries", "test,test_unseen",
+                 "--top-k", "1,5", "--out", str(tmp_path / "r")]) == 0
+    retrieval = json.loads((tmp_path / "r" / "retrieval.json").read_text())["dna->dna"]
+    species = retrieval["species"]
+    assert species["test"]["micro_top1"] <= species["test"]["micro_top5"]
+    assert "harmonic_mean_macro_top1" in species
+    assert "species" in capsys.readouterr().out
+
+
+def test_commands_report_bad_input_in_one_line(sample_root, tmp_path, capsys):
+    assert main(["cluster", "--embeddings", f"dna:{tmp_path}", "--data", str(sample_root)]) == 2
+    assert "is not a saved model folder" in capsys.readouterr().err
+    assert main(["benchmark", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]) == 2
+    assert "No BIOSCAN-5M metadata" in capsys.readouterr().err
+    assert main(["benchmark", "--data", str(sample_root), "--tasks", "identify", "--out", str(tmp_path / "b")]) == 2
+    assert "Unknown task(s) identify" in capsys.readouterr().err
+
+
+def test_unique_barcode_protocols():
+    frame = pd.DataFrame({"split": ["train", "test", "test", "train"],
+                          "dna_barcode": ["ACGTNN", "ACGT", "NACGT", "TTTT"]})
+    # BarcodeBERT: trailing N stripped, first occurrence across the whole release kept.
+    assert unique_barcode_records(frame, "barcodebert").index.tolist() == [0, 2, 3]
+    # Per split, N stripped at both ends: the test copies collapse, the train one stays.
+    assert unique_barcode_records(frame, "per-split").index.tolist() == [0, 1, 3]
+    with pytest.raises(ValueError, match="Unknown dedup protocol"):
+        unique_barcode_records(frame, "none")
+
+
+def test_per_split_protocol_gives_the_reference_query_counts(bold_root):
+    # shared/data/README.md measured its BLAST and 6-mer figures on 7,411 test and 1,057 test_unseen barcodes.
+    sets = load_benchmark_records(bold_root, dedup="per-split", tasks=("classification",))["classification"]
+    assert (len(sets["test"]), len(sets["test_unseen"])) == (7_411, 1_057)
+    assert np.all(sets["test"].labels["species"] >= 0)

@@ -1,0 +1,178 @@
+"""DNA training: protocol data, MLM collators, pretraining/fine-tuning on the Trainer (also under torchrun with
+2 gloo processes), probes and embeddings at scale. Tiny models and few steps keep it quick."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+from transformers import AutoModel
+
+import bioscan5m
+from bioscan5m.tokenization import KmerTokenizerFast
+from bioscan5m.training.collators import KmerMLMCollator, random_offsets
+from bioscan5m.training.data import load_barcode_sets, unique_barcodes
+from bioscan5m.training.embeddings import embed_dataset, embed_sequences
+from bioscan5m.training.finetune import finetune, predict_ranks
+from bioscan5m.training.pretrain import pretrain
+from bioscan5m.training.probes import knn_probe, linear_probe, probe
+
+CLI = str(Path(sys.executable).parent / "bioscan5m")
+
+
+@pytest.fixture(scope="module")
+def real_barcodes(bold_root) -> list[str]:
+    return bioscan5m.read_metadata(bold_root, split="val_unseen").dna_barcode.iloc[:200].tolist()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(sample_root, tmp_path_factory) -> Path:
+    """A tiny BarcodeBERT pretrained for a few steps on the synthetic release."""
+    return pretrain(sample_root, tmp_path_factory.mktemp("tiny") / "model", preset="tiny", max_steps=30)
+
+
+def test_protocol_uses_unique_barcodes_across_all_splits(bold_root):
+    sets = load_barcode_sets(bold_root)
+    seen = set()
+    for role, frame in sets.frames.items():
+        barcodes = set(frame.dna_barcode)
+        assert len(barcodes) == len(frame), role
+        assert not barcodes & seen, f"{role} repeats barcodes of an earlier role"
+        assert not frame.dna_barcode.str.endswith("N").any()
+        seen |= barcodes
+    assert set(sets["pretrain"].split) == {"pretrain", "other_heldout"}
+    # Fewer unique barcodes than records: the de-duplication is global and real.
+    records = bioscan5m.read_metadata(bold_root, split="test")
+    assert len(sets["test"]) < len(records)
+    # The first occurrence in file order is kept, as in BarcodeBERT's data_split.py.
+    frame = records.iloc[:50].assign(dna_barcode=["ACGTN"] * 25 + ["ACGT"] * 25)
+    assert unique_barcodes(frame).processid.tolist() == [records.processid.iloc[0]]
+
+
+def test_barcodebert_masking_scheme(real_barcodes):
+    tokenizer = KmerTokenizerFast(k=4)
+    collator = KmerMLMCollator(tokenizer, scheme="barcodebert", random_offset=False, seed=1)
+    batch = collator([{"dna_barcode": s} for s in real_barcodes])
+    original = tokenizer(real_barcodes, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+    special = original < 2
+    masked = batch["input_ids"] == tokenizer.mask_token_id
+    assert not (masked & special).any()
+    assert 0.47 < masked[~special].float().mean() < 0.53
+    # Loss over every non-special token, masked or not, with the original ids as targets.
+    assert torch.equal(batch["labels"] != -100, ~special)
+    assert torch.equal(batch["labels"][~special], original[~special])
+    assert torch.equal(batch["input_ids"][~masked], original[~masked])
+
+
+def test_standard_masking_scheme(real_barcodes):
+    tokenizer = KmerTokenizerFast(k=4, vocabulary="standard")
+    collator = KmerMLMCollator(tokenizer, scheme="standard", random_offset=False, seed=2)
+    batch = collator([{"dna_barcode": s} for s in real_barcodes])
+    original = tokenizer(real_barcodes, padding="longest", truncation=True, return_tensors="pt")["input_ids"]
+    scored = batch["labels"] != -100
+    candidates = original > tokenizer.mask_token_id        # k-mers only; specials and [UNK] are never scored
+    assert not (scored & ~candidates).any()
+    assert 0.13 < scored[candidates].float().mean() < 0.17
+    assert torch.equal(batch["labels"][scored], original[scored])
+    replaced_by_mask = (batch["input_ids"] == tokenizer.mask_token_id)[scored].float().mean()
+    assert 0.75 < replaced_by_mask < 0.85
+
+
+def test_random_offset_drops_fewer_than_k_bases():
+    import random
+
+    shifted = random_offsets(["ACGTACGTAC"] * 400, 5, random.Random(0))
+    assert {10 - len(s) for s in shifted} == {0, 1, 2, 3, 4}
+    assert all("ACGTACGTAC".endswith(s) for s in shifted)
+
+
+def test_pretraining_learns_and_saves_a_complete_folder(tiny_model):
+    files = {p.name for p in tiny_model.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "modeling_barcodebert.py"} <= files
+    assert not any(name.endswith((".bin", ".pt")) for name in files)
+    summary = json.loads((tiny_model / "pretraining.json").read_text())
+    assert summary["steps"] == 30
+    assert summary["train_loss"] < math.log(4 ** 4)            # better than guessing k-mers uniformly
+    assert f"{summary['pretrain_barcodes']:,} unique barcodes" in (tiny_model / "README.md").read_text()
+
+
+def test_finetune_reports_the_accuracy_of_the_saved_model(tiny_model, sample_root, tmp_path):
+    results = finetune(tiny_model, sample_root, tmp_path / "ft", ranks=("genus", "species"), preset="tiny",
+                       max_steps=10)
+    saved = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert saved["species_test_accuracy"] == results["species_test_accuracy"]
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft")
+    test = load_barcode_sets(sample_root, roles=("test",))["test"]
+    predicted = predict_ranks(model, test.dna_barcode.tolist(), batch_size=64)["species"]
+    truth = test.species_index.to_numpy()
+    assert results["species_test_accuracy"] == pytest.approx(100 * np.mean(predicted[truth >= 0] == truth[truth >= 0]))
+    assert model.config.rank_labels["species"][0] == load_barcode_sets(sample_root, ("test",)).label_names["species"][0]
+
+
+def test_knn_probe_matches_sklearn_cosine_1nn():
+    rng = np.random.default_rng(0)
+    keys, queries = rng.normal(size=(300, 16)), rng.normal(size=(120, 16))
+    labels = rng.integers(0, 7, 300)
+    truth = rng.integers(0, 7, 120)
+    expected = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(keys, labels).predict(queries)
+    assert knn_probe(keys, labels, queries, truth)["accuracy"] == pytest.approx(100 * np.mean(expected == truth))
+
+
+def test_linear_probe_separates_separable_classes():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=4, size=(5, 8))
+    y = rng.integers(0, 5, 600)
+    x = centres[y] + rng.normal(size=(600, 8))
+    result = linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=200)
+    assert result["accuracy"] > 95
+
+
+def test_probe_end_to_end_on_the_sample(tiny_model, sample_root, tmp_path):
+    results = probe(tiny_model, sample_root, out_path=tmp_path / "probe.json", batch_size=64)
+    assert json.loads((tmp_path / "probe.json").read_text()) == results
+    sets = load_barcode_sets(sample_root, roles=("test_unseen",))
+    assert results["test_unseen_queries"] == int((sets["test_unseen"].genus_index >= 0).sum())
+    assert 0 <= results["knn_genus_test_unseen"] <= 100 and results["queries_per_second"] > 0
+
+
+def test_embed_sequences_to_disk_and_with_datasets_map(tiny_model, real_barcodes, tmp_path):
+    model = AutoModel.from_pretrained(tiny_model)
+    expected = model.embed(real_barcodes[:40], return_numpy=True)
+    written = embed_sequences(tiny_model, real_barcodes[:40], batch_size=8, dtype=np.float16,
+                              out_path=tmp_path / "emb.npy", progress=False)
+    on_disk = np.load(tmp_path / "emb.npy")
+    assert on_disk.dtype == np.float16 and on_disk.shape == expected.shape
+    np.testing.assert_allclose(on_disk, expected, rtol=1e-2, atol=1e-2)
+    np.testing.assert_array_equal(np.asarray(written), on_disk)
+    # The helper takes a loaded model with a head as well as a folder.
+    from transformers import AutoModelForMaskedLM
+
+    via_head = embed_sequences(AutoModelForMaskedLM.from_pretrained(tiny_model), real_barcodes[:40], progress=False)
+    np.testing.assert_allclose(via_head, expected, rtol=1e-5, atol=1e-5)
+
+    dataset = datasets.Dataset.from_dict({"dna_barcode": real_barcodes[:40]})
+    mapped = embed_dataset(dataset, tiny_model, batch_size=8, num_proc=2)
+    np.testing.assert_allclose(np.array(mapped["embedding"]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pretrain_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", CLI,
+               "pretrain", "--data", str(sample_root), "--out", str(out), "--preset", "tiny", "--max-steps", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "pretraining.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert AutoModel.from_pretrained(out).embed(["ACGT" * 100]).shape == (1, 32)
