@@ -21,7 +21,7 @@ CONFIG_NAMES = (*IMAGE_PACKAGES, "dna")
 
 
 def load_dataset(root, config: str = "cropped_256", split: str | None = None, streaming: bool = False,
-                 cache_dir: str | None = None, **config_kwargs):
+                 cache_dir: str | None = None, download: bool = False, **config_kwargs):
     """Load BIOSCAN-5M from an official release folder as a ``datasets`` object.
 
     Args:
@@ -31,6 +31,8 @@ def load_dataset(root, config: str = "cropped_256", split: str | None = None, st
             such as ``"train+val"``; ``None`` returns a ``DatasetDict`` (or ``IterableDatasetDict``) of all splits.
         streaming: iterate records straight from the release files, without preparing an Arrow cache.
         cache_dir: where prepared Arrow files go (default: the ``datasets`` cache).
+        download: first fetch the metadata and the image archives these splits need from the official
+            mirrors (resumable, MD5-verified; see :func:`bioscan5m.download`).
         **config_kwargs: ``max_nucleotides``, ``reduce_repeated_barcodes``, ``skip_missing_images``.
     """
     import datasets
@@ -40,6 +42,10 @@ def load_dataset(root, config: str = "cropped_256", split: str | None = None, st
     if config not in CONFIG_NAMES:
         raise ValueError(f"Unknown config {config!r}; choose one of {', '.join(CONFIG_NAMES)}.")
     splits = parse_split(split)
+    if download:
+        from .downloading import download as fetch_release
+
+        fetch_release(root, package=None if config == "dna" else config, split="+".join(splits))
     builder = Bioscan5M(config_name=config, data_dir=os.path.expanduser(str(root)), cache_dir=cache_dir,
                         splits=tuple(splits), **config_kwargs)
     if streaming:
@@ -62,6 +68,12 @@ def __getattr__(name):
         "export": ("exporting", "export"),
         "make_sample": ("sample", "make_sample"),
         "download": ("downloading", "download"),
+        # identification.py, not identify.py: a submodule named `identify` would shadow the function.
+        "identify": ("identification", "identify"),
+        "build_index": ("identification", "build_index"),
+        "load_index": ("identification", "load_index"),
+        "InputError": ("identification", "InputError"),
+        "read_fasta_file": ("identification", "read_fasta_file"),
     }
     if name in lazy:
         import importlib

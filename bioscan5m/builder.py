@@ -135,6 +135,13 @@ class ImagePackage:
                     self._members[name] = (archive, info)
         return self._members
 
+    def relpaths(self) -> set[str]:
+        """Every image this package holds, as ``{split}/[{chunk}/]{processid}.jpg``."""
+        found = set(self._zip_members())
+        if self.folder.is_dir():
+            found |= {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.jpg")}
+        return found
+
     def read(self, relpath: str) -> tuple[str, bytes]:
         """Return ``(where, jpeg_bytes)``; raises :class:`MissingImageError` naming the file."""
         path = self.folder / relpath

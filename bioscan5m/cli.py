@@ -240,7 +240,7 @@ def _run_retrieve(args) -> None:
                               top_k=[int(k) for k in _csv_list(args.top_k)], index=args.index, batch_size=args.batch_size)
     for rank, scores in result["dna->dna"].items():
         for name in result["queries"]:
-            cells = "  ".join(f"{key} {100 * value:6.2f}" for key, value in scores[name].items() if key.endswith(tuple("0123456789")))
+            cells = "  ".join(f"{key} {100 * value:6.2f}" for key, value in scores[name].items() if key.startswith(("micro_", "macro_")))
             print(f"  {rank:<8} {name:<12} {cells}")
     print(f"written to {args.out}/retrieval.json")
 
@@ -262,6 +262,89 @@ def _add_clip_commands(sub) -> None:
 # ---------------------------------------------------------------------------------------------- space
 def _add_space_commands(sub) -> None:
     """index build, identify, serve (Space issue)."""
+    models = "'kmer[:K]' (k-mer embedding, no training), a BarcodeBERT folder or a CLIBD folder"
+    index = sub.add_parser("index", help="key indexes of reference specimens for identification")
+    index_sub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    p = index_sub.add_parser("build", help="embed the records of some splits into a FAISS key index, with calibration")
+    p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
+    p.add_argument("--model", default="kmer", help=f"embedding model: {models} (default kmer)")
+    p.add_argument("--out", default=None, help="index folder (default MODEL/index, beside the model)")
+    p.add_argument("--splits", default="train+key_unseen", help="key splits (default train+key_unseen)")
+    p.add_argument("--calibration", default="val+val_unseen+other_heldout",
+                   help="splits that calibrate confidences and the novelty threshold ('none' to skip)")
+    p.add_argument("--image-package", default="cropped_256", help="photographs for thumbnails / CLIBD image keys")
+    p.add_argument("--no-thumbnails", action="store_true", help="do not store key photographs")
+    p.add_argument("--index-type", choices=("flat", "ivf"), default="flat", help="exact flat, or IVF for millions of keys")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_index_build)
+
+    p = sub.add_parser("identify", help="identify one specimen from a barcode (text or FASTA) and/or a photograph")
+    p.add_argument("--index", required=True, help="key index folder (from `bioscan5m index build`)")
+    p.add_argument("--model", default=None, help="model folder, if it moved since the index was built")
+    p.add_argument("--dna", default=None, help="the barcode, as text")
+    p.add_argument("--fasta", default=None, help="a FASTA file holding one barcode")
+    p.add_argument("--image", default=None, help="a specimen photograph (needs a CLIBD index)")
+    p.add_argument("--top", type=int, default=10, help="nearest reference specimens to list (default 10)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(run=_run_identify)
+
+    p = sub.add_parser("serve", help="the identification web page (Gradio), on 127.0.0.1 unless --host says otherwise")
+    p.add_argument("--index", default=None, help="key index folder (default MODEL/index; none: the synthetic demo)")
+    p.add_argument("--model", default=None, help="model folder, if it moved since the index was built")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve the network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(run=_run_serve)
+
+
+def _run_index_build(args) -> None:
+    from .identification import build_index
+
+    calibration = None if args.calibration.lower() == "none" else args.calibration
+    out = build_index(args.data, args.out, model=args.model, splits=args.splits, calibration=calibration,
+                      image_package=args.image_package, thumbnails=not args.no_thumbnails, index_type=args.index_type,
+                      batch_size=args.batch_size, seed=args.seed)
+    import json
+
+    manifest = json.loads((out / "index.json").read_text())
+    print(f"{manifest['keys']:,} keys ({manifest['thumbnails']:,} with thumbnails) written to {out}")
+    calibration = manifest.get("calibration") or {}
+    if calibration.get("novelty_threshold") is not None:
+        print(f"novelty threshold {calibration['novelty_threshold']:.4f} (AUROC {calibration['novelty_auroc']:.3f} on "
+              f"{calibration['known']} known / {calibration['novel']} novel calibration records), "
+              f"vote temperature {calibration['temperature']:.4g}")
+
+
+def _run_identify(args) -> None:
+    from .identification import format_identification, identify, load_index, read_fasta_file
+
+    if args.dna is not None and args.fasta is not None:
+        raise ValueError("Give the barcode once: --dna or --fasta, not both.")
+    dna = read_fasta_file(args.fasta) if args.fasta else args.dna
+    result = identify(load_index(args.index, model=args.model), dna=dna, image=args.image, top_k=args.top)
+    if args.json:
+        import json
+
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_identification(result))
+
+
+def _run_serve(args) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    # The page lives in the Space folder (spaces/app.py), which a Hugging Face Space runs as is.
+    app_path = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
+    if not app_path.is_file():
+        raise FileNotFoundError(f"The web page needs {app_path} from the bioscan5m repository (a source checkout).")
+    spec = importlib.util.spec_from_file_location("bioscan5m_space_app", app_path)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    index = args.index
+    if index is None and args.model is not None:
+        index = str(Path(args.model) / "index")
+    app.serve(index=index, model=args.model, host=args.host, port=args.port)
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -61,7 +61,7 @@ def _http_get(url: str, part: Path, timeout: float) -> None:
             offset = 0  # the server ignored Range: start over
         total = response.length + offset if response.length is not None else None
         with open(part, "ab" if resumed else "wb") as handle, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5], leave=False) as bar:
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5], leave=False, disable=None) as bar:
             for block in iter(lambda: response.read(CHUNK_BYTES), b""):
                 handle.write(block)
                 bar.update(len(block))

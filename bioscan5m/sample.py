@@ -275,7 +275,7 @@ def _write_images(root: Path, records: list[dict], packages: list[str], folders:
                 for name in names:
                     archives[(package, name)] = zipfile.ZipFile(root / f"BIOSCAN_5M_{package}_{name}.zip", "w", zipfile.ZIP_STORED)
     try:
-        for record in tqdm(records, desc="drawing specimens", unit="img", leave=False):
+        for record in tqdm(records, desc="drawing specimens", unit="img", leave=False, disable=None):
             images = _draw_specimen(record, packages)
             relpath = release.image_relpath(record["split"], record["chunk"], record["processid"])
             for package, data in images.items():

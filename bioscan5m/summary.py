@@ -26,9 +26,7 @@ def summarize_release(root: str | os.PathLike) -> str:
     for package in release.IMAGE_PACKAGES:
         if release.image_package_dir(root, package).is_dir() or release.image_zip_candidates(root, package):
             store = ImagePackage(root, package)
-            names = set(store._zip_members())
-            if store.folder.is_dir():
-                names |= {p.relative_to(store.folder).as_posix() for p in store.folder.rglob("*.jpg")}
+            names = store.relpaths()
             store.close()
             packages[package] = {s: sum(1 for n in names if n.split("/", 1)[0] == s) for s in release.SPLITS}
     header = ["split", "records"] + [f"{p} images" for p in packages]

@@ -54,15 +54,28 @@ def test_barcodebert_ids_equal_original_on_real_barcodes(real_barcodes, k):
 
 
 @pytest.mark.parametrize("vocabulary", ["barcodebert", "standard"])
+def test_vectorised_encoder_equals_the_rust_pipeline(real_barcodes, vocabulary):
+    tokenizer = KmerTokenizerFast(k=5, vocabulary=vocabulary)
+    rust = [encoding.ids for encoding in tokenizer.backend_tokenizer.encode_batch(real_barcodes)]
+    assert tokenizer(real_barcodes)["input_ids"] == rust
+    tensors = tokenizer(real_barcodes, padding=True, return_tensors="pt")
+    assert tensors["input_ids"].shape == (len(real_barcodes), max(map(len, rust)))
+    assert tensors["attention_mask"].sum(1).tolist() == [len(ids) for ids in rust]
+
+
+@pytest.mark.parametrize("vocabulary", ["barcodebert", "standard"])
 @pytest.mark.parametrize("k", [4, 5, 6, 7, 8])
 def test_fast_and_python_tokenizers_agree(vocabulary, k):
     fast = KmerTokenizerFast(k=k, vocabulary=vocabulary)
     slow = KmerTokenizer(k=k, vocabulary=vocabulary)
-    for padding in (False, "longest"):
-        a = fast(TRICKY, padding=padding, truncation=True)
-        b = slow(TRICKY, padding=padding, truncation=True)
-        assert a["input_ids"] == b["input_ids"]
-        assert a["attention_mask"] == b["attention_mask"]
+    long = "acgtn" * 150  # 750 nucleotides: truncated at 660 when asked
+    # With special-token text the fast tokenizer runs the Rust pipeline; without, its vectorised encoder.
+    for batch in (TRICKY + [long], [s for s in TRICKY if "[" not in s] + [long]):
+        for padding, truncation in ((False, False), ("longest", True), ("max_length", True), (True, False)):
+            a = fast(batch, padding=padding, truncation=truncation)
+            b = slow(batch, padding=padding, truncation=truncation)
+            assert a["input_ids"] == b["input_ids"], (padding, truncation)
+            assert a["attention_mask"] == b["attention_mask"], (padding, truncation)
     assert fast.get_vocab() == slow.get_vocab() == kmer_vocabulary(k, vocabulary)
 
 

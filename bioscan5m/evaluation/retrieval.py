@@ -117,7 +117,7 @@ def retrieval_accuracy(indices: np.ndarray, query_labels: Mapping[str, Sequence]
         if groups is None:
             result[rank] = topk_accuracy(predicted, query_labels[rank], top_k=top_k, per_class=False)
         else:
-            result[rank] = grouped_topk_accuracy(predicted, query_labels[rank], groups, top_k=top_k)
+            result[rank] = grouped_topk_accuracy(predicted, query_labels[rank], groups, top_k=top_k, per_class=False)
     return result
 
 

@@ -113,7 +113,8 @@ def harmonic_mean(values: Sequence[float]) -> float:
     return float(len(values) / np.sum(1.0 / values))
 
 
-def grouped_topk_accuracy(predictions, references, groups, top_k: Iterable[int] = (1,), rank: str | None = None) -> dict:
+def grouped_topk_accuracy(predictions, references, groups, top_k: Iterable[int] = (1,), rank: str | None = None,
+                          per_class: bool = True) -> dict:
     """`topk_accuracy` per group (e.g. ``seen``/``unseen``) plus the harmonic mean of each score over the groups."""
     groups = np.asarray(groups, dtype=object)
     if len(groups) != len(references):
@@ -124,7 +125,7 @@ def grouped_topk_accuracy(predictions, references, groups, top_k: Iterable[int] 
     names = list(dict.fromkeys(groups.tolist()))
     for name in names:
         rows = groups == name
-        result[str(name)] = topk_accuracy(ranked[rows], references[rows], top_k=top_k, rank=None)
+        result[str(name)] = topk_accuracy(ranked[rows], references[rows], top_k=top_k, per_class=per_class)
     for key in (k for k in result[str(names[0])] if k.startswith(("micro_", "macro_"))):
         result[f"harmonic_mean_{key}"] = harmonic_mean([result[str(g)][key] for g in names])
     return result

@@ -44,11 +44,12 @@ class KmerMLMCollator:
         if self.random_offset:
             sequences = random_offsets(sequences, self.tokenizer.k, self._rng)
         padding = "max_length" if self.scheme == "barcodebert" else "longest"
-        batch = self.tokenizer(sequences, padding=padding, truncation=True, return_tensors="pt",
-                               return_special_tokens_mask=True)
+        batch = self.tokenizer(sequences, padding=padding, truncation=True, return_tensors="pt")
         input_ids = batch["input_ids"]
-        # [UNK] counts as special: N-holding k-mers and padding carry nothing to predict.
-        special = batch.pop("special_tokens_mask").bool() | (input_ids == self.tokenizer.unk_token_id)
+        # Both vocabularies put the special tokens before the k-mers. [UNK] counts as special: N-holding k-mers
+        # and BarcodeBERT's padding carry nothing to predict.
+        first_kmer = self.tokenizer.convert_tokens_to_ids("A" * self.tokenizer.k)
+        special = input_ids < first_kmer
         masked = (torch.rand(input_ids.shape, generator=self._generator) < self.mask_ratio) & ~special
         labels = input_ids.clone()
         if self.scheme == "barcodebert":
@@ -59,7 +60,6 @@ class KmerMLMCollator:
             draw = torch.rand(input_ids.shape, generator=self._generator)
             input_ids = input_ids.masked_fill(masked & (draw < 0.8), self.tokenizer.mask_token_id)
             swap = masked & (draw >= 0.8) & (draw < 0.9)
-            first_kmer = self.tokenizer.convert_tokens_to_ids("A" * self.tokenizer.k)  # k-mers follow the specials
             random_kmers = torch.randint(first_kmer, len(self.tokenizer), input_ids.shape, generator=self._generator)
             input_ids = torch.where(swap, random_kmers, input_ids)
         return {"input_ids": input_ids, "attention_mask": batch["attention_mask"], "labels": labels}

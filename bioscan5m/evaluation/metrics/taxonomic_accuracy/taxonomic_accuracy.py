@@ -55,5 +55,5 @@ class TaxonomicAccuracy(evaluate.Metric):
 
     def _compute(self, predictions, references, rank=None, top_k=(1,), groups=None, per_class=True):
         if groups is not None:
-            return grouped_topk_accuracy(predictions, references, groups, top_k=top_k, rank=rank)
+            return grouped_topk_accuracy(predictions, references, groups, top_k=top_k, rank=rank, per_class=per_class)
         return topk_accuracy(predictions, references, top_k=top_k, rank=rank, per_class=per_class)

@@ -1,0 +1,696 @@
+"""Identify a specimen from its DNA barcode and/or photograph against a key index of reference specimens.
+
+    import bioscan5m
+    bioscan5m.build_index("~/bioscan", "runs/index", model="runs/clibd", splits="train+key_unseen")
+    index = bioscan5m.load_index("runs/index")
+    result = bioscan5m.identify(index, dna="AACATTATATTTTATTTTTGG...")
+    result.ranks[-1].label, result.ranks[-1].confidence, result.novelty.possibly_undescribed
+
+The index folder holds everything needed to answer a query, in formats that are safe to load (no pickle):
+
+* ``index.json``: the manifest: which embedding model, which splits, the calibrated novelty threshold and vote
+  temperature, and how they were measured;
+* ``keys.parquet``: one row per reference specimen (taxonomy, BIN, country, coordinates, thumbnail path);
+* ``dna.faiss`` (and ``image.faiss`` for CLIBD with photographs): FAISS inner-product indexes over
+  L2-normalised key embeddings, so the score is the cosine similarity;
+* ``kmer_projection.npy`` for the k-mer embedding (its SVD projection, read with ``allow_pickle=False``);
+* ``thumbnails/``: small JPEG photographs of the keys, when the release has images.
+
+Embedding models (``model=``): ``"kmer"`` / ``"kmer:K"`` (the k-mer-count baseline, needs no training; DNA only),
+a BarcodeBERT folder (DNA), or a CLIBD folder (DNA and photographs in one space).
+
+How the answer is made: the query is embedded and its ``vote_k`` nearest keys vote for a label at every rank,
+each with weight ``exp(similarity / T)``; the temperature ``T`` is fitted at build time so that these votes are
+calibrated probabilities on held-out queries of known species. A query whose nearest key is less similar than
+the novelty threshold is flagged "possibly undescribed species"; the threshold is the one that best separates
+held-out queries whose species is among the keys from those whose species is not (``other_heldout``, unseen
+species), by Youden's J.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+#: Ranks the identification predicts, most general first.
+RANKS = ("order", "family", "genus", "species")
+#: Key columns kept in ``keys.parquet`` and shown with each nearest specimen.
+KEY_COLUMNS = ("processid", "split", *RANKS, "dna_bin", "country", "province_state", "coord-lat", "coord-lon")
+
+INDEX_FORMAT = 1
+MANIFEST_NAME = "index.json"
+KEYS_NAME = "keys.parquet"
+DNA_INDEX_NAME = "dna.faiss"
+IMAGE_INDEX_NAME = "image.faiss"
+KMER_PROJECTION_NAME = "kmer_projection.npy"
+THUMBNAIL_DIR = "thumbnails"
+
+# Input limits. A COI-5P barcode is ~658 bp; BOLD records reach ~1,550 bp. Anything far longer is not a barcode.
+MIN_BARCODE_NUCLEOTIDES = 100
+MAX_BARCODE_NUCLEOTIDES = 2000
+MAX_FASTA_BYTES = 1 << 20
+MAX_PHOTO_BYTES = 20 << 20
+MAX_PHOTO_PIXELS = 40_000_000  # larger than any BIOSCAN original (1024x768) or camera photo; stops pixel bombs
+THUMBNAIL_SIZE = 160
+#: Key barcodes are cut to this length, as the release loader and BarcodeBERT do; queries are cut alike.
+MAX_KEY_NUCLEOTIDES = 660
+
+_NUCLEOTIDE_CODES = set("ACGTRYSWKMBDHVN")
+_IGNORED_IN_BARCODE = re.compile(r"[\s\-.0-9]")  # whitespace, alignment gaps, GenBank-style position numbers
+
+
+class InputError(ValueError):
+    """A query that cannot be identified; the message says what is wrong, in words meant for the user."""
+
+
+# ---------------------------------------------------------------------------------------------- input checks
+def parse_barcode(text: str) -> tuple[str | None, str]:
+    """Read one barcode from pasted text or FASTA: returns ``(record id or None, upper-case sequence)``.
+
+    Whitespace, alignment gaps (``-``, ``.``) and position numbers are dropped; IUPAC ambiguity codes are kept.
+    Raises `InputError` for an empty text, a FASTA with several records, a character that is no nucleotide
+    code, or a sequence shorter than `MIN_BARCODE_NUCLEOTIDES` / longer than `MAX_BARCODE_NUCLEOTIDES`.
+    """
+    if text is None or not str(text).strip():
+        raise InputError("The DNA barcode is empty: paste a sequence (plain or FASTA) or upload a FASTA file.")
+    lines = str(text).strip().splitlines()
+    headers = [line for line in lines if line.startswith(">")]
+    if len(headers) > 1:
+        names = ", ".join(h[1:].split()[0] if h[1:].split() else "(no name)" for h in headers[:3])
+        raise InputError(f"The FASTA holds {len(headers)} records ({names}{', ...' if len(headers) > 3 else ''}); "
+                         "identify one specimen at a time: keep a single record.")
+    record_id = None
+    if headers:
+        if not lines[0].startswith(">"):
+            raise InputError("The FASTA text has sequence before its '>' header line; put the header first.")
+        record_id = lines[0][1:].strip() or None
+        lines = lines[1:]
+    raw = _IGNORED_IN_BARCODE.sub("", "".join(lines)).upper()
+    for position, letter in enumerate(raw, start=1):
+        if letter not in _NUCLEOTIDE_CODES:
+            hint = " (U is RNA; a barcode is DNA, write T)" if letter == "U" else ""
+            raise InputError(f"The barcode holds {letter!r} at position {position}, which is not a nucleotide{hint}. "
+                             "Expected A, C, G, T or the IUPAC codes R Y S W K M B D H V N.")
+    known = sum(raw.count(letter) for letter in "ACGT")
+    if not raw:
+        raise InputError("The FASTA record holds no sequence, only a header.")
+    if len(raw) > MAX_BARCODE_NUCLEOTIDES:
+        raise InputError(f"The sequence is {len(raw):,} nucleotides long; a DNA barcode (COI-5P) is about 658, so "
+                         f"at most {MAX_BARCODE_NUCLEOTIDES:,} are accepted. Paste the barcode region only.")
+    if known < MIN_BARCODE_NUCLEOTIDES:
+        raise InputError(f"The sequence has only {known} determined nucleotides (A/C/G/T); at least "
+                         f"{MIN_BARCODE_NUCLEOTIDES} are needed to identify a specimen (a barcode is about 658).")
+    return record_id, raw
+
+
+def read_fasta_file(path: str | os.PathLike) -> str:
+    """The text of an uploaded FASTA file, refusing files too large or not text."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_FASTA_BYTES:
+        raise InputError(f"The FASTA file is {size / 1e6:.1f} MB; at most {MAX_FASTA_BYTES / 1e6:.0f} MB (one barcode) "
+                         "is accepted.")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"The file {path.name!r} is not a text FASTA file (it is not UTF-8 text).") from None
+
+
+def open_photo(source) -> "PIL.Image.Image":
+    """An uploaded photograph as an RGB PIL image, after checking its file size, format and pixel count.
+
+    ``source`` is a path or a PIL image. Raises `InputError` for files that are too large, not images, or
+    have more than `MAX_PHOTO_PIXELS` pixels (checked from the header, before decoding).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        path = Path(source)
+        size = path.stat().st_size
+        if size > MAX_PHOTO_BYTES:
+            raise InputError(f"The photograph is {size / 1e6:.1f} MB; at most {MAX_PHOTO_BYTES / 1e6:.0f} MB is accepted.")
+        try:
+            image = Image.open(path)
+        except (UnidentifiedImageError, OSError):
+            raise InputError(f"The file {path.name!r} is not an image PIL can read (JPEG, PNG, TIFF, WebP ...).") from None
+    width, height = image.size
+    if width * height > MAX_PHOTO_PIXELS:
+        raise InputError(f"The photograph is {width}x{height} pixels ({width * height / 1e6:.0f} MP); at most "
+                         f"{MAX_PHOTO_PIXELS / 1e6:.0f} MP is accepted. Downscale it first.")
+    try:
+        return image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise InputError(f"The photograph could not be decoded (truncated or corrupt file?): {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------- embedding models
+class KmerEncoder:
+    """The k-mer baseline as an embedding: L2-normalised k-mer counts projected on an SVD fitted to the keys."""
+
+    kind = "kmer"
+    modalities = ("dna",)
+
+    def __init__(self, k: int, projection: np.ndarray):
+        self.k = k
+        self.projection = np.ascontiguousarray(projection, dtype=np.float32)  # (dims, 4**k)
+
+    @classmethod
+    def fit(cls, sequences: Sequence[str], k: int = 6, dims: int = 256, max_fit: int = 20_000, seed: int = 0):
+        from sklearn.decomposition import TruncatedSVD
+
+        from .evaluation.baselines import kmer_counts, l2_normalize_rows
+
+        sequences = list(sequences)
+        if len(sequences) > max_fit:  # the projection only needs the variety of the keys, not all of them
+            chosen = np.random.default_rng(seed).choice(len(sequences), size=max_fit, replace=False)
+            sequences = [sequences[i] for i in np.sort(chosen)]
+        counts = l2_normalize_rows(kmer_counts(sequences, k))
+        dims = min(dims, counts.shape[0] - 1, counts.shape[1] - 1)
+        svd = TruncatedSVD(n_components=dims, algorithm="randomized", random_state=seed).fit(counts)
+        return cls(k, svd.components_)
+
+    def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        from .evaluation.baselines import kmer_counts, l2_normalize_rows
+
+        counts = l2_normalize_rows(kmer_counts(list(sequences), self.k))
+        return np.asarray(counts @ self.projection.T, dtype=np.float32)
+
+    def save(self, folder: Path) -> dict:
+        np.save(folder / KMER_PROJECTION_NAME, self.projection, allow_pickle=False)
+        return {"kind": self.kind, "k": self.k, "dims": int(self.projection.shape[0])}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict):
+        return cls(spec["k"], np.load(folder / KMER_PROJECTION_NAME, allow_pickle=False))
+
+
+class BarcodeBertEncoder:
+    """A saved BarcodeBERT: the mean of its last hidden state is the barcode's embedding."""
+
+    kind = "barcodebert"
+    modalities = ("dna",)
+
+    def __init__(self, model_dir: str | os.PathLike):
+        from .training.embeddings import load_encoder
+
+        self.model_dir = str(model_dir)
+        self.model = load_encoder(self.model_dir)
+        self.model.tokenizer  # noqa: B018  (load the tokenizer now, not inside the first request's thread)
+
+    def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        return self.model.embed(list(sequences), batch_size=batch_size, return_numpy=True)
+
+    def save(self, folder: Path) -> dict:
+        return {"kind": self.kind, "model": self.model_dir}
+
+
+class ClibdEncoder:
+    """A saved CLIBD model: photographs and barcodes embedded in one space (``get_image_features`` /
+    ``get_dna_features``), so a photograph can be matched against DNA keys and image keys alike."""
+
+    kind = "clibd"
+    modalities = ("dna", "image")
+
+    def __init__(self, model_dir: str | os.PathLike):
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        self.model_dir = str(model_dir)
+        self.model = AutoModel.from_pretrained(self.model_dir).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.image_processor = AutoImageProcessor.from_pretrained(self.model_dir)
+
+    def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        import torch
+
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(sequences), batch_size):
+                encoded = self.tokenizer(list(sequences[start:start + batch_size]), padding=True, truncation=True,
+                                         return_tensors="pt")
+                features = self.model.get_dna_features(input_ids=encoded["input_ids"],
+                                                       attention_mask=encoded["attention_mask"])
+                parts.append(_as_array(features))
+        return np.concatenate(parts)
+
+    def embed_images(self, images: Sequence, batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                pixels = self.image_processor(list(images[start:start + batch_size]), return_tensors="pt")
+                parts.append(_as_array(self.model.get_image_features(pixel_values=pixels["pixel_values"])))
+        return np.concatenate(parts)
+
+    def save(self, folder: Path) -> dict:
+        return {"kind": self.kind, "model": self.model_dir}
+
+
+def _as_array(features) -> np.ndarray:
+    # transformers v5 feature getters may return a tensor or an output object holding ``pooler_output``.
+    tensor = features if hasattr(features, "detach") else features.pooler_output
+    return tensor.detach().float().cpu().numpy()
+
+
+def load_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None = None, seed: int = 0):
+    """The embedding model named by ``model``: ``"kmer"``/``"kmer:K"`` (fitted on ``fit_sequences``), or a saved
+    BarcodeBERT or CLIBD folder (told apart by ``model_type`` in its ``config.json``)."""
+    spec = str(model)
+    if spec == "kmer" or spec.startswith("kmer:"):
+        k = spec.partition(":")[2] or "6"
+        if not k.isdigit():
+            raise ValueError(f"Model {spec!r}: the k-mer length must be an integer, e.g. 'kmer:6'.")
+        if fit_sequences is None:
+            raise ValueError("The k-mer embedding is fitted on the key barcodes; pass fit_sequences.")
+        return KmerEncoder.fit(fit_sequences, k=int(k), seed=seed)
+    config_path = Path(spec) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"Model {spec!r} is neither 'kmer[:K]' nor a saved model folder (no {config_path}).")
+    model_type = json.loads(config_path.read_text()).get("model_type", "")
+    if "clibd" in model_type:
+        return ClibdEncoder(spec)
+    if model_type == "barcodebert":
+        return BarcodeBertEncoder(spec)
+    raise ValueError(f"{spec}: model_type {model_type!r} is not an embedding model identify knows "
+                     "(barcodebert or clibd).")
+
+
+# ---------------------------------------------------------------------------------------------- the key index
+@dataclass
+class KeyIndex:
+    """A loaded key index: reference specimens, their FAISS indexes and the embedding model that made them."""
+
+    folder: Path
+    manifest: dict
+    keys: "pd.DataFrame"
+    encoder: object
+    dna_index: object
+    image_index: object | None = None
+    image_rows: np.ndarray | None = None  # row in `keys` of each image-index entry
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.encoder.modalities
+
+    @property
+    def has_thumbnails(self) -> bool:
+        return bool(self.keys["thumbnail"].notna().any())
+
+    def describe(self) -> str:
+        m = self.manifest
+        return (f"{len(self.keys):,} reference specimens ({m['splits']}) from {m['data']}, embedded with "
+                f"{m['encoder'].get('model', m['encoder']['kind'])}")
+
+
+def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None = None, model: str = "kmer",
+                splits: str = "train+key_unseen", calibration: str | None = "val+val_unseen+other_heldout",
+                image_package: str = "cropped_256", thumbnails: bool = True, max_calibration_queries: int = 3000,
+                index_type: str = "flat", batch_size: int = 128, seed: int = 0) -> Path:
+    """Build a key index from the records of ``splits`` of a release and save it to ``out_dir``.
+
+    Args:
+        data_root: a BIOSCAN-5M release root (e.g. ``../shared/data/bold-insects`` or a synthetic sample).
+        out_dir: the index folder; default ``MODEL_DIR/index`` (beside the model), required for ``kmer``.
+        model: ``"kmer"`` / ``"kmer:K"``, a BarcodeBERT folder or a CLIBD folder.
+        splits: the key splits, any split expression (``"train+key_unseen"``, ``"all"``...).
+        calibration: splits whose records calibrate the vote temperature and the novelty threshold (records of
+            species absent from the keys are the "novel" examples); ``None`` skips calibration.
+        image_package: where thumbnails (and CLIBD image keys) come from, when the release has images.
+        thumbnails: store small key photographs for the nearest-specimen gallery.
+        max_calibration_queries: calibration records used at most (a random sample).
+        index_type: ``"flat"`` (exact) or ``"ivf"`` (approximate, for millions of keys).
+    """
+    from .metadata import read_metadata
+
+    if out_dir is None:
+        if str(model).startswith("kmer"):
+            raise ValueError("Give out_dir: the k-mer embedding has no model folder to save the index beside.")
+        out_dir = Path(model) / "index"
+    keys = read_metadata(data_root, split=splits, max_nucleotides=MAX_KEY_NUCLEOTIDES)
+    if keys.empty:
+        raise ValueError(f"No records in split(s) {splits!r} of {data_root}: the index would be empty.")
+    calibration_records = None
+    if calibration:
+        calibration_records = read_metadata(data_root, split=calibration, max_nucleotides=MAX_KEY_NUCLEOTIDES)
+        if len(calibration_records) > max_calibration_queries:
+            calibration_records = calibration_records.sample(max_calibration_queries, random_state=seed)
+    images = _release_images(data_root, splits, image_package) if thumbnails else None
+    return write_index(keys, out_dir, model=model, calibration_records=calibration_records, images=images,
+                       index_type=index_type, batch_size=batch_size, seed=seed,
+                       provenance={"data": str(data_root), "splits": splits, "calibration_splits": calibration,
+                                   "image_package": image_package if images is not None else None})
+
+
+def _release_images(data_root, splits: str, image_package: str):
+    """``processid -> PIL image`` over the release's photographs of ``splits``, or None when it has none."""
+    from . import load_dataset, release
+
+    if not (release.image_package_dir(data_root, image_package).is_dir()
+            or release.image_zip_candidates(data_root, image_package)):
+        return None
+    dataset = load_dataset(data_root, image_package, split=splits, skip_missing_images=True)
+    dataset = dataset.select_columns(["processid", "image"])
+    return {row["processid"]: row["image"] for row in dataset}
+
+
+def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibration_records=None,
+                images: dict | None = None, index_type: str = "flat", batch_size: int = 128, seed: int = 0,
+                provenance: dict | None = None) -> Path:
+    """Embed the ``keys`` records (a metadata DataFrame), calibrate on ``calibration_records`` and save the index.
+
+    ``images`` maps processid to a PIL image (thumbnails; CLIBD image keys). This is the layer under
+    `build_index` for keys that do not come from one release (benchmarks, merged collections).
+    """
+    import faiss
+    import pandas as pd
+
+    from .evaluation.retrieval import build_index as build_faiss_index, l2_normalize
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = keys.reset_index(drop=True)
+    barcodes = keys["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
+    encoder = load_encoder(model, fit_sequences=barcodes, seed=seed)
+    dna_keys = l2_normalize(encoder.embed_dna(barcodes, batch_size=batch_size))
+    dna_index = build_faiss_index(dna_keys, index=index_type)
+    faiss.write_index(dna_index, str(out / DNA_INDEX_NAME))
+
+    table = pd.DataFrame({column: keys[column] if column in keys else None for column in KEY_COLUMNS})
+    table["thumbnail"] = None
+    image_rows = None
+    if images:
+        (out / THUMBNAIL_DIR).mkdir(exist_ok=True)
+        rows = [i for i, pid in enumerate(table["processid"]) if pid in images]
+        for row in rows:
+            relative = f"{THUMBNAIL_DIR}/{row:08d}.jpg"  # by row, not processid, so no id can shape a path
+            thumbnail = images[table.at[row, "processid"]].convert("RGB")
+            thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            thumbnail.save(out / relative, quality=85)
+            table.at[row, "thumbnail"] = relative
+        if "image" in encoder.modalities and rows:
+            image_keys = l2_normalize(encoder.embed_images([images[table.at[r, "processid"]] for r in rows]))
+            faiss.write_index(build_faiss_index(image_keys, index=index_type), str(out / IMAGE_INDEX_NAME))
+            image_rows = np.asarray(rows, dtype=np.int64)
+    table["image_row"] = pd.array([None] * len(table), dtype="Int64")
+    if image_rows is not None:
+        table.loc[image_rows, "image_row"] = np.arange(len(image_rows))
+    table.to_parquet(out / KEYS_NAME, index=False)
+
+    manifest = {
+        "format": INDEX_FORMAT,
+        "encoder": encoder.save(out),
+        "keys": len(table),
+        "index_type": index_type,
+        "max_nucleotides": MAX_KEY_NUCLEOTIDES,
+        "dimensions": int(dna_keys.shape[1]),
+        "image_keys": 0 if image_rows is None else len(image_rows),
+        "thumbnails": int(table["thumbnail"].notna().sum()),
+        **{"data": None, "splits": None, "calibration_splits": None, "image_package": None, **(provenance or {})},
+    }
+    index = KeyIndex(out, manifest, table, encoder, dna_index)
+    manifest["calibration"] = (calibrate(index, calibration_records, batch_size=batch_size)
+                               if calibration_records is not None and len(calibration_records) else None)
+    manifest["build_seconds"] = round(time.perf_counter() - started, 1)
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None) -> KeyIndex:
+    """Load a saved key index; ``model`` overrides the model folder recorded in it (e.g. after moving it)."""
+    import faiss
+    import pandas as pd
+
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a key index (no {MANIFEST_NAME}); build one with "
+                                "`bioscan5m index build`.")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != INDEX_FORMAT:
+        raise ValueError(f"{folder}: index format {manifest.get('format')!r}, this bioscan5m reads format {INDEX_FORMAT}; "
+                         "rebuild the index.")
+    spec = manifest["encoder"]
+    if spec["kind"] == "kmer":
+        encoder = KmerEncoder.load(folder, spec)
+    else:
+        encoder = load_encoder(model or spec["model"])
+        if encoder.kind != spec["kind"]:
+            raise ValueError(f"{folder} was built with a {spec['kind']} model but {model} is a {encoder.kind} model.")
+    keys = pd.read_parquet(folder / KEYS_NAME)
+    dna_index = faiss.read_index(str(folder / DNA_INDEX_NAME))
+    image_index = image_rows = None
+    if (folder / IMAGE_INDEX_NAME).is_file():
+        image_index = faiss.read_index(str(folder / IMAGE_INDEX_NAME))
+        image_rows = np.flatnonzero(keys["image_row"].notna().to_numpy())
+    index = KeyIndex(folder, manifest, keys, encoder, dna_index, image_index, image_rows)
+    probe = encoder.embed_dna(["ACGT" * 40])  # catches a model whose embedding size differs from the index's
+    if probe.shape[1] != dna_index.d:
+        raise ValueError(f"{folder} holds {dna_index.d}-dimensional keys but the model embeds into {probe.shape[1]}.")
+    return index
+
+
+# ---------------------------------------------------------------------------------------------- identification
+@dataclass
+class RankPrediction:
+    rank: str
+    label: str | None
+    confidence: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)  # best first, the prediction included
+
+
+@dataclass
+class Novelty:
+    possibly_undescribed: bool | None  # None when the index was built without calibration
+    similarity: float
+    threshold: float | None
+
+
+@dataclass
+class Identification:
+    """The answer to one query: the predicted lineage, the novelty flag and the nearest reference specimens."""
+
+    ranks: list[RankPrediction]
+    novelty: Novelty
+    neighbours: list[dict]
+    query: dict
+    seconds: float
+
+    def prediction(self, rank: str) -> RankPrediction:
+        return next(p for p in self.ranks if p.rank == rank)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=None, top_k: int = 10,
+             vote_k: int = 25, key_modality: str = "dna") -> Identification:
+    """Identify one specimen from its DNA barcode (pasted text or one FASTA record) and/or photograph.
+
+    Args:
+        index: a `KeyIndex` or the folder of one (loaded once and cached).
+        dna: the barcode; checked by `parse_barcode`.
+        image: a photograph (path or PIL image); needs an index built with a CLIBD model.
+        top_k: nearest reference specimens returned.
+        vote_k: nearest keys that vote for the labels.
+        key_modality: ``"dna"`` (match against the keys' barcodes) or ``"image"`` (against their photographs,
+            CLIBD indexes with image keys only).
+    Returns:
+        an `Identification`. Raises `InputError` with a message for the user when the query cannot be answered.
+    """
+    started = time.perf_counter()
+    if not isinstance(index, KeyIndex):
+        index = _cached_index(str(index))
+    has_dna = dna is not None and str(dna).strip() != ""
+    if not has_dna and image is None:
+        raise InputError("Nothing to identify: paste a DNA barcode, upload a FASTA file, or upload a photograph.")
+    query: dict = {"modalities": []}
+    vectors = []
+    if has_dna:
+        record_id, sequence = parse_barcode(dna)
+        sequence = sequence[:index.manifest["max_nucleotides"]]  # queries are cut like the keys were
+        vectors.append(index.encoder.embed_dna([sequence]))
+        query.update(modalities=["dna"], record_id=record_id, nucleotides=len(sequence))
+    if image is not None:
+        photo = open_photo(image)
+        if "image" not in index.modalities:
+            raise InputError(f"This index was built with a DNA-only model ({index.encoder.kind}), so it cannot "
+                             "identify photographs: paste the barcode instead, or serve an index built with a CLIBD model.")
+        vectors.append(index.encoder.embed_images([photo]))
+        query["modalities"].append("image")
+        query["image_size"] = list(photo.size)
+    query_vector = _unit(np.mean([_unit(v) for v in vectors], axis=0))  # DNA and photo together: mean direction
+
+    if key_modality == "image":
+        if index.image_index is None:
+            raise InputError("This index has no photograph keys; match against DNA keys (key_modality='dna').")
+        scores, hits = index.image_index.search(query_vector, max(top_k, vote_k))
+        hits = np.where(hits >= 0, index.image_rows[np.clip(hits, 0, None)], -1)
+    elif key_modality == "dna":
+        scores, hits = index.dna_index.search(query_vector, max(top_k, vote_k))
+    else:
+        raise ValueError(f"key_modality must be 'dna' or 'image'; got {key_modality!r}.")
+    valid = hits[0] >= 0
+    scores, hits = scores[0][valid], hits[0][valid]
+
+    calibration = index.manifest.get("calibration") or {}
+    ranks = vote(index.keys.iloc[hits[:vote_k]], scores[:vote_k], calibration.get("temperature", DEFAULT_TEMPERATURE))
+    threshold = calibration.get("novelty_threshold")
+    nearest = float(scores[0])
+    novelty = Novelty(None if threshold is None else bool(nearest < threshold), nearest, threshold)
+    neighbours = _neighbour_records(index, hits[:top_k], scores[:top_k])
+    return Identification(ranks, novelty, neighbours, query, time.perf_counter() - started)
+
+
+DEFAULT_TEMPERATURE = 0.02
+
+
+def vote(neighbours, similarities: np.ndarray, temperature: float) -> list[RankPrediction]:
+    """Per rank, the share of ``exp(similarity / T)`` weight of the neighbours carrying each label.
+
+    Neighbours without a label at a rank (e.g. pretrain records) abstain there.
+    """
+    weights = np.exp((similarities - similarities.max()) / temperature)
+    predictions = []
+    for rank in RANKS:
+        labels = neighbours[rank].to_numpy()
+        labelled = np.array([isinstance(label, str) and label != "" for label in labels])
+        if not labelled.any():
+            predictions.append(RankPrediction(rank, None, 0.0))
+            continue
+        totals: dict[str, float] = {}
+        for label, weight in zip(labels[labelled], weights[labelled]):
+            totals[label] = totals.get(label, 0.0) + float(weight)
+        mass = sum(totals.values())
+        ranked = sorted(((label, value / mass) for label, value in totals.items()), key=lambda item: -item[1])
+        predictions.append(RankPrediction(rank, ranked[0][0], ranked[0][1], ranked[:5]))
+    return predictions
+
+
+def _neighbour_records(index: KeyIndex, hits: np.ndarray, scores: np.ndarray) -> list[dict]:
+    records = []
+    for row, score in zip(hits, scores):
+        key = index.keys.iloc[int(row)]
+        record = {column: _plain(key[column]) for column in KEY_COLUMNS}
+        record["similarity"] = round(float(score), 4)
+        thumbnail = key["thumbnail"]
+        record["thumbnail"] = str(index.folder / thumbnail) if isinstance(thumbnail, str) else None
+        records.append(record)
+    return records
+
+
+def _plain(value):
+    """A JSON-ready value: NaN/NA become None, numpy scalars become Python ones."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
+
+
+_INDEX_CACHE: dict[str, KeyIndex] = {}
+
+
+def _cached_index(folder: str) -> KeyIndex:
+    if folder not in _INDEX_CACHE:
+        _INDEX_CACHE[folder] = load_index(folder)
+    return _INDEX_CACHE[folder]
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+def calibrate(index: KeyIndex, records, batch_size: int = 128, vote_k: int = 25) -> dict:
+    """Fit the vote temperature and the novelty threshold on held-out ``records`` (a metadata DataFrame).
+
+    A record is *known* when its species is among the keys' species and *novel* when its species is absent
+    (records without a species label are left out). The temperature minimises the negative log-likelihood of
+    the known records' true labels over the ranks; the threshold on the nearest key's similarity maximises
+    Youden's J (true-novel rate minus false-novel rate).
+    """
+    records = records[records["species"].notna()].reset_index(drop=True)
+    key_species = set(index.keys["species"].dropna())
+    novel = ~records["species"].isin(key_species).to_numpy()
+    if len(records) == 0:
+        return {"records": 0, "note": "no calibration records with a species label"}
+    barcodes = records["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
+    vectors = _unit(index.encoder.embed_dna(barcodes, batch_size=batch_size))
+    scores, hits = index.dna_index.search(vectors, vote_k)
+    nearest = scores[:, 0]
+
+    result = {"records": int(len(records)), "known": int((~novel).sum()), "novel": int(novel.sum()),
+              "temperature": DEFAULT_TEMPERATURE, "novelty_threshold": None}
+    known_rows = np.flatnonzero(~novel)
+    if len(known_rows):
+        result.update(_fit_temperature(index.keys, records.iloc[known_rows], scores[known_rows], hits[known_rows]))
+    if novel.any() and (~novel).any():
+        result.update(_fit_threshold(nearest, novel))
+    return result
+
+
+def _fit_temperature(keys, records, scores: np.ndarray, hits: np.ndarray) -> dict:
+    candidates = np.geomspace(1e-3, 1.0, 19)
+    labels = {rank: keys[rank].to_numpy()[hits] for rank in RANKS}
+    truths = {rank: records[rank].to_numpy() for rank in RANKS}
+    losses = []
+    for temperature in candidates:
+        weights = np.exp((scores - scores[:, :1]) / temperature)
+        loss = 0.0
+        for rank in RANKS:
+            known = np.array([isinstance(t, str) for t in truths[rank]])
+            labelled = np.vectorize(lambda label: isinstance(label, str), otypes=[bool])(labels[rank])
+            correct = (labels[rank] == truths[rank][:, None]) & labelled
+            share = (weights * correct).sum(1) / np.maximum((weights * labelled).sum(1), 1e-12)
+            loss -= np.log(np.clip(share[known], 1e-4, 1.0)).mean() if known.any() else 0.0
+        losses.append(loss / len(RANKS))
+    losses = np.asarray(losses)
+    # On easily separated keys many temperatures fit alike; the softest of them avoids needless overconfidence.
+    best = int(np.flatnonzero(losses <= losses.min() + 0.01).max())
+    top1 = (labels["species"][:, 0] == truths["species"]).mean()
+    return {"temperature": float(candidates[best]), "mean_nll": round(float(losses[best]), 4),
+            "species_top1_known": round(float(top1), 4)}
+
+
+def _fit_threshold(nearest: np.ndarray, novel: np.ndarray) -> dict:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    # Novel records should have LOW nearest-key similarity, so the novelty score is its negative.
+    false_rate, true_rate, thresholds = roc_curve(novel, -nearest)
+    best = int(np.argmax(true_rate - false_rate))
+    return {"novelty_threshold": float(-thresholds[best]), "novelty_auroc": round(float(roc_auc_score(novel, -nearest)), 4),
+            "novel_flagged": round(float(true_rate[best]), 4), "known_flagged": round(float(false_rate[best]), 4)}
+
+
+def format_identification(result: Identification) -> str:
+    """A plain-text report of an identification (the CLI's output)."""
+    lines = []
+    for p in result.ranks:
+        lines.append(f"{p.rank:<8} {p.label or '(no label among the nearest keys)':<40} {100 * p.confidence:5.1f} %")
+    n = result.novelty
+    if n.possibly_undescribed:
+        lines.append(f"POSSIBLY UNDESCRIBED SPECIES: the nearest reference is at similarity {n.similarity:.3f}, "
+                     f"below the calibrated threshold {n.threshold:.3f}.")
+    elif n.threshold is not None:
+        lines.append(f"nearest reference similarity {n.similarity:.3f} (novelty threshold {n.threshold:.3f})")
+    lines.append("")
+    lines.append(f"{'similarity':>10}  {'processid':<14} {'species':<32} {'BIN':<14} country")
+    for record in result.neighbours:
+        lines.append(f"{record['similarity']:>10.4f}  {record['processid'] or '':<14} {record['species'] or '-':<32} "
+                     f"{record['dna_bin'] or '-':<14} {record['country'] or '-'}")
+    return "\n".join(lines)
+
+
+__all__ = ["InputError", "KeyIndex", "Identification", "RankPrediction", "Novelty", "build_index", "write_index",
+           "load_index", "identify", "parse_barcode", "read_fasta_file", "open_photo", "format_identification",
+           "MAX_BARCODE_NUCLEOTIDES", "MIN_BARCODE_NUCLEOTIDES", "MAX_PHOTO_BYTES", "MAX_PHOTO_PIXELS"]

@@ -1,0 +1,89 @@
+"""CLIBD configuration: image (timm), DNA (BarcodeBERT) and taxonomy-text (BERT) encoders in one embedding space.
+
+This module imports nothing from ``bioscan5m`` except its sibling modules: it is copied next to saved models.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import BertConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .configuration_barcodebert import BarcodeBertConfig
+
+#: Optional specimen metadata the image embedding can fuse (see ``ClibdMetadataEncoder``).
+METADATA_FEATURES = ("geo", "size")
+#: bert-small (prajjwal1/bert-small), CLIBD's text encoder; the vocabulary comes from the taxonomy tokenizer.
+BERT_SMALL = dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=2048,
+                  max_position_embeddings=64, vocab_size=1024)
+
+
+class ClibdConfig(PreTrainedConfig):
+    r"""Configuration of :class:`ClibdModel`, a CLIP-style model over specimen images, DNA barcodes and taxonomy text.
+
+    The defaults are the paper's encoders: ``vit_base_patch16_224`` from timm, BarcodeBERT (``dna_config``) and a
+    bert-small-sized BERT over taxonomy strings (``text_config``), all projected to 768 dimensions.
+
+    Args:
+        image_model_name: a timm model name; it is created with ``pretrained=False`` and ``num_classes=0``
+            (weights come from the checkpoint, or from ``ClibdModel.from_encoders``).
+        image_model_kwargs: extra ``timm.create_model`` arguments, e.g. ``{"img_size": 112}`` or a tiny ViT's
+            ``{"img_size": 64, "embed_dim": 64, "depth": 2, "num_heads": 2}``.
+        image_size: side of the square ``pixel_values`` the image encoder takes.
+        dna_config: a :class:`BarcodeBertConfig` (or its dict) for the DNA encoder.
+        text_config: a ``BertConfig`` (or its dict) for the taxonomy-text encoder; ``vocab_size`` must match the
+            taxonomy tokenizer.
+        projection_dim: size of the shared embedding space.
+        logit_scale_init_value: initial log of the inverse temperature (log(1/0.07), as CLIP and CLIBD).
+        learnable_temperature: train the temperature (CLIBD: ``fix_temperature: false``).
+        max_logit_scale: the scale is clamped to at most this value (CLIP's 100).
+        metadata_features: specimen metadata fused into the image embedding: any of ``"geo"`` (latitude and
+            longitude) and ``"size"`` (``image_measurement_value``). Empty: the paper model.
+        metadata_hidden_size: width of the metadata MLP.
+        size_log_mean, size_log_std: standardisation of ``log1p(size)``, set from the training records.
+    """
+
+    model_type = "clibd"
+    sub_configs_defaults = {
+        "dna_config": BarcodeBertConfig,
+        "text_config": SubConfigSpec(BertConfig, init_kwargs=BERT_SMALL),
+    }
+
+    image_model_name: str = "vit_base_patch16_224"
+    image_model_kwargs: dict | None = None
+    image_size: int = 224
+    dna_config: dict | BarcodeBertConfig | None = None
+    text_config: dict | BertConfig | None = None
+    projection_dim: int = 768
+    logit_scale_init_value: float = math.log(1 / 0.07)
+    learnable_temperature: bool = True
+    max_logit_scale: float = 100.0
+    metadata_features: list[str] | None = None
+    metadata_hidden_size: int = 64
+    size_log_mean: float = 0.0
+    size_log_std: float = 1.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.image_model_kwargs = dict(self.image_model_kwargs or {})
+        self.metadata_features = list(self.metadata_features or [])
+        unknown = [f for f in self.metadata_features if f not in METADATA_FEATURES]
+        if unknown:
+            raise ValueError(f"Unknown metadata feature(s) {unknown}; choose from {', '.join(METADATA_FEATURES)}.")
+        if len(set(self.metadata_features)) != len(self.metadata_features):
+            raise ValueError(f"metadata_features lists a feature twice: {self.metadata_features}.")
+        if self.projection_dim < 1 or self.image_size < 1:
+            raise ValueError("projection_dim and image_size must be positive.")
+        if self.size_log_std <= 0:
+            raise ValueError(f"size_log_std must be positive, not {self.size_log_std}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def metadata_input_size(self) -> int:
+        """Width of the encoded metadata: geo is a unit vector on the sphere plus a missing flag, size a
+        standardised log plus a missing flag."""
+        return 4 * ("geo" in self.metadata_features) + 2 * ("size" in self.metadata_features)
+
+
+__all__ = ["ClibdConfig", "METADATA_FEATURES"]
