@@ -41,23 +41,6 @@ logger = logging.getLogger(__name__)
 IMAGE_BATCH_ROWS = 256
 IMAGE_STORAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
-_CITATION = """\
-@inproceedings{gharaee2024bioscan5m,
-  title={{BIOSCAN-5M}: A Multimodal Dataset for Insect Biodiversity},
-  author={Gharaee, Zahra and Lowe, Scott C. and Gong, ZeMing and Millan Arias, Pablo and Pellegrino, Nicholas
-          and Wang, Austin T. and Haurum, Joakim Bruslund and Zarubiieva, Iuliia and Kari, Lila and Steinke, Dirk
-          and Taylor, Graham W. and Fieguth, Paul and Chang, Angel X.},
-  booktitle={Advances in Neural Information Processing Systems},
-  volume={37},
-  year={2024},
-}
-"""
-_DESCRIPTION = (
-    "BIOSCAN-5M: 5,150,850 insect specimens, each with a microscope photograph, a COI DNA barcode, "
-    "taxonomic labels from phylum to species, a Barcode Index Number, collection site and size."
-)
-_HOMEPAGE = "https://github.com/bioscan-ml/BIOSCAN-5M"
-_LICENSE = "cc-by-3.0"
 _VERSION = datasets.Version("1.0.0")
 
 
@@ -189,11 +172,11 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
             raise ValueError("Bioscan5M needs data_dir: the release root that holds 'bioscan5m/metadata/...'.")
         vocabularies = label_vocabularies(find_metadata(self.config.data_dir))
         return datasets.DatasetInfo(
-            description=_DESCRIPTION,
+            description=release.DESCRIPTION,
             features=features_for(self.config.image_package, vocabularies),
-            homepage=_HOMEPAGE,
-            license=_LICENSE,
-            citation=_CITATION,
+            homepage=release.HOMEPAGE,
+            license=release.LICENSE,
+            citation=release.CITATION,
         )
 
     def _split_generators(self, dl_manager):

@@ -17,6 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+HOMEPAGE = "https://github.com/bioscan-ml/BIOSCAN-5M"
+LICENSE = "cc-by-3.0"
+CITATION = """\
+@inproceedings{gharaee2024bioscan5m,
+  title={{BIOSCAN-5M}: A Multimodal Dataset for Insect Biodiversity},
+  author={Gharaee, Zahra and Lowe, Scott C. and Gong, ZeMing and Millan Arias, Pablo and Pellegrino, Nicholas
+          and Wang, Austin T. and Haurum, Joakim Bruslund and Zarubiieva, Iuliia and Kari, Lila and Steinke, Dirk
+          and Taylor, Graham W. and Fieguth, Paul and Chang, Angel X.},
+  booktitle={Advances in Neural Information Processing Systems},
+  volume={37},
+  year={2024},
+}
+"""
+DESCRIPTION = (
+    "BIOSCAN-5M: 5,150,850 insect specimens, each with a microscope photograph, a COI DNA barcode, "
+    "taxonomic labels from phylum to species, a Barcode Index Number, collection site and size."
+)
+
 # ----------------------------------------------------------------------------------------------
 # Metadata
 # ----------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -94,3 +95,22 @@ def test_cli_reports_errors_in_one_line(sample_root, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("bioscan5m export: error:") and "already exists" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_push_to_hub_uploads_the_finished_folder(sample_root, tmp_path, monkeypatch):
+    """The Hub cannot be reached from here: check what would be sent, and that it is sent only when complete."""
+    import huggingface_hub
+
+    calls = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id, repo_type, private, exist_ok):
+            calls.append(("create_repo", repo_id, repo_type))
+
+        def upload_folder(self, repo_id, folder_path, repo_type, commit_message):
+            calls.append(("upload_folder", repo_id, repo_type, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    bioscan5m.export(sample_root, tmp_path / "out", configs=["dna"], push_to_hub="me/bioscan-5m")
+    assert calls == [("create_repo", "me/bioscan-5m", "dataset"),
+                     ("upload_folder", "me/bioscan-5m", "dataset", ["README.md", "dna"])]

@@ -34,5 +34,25 @@ def _register_barcodebert() -> None:
 
 _register_barcodebert()
 
+# CLIBD (multimodal issue): image–DNA–taxonomy contrastive model.
+from .configuration_clibd import ClibdConfig  # noqa: E402
+from .image_processing_clibd import ClibdImageProcessor  # noqa: E402
+from .modeling_clibd import ClibdModel, ClibdOutput, ClibdPreTrainedModel  # noqa: E402
+
+
+def _register_clibd() -> None:
+    from transformers import AutoImageProcessor
+
+    AutoConfig.register(ClibdConfig.model_type, ClibdConfig, exist_ok=True)
+    AutoModel.register(ClibdConfig, ClibdModel, exist_ok=True)
+    AutoImageProcessor.register(ClibdConfig, fast_image_processor_class=ClibdImageProcessor, exist_ok=True)
+    ClibdConfig.register_for_auto_class()
+    ClibdModel.register_for_auto_class("AutoModel")
+    ClibdImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+
+_register_clibd()
+
 __all__ = ["BarcodeBertConfig", "BarcodeBertPreTrainedModel", "BarcodeBertModel", "BarcodeBertForMaskedLM",
-           "BarcodeBertForSequenceClassification"]
+           "BarcodeBertForSequenceClassification",
+           "ClibdConfig", "ClibdPreTrainedModel", "ClibdModel", "ClibdOutput", "ClibdImageProcessor"]
