@@ -256,7 +256,73 @@ def _run_benchmark(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- multimodal
 def _add_clip_commands(sub) -> None:
-    """train-clip (multimodal issue)."""
+    """train-clip, retrieve-clip (multimodal issue)."""
+    p = sub.add_parser("train-clip", help="contrastive image-DNA-taxonomy training of CLIBD on pretrain+train records")
+    p.add_argument("--data", required=True, help="release root with images (holds bioscan5m/metadata/...)")
+    p.add_argument("--config", default="cropped_256", help="image package (default cropped_256)")
+    p.add_argument("--dna-model", default=None, help="pretrained BarcodeBERT folder for the DNA encoder (default: new)")
+    p.add_argument("--out", required=True, help="model folder to write (the untrained model goes to OUT/no_alignment)")
+    p.add_argument("--preset", default="cpu-small", help="paper, cpu-small or tiny (default cpu-small)")
+    p.add_argument("--split", default="pretrain+train", help="training records (default pretrain+train, as CLIBD)")
+    p.add_argument("--modalities", default="image,dna,text", help="modalities to align (default image,dna,text)")
+    p.add_argument("--metadata", default="", help="metadata fused into the image embedding: geo, size or geo,size")
+    p.add_argument("--freeze", action="append", default=[], metavar="ENCODER[:N]",
+                   help="freeze image, dna or text (repeatable); ENCODER:N keeps its last N blocks trainable")
+    p.add_argument("--image-weights", default=None, help="'timm' (pretrained timm weights, needs the Hub) or a .safetensors file")
+    p.add_argument("--no-augment", action="store_true", help="train on the evaluation transform (no CLIBD augmentation)")
+    p.add_argument("--max-records", type=int, default=None, help="random subset of this many training records")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_train_clip)
+
+    p = sub.add_parser("retrieve-clip", help="CLIBD retrieval (image->image, DNA->DNA, image->DNA) vs the no-alignment baseline")
+    p.add_argument("--model", required=True, help="CLIBD model folder")
+    p.add_argument("--data", required=True, help="release root with images")
+    p.add_argument("--config", default="cropped_256", help="image package (default cropped_256)")
+    p.add_argument("--baseline", default=None, help="no-alignment model (default MODEL/no_alignment if present; 'none' to skip)")
+    p.add_argument("--queries", default="test,test_unseen", help="comma-separated query splits (default test,test_unseen)")
+    p.add_argument("--keys", default="train+key_unseen", help="key splits (default train+key_unseen)")
+    p.add_argument("--pairs", default="image->image,dna->dna,image->dna", help="query->key modality pairs")
+    p.add_argument("--top-k", default="1,3,5", help="k values (default 1,3,5)")
+    p.add_argument("--max-records-per-split", type=int, default=None, help="random subset per split (quick runs)")
+    p.add_argument("--out", default=None, help="output folder (default MODEL/retrieval)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(run=_run_retrieve_clip)
+
+
+def _run_train_clip(args) -> None:
+    from .training.train_clibd import train_clibd
+
+    freeze = {}
+    for spec in args.freeze:
+        encoder, _, layers = spec.partition(":")
+        freeze[encoder] = int(layers) if layers else 0
+    summary = train_clibd(args.data, args.out, config=args.config, dna_model=args.dna_model, preset=args.preset,
+                          split=args.split, modalities=_csv_list(args.modalities),
+                          metadata_features=_csv_list(args.metadata), freeze=freeze, epochs=args.epochs,
+                          max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                          max_records=args.max_records, augment=not args.no_augment, image_weights=args.image_weights,
+                          num_workers=args.num_workers, seed=args.seed)
+    _print_results({"steps": summary["steps"], "train_loss": summary["train_loss"],
+                    "seconds_per_step": summary["seconds_per_step"], "written_to": args.out})
+
+
+def _run_retrieve_clip(args) -> None:
+    from .evaluation.clibd_retrieval import clibd_retrieval_report
+
+    baseline = False if (args.baseline or "").lower() == "none" else args.baseline
+    report = clibd_retrieval_report(args.model, args.data, config=args.config, queries=_csv_list(args.queries),
+                                    keys=args.keys, baseline_dir=baseline, pairs=_csv_list(args.pairs),
+                                    top_k=[int(k) for k in _csv_list(args.top_k)], out_dir=args.out,
+                                    max_records_per_split=args.max_records_per_split, batch_size=args.batch_size)
+    from .evaluation.clibd_retrieval import markdown_table
+
+    print(markdown_table(report))
+    print(f"written to {report['plot'].rsplit('/', 1)[0]}: retrieval_clibd.json, .md, .png")
 
 
 # ---------------------------------------------------------------------------------------------- space
@@ -308,11 +374,15 @@ def _run_index_build(args) -> None:
 
     manifest = json.loads((out / "index.json").read_text())
     print(f"{manifest['keys']:,} keys ({manifest['thumbnails']:,} with thumbnails) written to {out}")
-    calibration = manifest.get("calibration") or {}
-    if calibration.get("novelty_threshold") is not None:
-        print(f"novelty threshold {calibration['novelty_threshold']:.4f} (AUROC {calibration['novelty_auroc']:.3f} on "
-              f"{calibration['known']} known / {calibration['novel']} novel calibration records), "
-              f"vote temperature {calibration['temperature']:.4g}")
+    for modality, calibration in (manifest.get("calibration") or {}).items():
+        if calibration.get("novelty_threshold") is None:
+            continue
+        print(f"{modality} queries: novelty threshold {calibration['novelty_threshold']:.4f} (AUROC "
+              f"{calibration['novelty_auroc']:.3f}; flags {calibration['flagged_known']:.1%} of {calibration['known']} "
+              f"known-species records, {calibration['flagged_novel_held_out'] or 0:.1%} of {calibration['novel']} "
+              f"held-out novel ones and {calibration['flagged_leave_species_out']:.1%} of "
+              f"{calibration['novel_leave_species_out']} leave-species-out ones), vote temperature "
+              f"{calibration['temperature']:.4g}")
 
 
 def _run_identify(args) -> None:

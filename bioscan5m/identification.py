@@ -55,8 +55,8 @@ THUMBNAIL_DIR = "thumbnails"
 # Input limits. A COI-5P barcode is ~658 bp; BOLD records reach ~1,550 bp. Anything far longer is not a barcode.
 MIN_BARCODE_NUCLEOTIDES = 100
 MAX_BARCODE_NUCLEOTIDES = 2000
-MAX_FASTA_BYTES = 1 << 20
-MAX_PHOTO_BYTES = 20 << 20
+MAX_FASTA_BYTES = 1_000_000
+MAX_PHOTO_BYTES = 20_000_000
 MAX_PHOTO_PIXELS = 40_000_000  # larger than any BIOSCAN original (1024x768) or camera photo; stops pixel bombs
 THUMBNAIL_SIZE = 160
 #: Key barcodes are cut to this length, as the release loader and BarcodeBERT do; queries are cut alike.
@@ -221,12 +221,12 @@ class ClibdEncoder:
     modalities = ("dna", "image")
 
     def __init__(self, model_dir: str | os.PathLike):
-        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         self.model_dir = str(model_dir)
         self.model = AutoModel.from_pretrained(self.model_dir).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.image_processor = AutoImageProcessor.from_pretrained(self.model_dir)
+        self.image_processor, self.tokenizer, _ = self.model.load_processors(self.model_dir)
+        self.metadata_features = tuple(self.model.config.metadata_features or ())
 
     def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
         import torch
@@ -241,24 +241,40 @@ class ClibdEncoder:
                 parts.append(_as_array(features))
         return np.concatenate(parts)
 
-    def embed_images(self, images: Sequence, batch_size: int = 64) -> np.ndarray:
+    def embed_images(self, images: Sequence, metadata=None, batch_size: int = 64) -> np.ndarray:
+        """Image embeddings; ``metadata`` (a DataFrame row-aligned with ``images``) feeds a model that fuses
+        collection site or specimen size; without it (a user's photograph) those are unknown (NaN)."""
         import torch
 
         parts = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                pixels = self.image_processor(list(images[start:start + batch_size]), return_tensors="pt")
-                parts.append(_as_array(self.model.get_image_features(pixel_values=pixels["pixel_values"])))
+                batch = list(images[start:start + batch_size])
+                pixels = self.image_processor(batch, return_tensors="pt")["pixel_values"]
+                rows = None if metadata is None else metadata.iloc[start:start + batch_size]
+                parts.append(_as_array(self.model.get_image_features(pixel_values=pixels,
+                                                                     **self._metadata_inputs(rows, len(batch)))))
         return np.concatenate(parts)
+
+    def _metadata_inputs(self, rows, count: int) -> dict:
+        def column(name):
+            if rows is None or name not in rows:
+                return [float("nan")] * count
+            return rows[name].astype(float).to_numpy()
+
+        inputs = {}
+        if "geo" in self.metadata_features:
+            inputs.update(latitude=column("coord-lat"), longitude=column("coord-lon"))
+        if "size" in self.metadata_features:
+            inputs["size"] = column("image_measurement_value")
+        return inputs
 
     def save(self, folder: Path) -> dict:
         return {"kind": self.kind, "model": self.model_dir}
 
 
 def _as_array(features) -> np.ndarray:
-    # transformers v5 feature getters may return a tensor or an output object holding ``pooler_output``.
-    tensor = features if hasattr(features, "detach") else features.pooler_output
-    return tensor.detach().float().cpu().numpy()
+    return features.detach().float().cpu().numpy()
 
 
 def load_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None = None, seed: int = 0):
@@ -272,16 +288,24 @@ def load_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None =
         if fit_sequences is None:
             raise ValueError("The k-mer embedding is fitted on the key barcodes; pass fit_sequences.")
         return KmerEncoder.fit(fit_sequences, k=int(k), seed=seed)
-    config_path = Path(spec) / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"Model {spec!r} is neither 'kmer[:K]' nor a saved model folder (no {config_path}).")
-    model_type = json.loads(config_path.read_text()).get("model_type", "")
-    if "clibd" in model_type:
+    model_type = _model_type(spec)
+    if model_type == "clibd":
         return ClibdEncoder(spec)
     if model_type == "barcodebert":
         return BarcodeBertEncoder(spec)
     raise ValueError(f"{spec}: model_type {model_type!r} is not an embedding model identify knows "
                      "(barcodebert or clibd).")
+
+
+def _model_type(model: str | os.PathLike) -> str:
+    """``kmer`` for the k-mer embedding, else the ``model_type`` in the folder's ``config.json``."""
+    spec = str(model)
+    if spec == "kmer" or spec.startswith("kmer:"):
+        return "kmer"
+    config_path = Path(spec) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"Model {spec!r} is neither 'kmer[:K]' nor a saved model folder (no {config_path}).")
+    return json.loads(config_path.read_text()).get("model_type", "")
 
 
 # ---------------------------------------------------------------------------------------------- the key index
@@ -343,8 +367,12 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
         calibration_records = read_metadata(data_root, split=calibration, max_nucleotides=MAX_KEY_NUCLEOTIDES)
         if len(calibration_records) > max_calibration_queries:
             calibration_records = calibration_records.sample(max_calibration_queries, random_state=seed)
-    images = _release_images(data_root, splits, image_package) if thumbnails else None
+    clibd = _model_type(model) == "clibd"
+    images = _release_images(data_root, splits, image_package) if thumbnails or clibd else None
+    calibration_images = (_release_images(data_root, calibration, image_package)
+                          if clibd and calibration_records is not None else None)
     return write_index(keys, out_dir, model=model, calibration_records=calibration_records, images=images,
+                       calibration_images=calibration_images,
                        index_type=index_type, batch_size=batch_size, seed=seed,
                        provenance={"data": str(data_root), "splits": splits, "calibration_splits": calibration,
                                    "image_package": image_package if images is not None else None})
@@ -363,11 +391,12 @@ def _release_images(data_root, splits: str, image_package: str):
 
 
 def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibration_records=None,
-                images: dict | None = None, index_type: str = "flat", batch_size: int = 128, seed: int = 0,
+                images: dict | None = None, calibration_images: dict | None = None, index_type: str = "flat", batch_size: int = 128, seed: int = 0,
                 provenance: dict | None = None) -> Path:
     """Embed the ``keys`` records (a metadata DataFrame), calibrate on ``calibration_records`` and save the index.
 
-    ``images`` maps processid to a PIL image (thumbnails; CLIBD image keys). This is the layer under
+    ``images`` maps processid to a PIL image (thumbnails; CLIBD image keys), ``calibration_images`` likewise for
+    the calibration records (photograph queries of a CLIBD index). This is the layer under
     `build_index` for keys that do not come from one release (benchmarks, merged collections).
     """
     import faiss
@@ -398,7 +427,8 @@ def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibrati
             thumbnail.save(out / relative, quality=85)
             table.at[row, "thumbnail"] = relative
         if "image" in encoder.modalities and rows:
-            image_keys = l2_normalize(encoder.embed_images([images[table.at[r, "processid"]] for r in rows]))
+            image_keys = l2_normalize(encoder.embed_images([images[table.at[r, "processid"]] for r in rows],
+                                                           metadata=keys.iloc[rows]))
             faiss.write_index(build_faiss_index(image_keys, index=index_type), str(out / IMAGE_INDEX_NAME))
             image_rows = np.asarray(rows, dtype=np.int64)
     table["image_row"] = pd.array([None] * len(table), dtype="Int64")
@@ -418,7 +448,7 @@ def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibrati
         **{"data": None, "splits": None, "calibration_splits": None, "image_package": None, **(provenance or {})},
     }
     index = KeyIndex(out, manifest, table, encoder, dna_index)
-    manifest["calibration"] = (calibrate(index, calibration_records, batch_size=batch_size)
+    manifest["calibration"] = (calibrate(index, calibration_records, images=calibration_images, batch_size=batch_size)
                                if calibration_records is not None and len(calibration_records) else None)
     manifest["build_seconds"] = round(time.perf_counter() - started, 1)
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -514,21 +544,21 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
     if not has_dna and image is None:
         raise InputError("Nothing to identify: paste a DNA barcode, upload a FASTA file, or upload a photograph.")
     query: dict = {"modalities": []}
-    vectors = []
+    vectors = {}
     if has_dna:
         record_id, sequence = parse_barcode(dna)
         sequence = sequence[:index.manifest["max_nucleotides"]]  # queries are cut like the keys were
-        vectors.append(index.encoder.embed_dna([sequence]))
+        vectors["dna"] = _unit(index.encoder.embed_dna([sequence]))
         query.update(modalities=["dna"], record_id=record_id, nucleotides=len(sequence))
     if image is not None:
         photo = open_photo(image)
         if "image" not in index.modalities:
             raise InputError(f"This index was built with a DNA-only model ({index.encoder.kind}), so it cannot "
                              "identify photographs: paste the barcode instead, or serve an index built with a CLIBD model.")
-        vectors.append(index.encoder.embed_images([photo]))
+        vectors["image"] = _unit(index.encoder.embed_images([photo]))
         query["modalities"].append("image")
         query["image_size"] = list(photo.size)
-    query_vector = _unit(np.mean([_unit(v) for v in vectors], axis=0))  # DNA and photo together: mean direction
+    query_vector = _unit(np.mean(list(vectors.values()), axis=0))  # DNA and photo together: the mean direction
 
     if key_modality == "image":
         if index.image_index is None:
@@ -542,10 +572,13 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
     valid = hits[0] >= 0
     scores, hits = scores[0][valid], hits[0][valid]
 
-    calibration = index.manifest.get("calibration") or {}
+    # Calibrated for a barcode (or a photograph alone) against DNA keys. With both, the barcode decides novelty,
+    # being the surer of the two, and the ranking uses both.
+    basis = "dna" if "dna" in vectors else "image"
+    calibration = ((index.manifest.get("calibration") or {}).get(basis) or {}) if key_modality == "dna" else {}
     ranks = vote(index.keys.iloc[hits[:vote_k]], scores[:vote_k], calibration.get("temperature", DEFAULT_TEMPERATURE))
     threshold = calibration.get("novelty_threshold")
-    nearest = float(scores[0])
+    nearest = float(scores[0]) if len(vectors) == 1 else float(index.dna_index.search(vectors[basis], 1)[0][0, 0])
     novelty = Novelty(None if threshold is None else bool(nearest < threshold), nearest, threshold)
     neighbours = _neighbour_records(index, hits[:top_k], scores[:top_k])
     return Identification(ranks, novelty, neighbours, query, time.perf_counter() - started)
@@ -611,32 +644,65 @@ def _cached_index(folder: str) -> KeyIndex:
 
 
 # ---------------------------------------------------------------------------------------------- calibration
-def calibrate(index: KeyIndex, records, batch_size: int = 128, vote_k: int = 25) -> dict:
-    """Fit the vote temperature and the novelty threshold on held-out ``records`` (a metadata DataFrame).
+def calibrate(index: KeyIndex, records, images: dict | None = None, batch_size: int = 128, vote_k: int = 25,
+              species_out_k: int = 256) -> dict:
+    """Fit the vote temperature and the novelty threshold on held-out ``records`` (a metadata DataFrame), for
+    barcode queries and, with a CLIBD model and ``images`` (processid -> PIL image), for photograph queries.
 
-    A record is *known* when its species is among the keys' species and *novel* when its species is absent
-    (records without a species label are left out). The temperature minimises the negative log-likelihood of
-    the known records' true labels over the ranks; the threshold on the nearest key's similarity maximises
-    Youden's J (true-novel rate minus false-novel rate).
+    A record is *known* when its species is among the keys' species and *novel* when it is absent (records
+    without a species label are left out). Held-out splits mostly give novel records of unseen genera
+    (``other_heldout``), the easy case; so every known record is also used a second time as a novel one, with
+    the keys of its own species left out ("leave-species-out"), which stands for an undescribed species of a
+    known genus. The temperature minimises the negative log-likelihood of the known records' labels over the
+    ranks; the threshold on the nearest key's similarity maximises Youden's J (novel flagged minus known flagged).
+    Returns ``{"dna": {...}, "image": {...}}`` (``image`` only when photographs were calibrated).
     """
     records = records[records["species"].notna()].reset_index(drop=True)
-    key_species = set(index.keys["species"].dropna())
-    novel = ~records["species"].isin(key_species).to_numpy()
     if len(records) == 0:
-        return {"records": 0, "note": "no calibration records with a species label"}
+        return {"dna": {"records": 0, "note": "no calibration records with a species label"}}
     barcodes = records["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
-    vectors = _unit(index.encoder.embed_dna(barcodes, batch_size=batch_size))
-    scores, hits = index.dna_index.search(vectors, vote_k)
-    nearest = scores[:, 0]
+    result = {"dna": _calibrate_queries(index, records, index.encoder.embed_dna(barcodes, batch_size=batch_size),
+                                        vote_k, species_out_k)}
+    if images and "image" in index.modalities:
+        with_photo = records[records["processid"].isin(images)].reset_index(drop=True)
+        if len(with_photo):
+            photos = [images[pid] for pid in with_photo["processid"]]
+            result["image"] = _calibrate_queries(index, with_photo, index.encoder.embed_images(photos), vote_k,
+                                                 species_out_k)
+    return result
 
+
+def _calibrate_queries(index: KeyIndex, records, vectors: np.ndarray, vote_k: int, species_out_k: int) -> dict:
+    key_species = index.keys["species"].to_numpy()
+    novel = ~records["species"].isin(set(index.keys["species"].dropna())).to_numpy()
+    scores, hits = index.dna_index.search(_unit(vectors), min(len(index.keys), max(vote_k, species_out_k)))
     result = {"records": int(len(records)), "known": int((~novel).sum()), "novel": int(novel.sum()),
               "temperature": DEFAULT_TEMPERATURE, "novelty_threshold": None}
     known_rows = np.flatnonzero(~novel)
     if len(known_rows):
-        result.update(_fit_temperature(index.keys, records.iloc[known_rows], scores[known_rows], hits[known_rows]))
-    if novel.any() and (~novel).any():
-        result.update(_fit_threshold(nearest, novel))
+        result.update(_fit_temperature(index.keys, records.iloc[known_rows], scores[known_rows, :vote_k],
+                                       hits[known_rows, :vote_k]))
+    # Leave-species-out: the best key of another species (among the first species_out_k) for each known record.
+    other_species = (key_species[np.clip(hits[known_rows], 0, None)] != records["species"].to_numpy()[known_rows, None])
+    other_species &= hits[known_rows] >= 0
+    found = other_species.any(axis=1)
+    species_out = scores[known_rows][found, other_species[found].argmax(axis=1)]
+    result["novel_leave_species_out"] = int(found.sum())
+    nearest = np.concatenate([scores[:, 0], species_out])
+    is_novel = np.concatenate([novel, np.ones(len(species_out), dtype=bool)])
+    if is_novel.any() and (~is_novel).any():
+        result.update(_fit_threshold(nearest, is_novel))
+        result.update(_flag_rates(nearest, is_novel, result["novelty_threshold"], novel, len(species_out)))
     return result
+
+
+def _flag_rates(nearest, is_novel, threshold, novel, species_out_count) -> dict:
+    """Share of each kind of calibration record the threshold flags as possibly undescribed."""
+    flagged = nearest < threshold
+    held_out = flagged[:len(novel)][novel]
+    return {"flagged_known": round(float(flagged[:len(novel)][~novel].mean()), 4) if (~novel).any() else None,
+            "flagged_novel_held_out": round(float(held_out.mean()), 4) if len(held_out) else None,
+            "flagged_leave_species_out": round(float(flagged[len(novel):].mean()), 4) if species_out_count else None}
 
 
 def _fit_temperature(keys, records, scores: np.ndarray, hits: np.ndarray) -> dict:
@@ -668,8 +734,11 @@ def _fit_threshold(nearest: np.ndarray, novel: np.ndarray) -> dict:
     # Novel records should have LOW nearest-key similarity, so the novelty score is its negative.
     false_rate, true_rate, thresholds = roc_curve(novel, -nearest)
     best = int(np.argmax(true_rate - false_rate))
-    return {"novelty_threshold": float(-thresholds[best]), "novelty_auroc": round(float(roc_auc_score(novel, -nearest)), 4),
-            "novel_flagged": round(float(true_rate[best]), 4), "known_flagged": round(float(false_rate[best]), 4)}
+    # roc_curve flags similarity <= cut; the threshold goes midway to the next similarity seen, and flags below it.
+    cut = -thresholds[best]
+    above = nearest[nearest > cut]
+    threshold = (cut + above.min()) / 2 if len(above) else cut
+    return {"novelty_threshold": float(threshold), "novelty_auroc": round(float(roc_auc_score(novel, -nearest)), 4)}
 
 
 def format_identification(result: Identification) -> str:

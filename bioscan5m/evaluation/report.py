@@ -149,7 +149,9 @@ def model_source(model_dir, batch_size: int = 128) -> EmbeddingSource:
 
             from .. import modeling  # noqa: F401  (registers our model classes with the Auto classes)
 
-            state.append(transformers.AutoModel.from_pretrained(str(model_dir)))
+            model = transformers.AutoModel.from_pretrained(str(model_dir))
+            # Heads (masked LM, classification) hold their encoder as .bert; embed() lives on the encoder.
+            state.append(model.bert if not hasattr(model, "embed") and hasattr(model, "bert") else model)
         model = state[0]
         if not hasattr(model, "embed"):
             raise ValueError(f"{model_dir}: {type(model).__name__} has no .embed(sequences); cannot embed DNA with it.")
@@ -284,10 +286,13 @@ def blast_retrieval(sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5)
     return retrieval.retrieval_accuracy(indices, labels, sets["keys"].labels, top_k, groups)
 
 
-def search_speed(table: dict, sets: dict[str, RecordSet], k: int = 5) -> dict:
-    """Queries per second of FAISS (flat, exact) and brute-force NumPy on the same retrieval embeddings."""
+def search_speed(table: dict, sets: dict[str, RecordSet], k: int = 5, max_queries: int = 2_000) -> dict:
+    """Queries per second of FAISS (flat, exact) and brute-force NumPy on the same retrieval embeddings.
+
+    Rates are measured on the first ``max_queries`` queries against all keys (enough for a stable rate).
+    """
     keys = _rows(table, sets["keys"].sequences)
-    queries = np.concatenate([_rows(table, s.sequences) for n, s in sets.items() if n != "keys"])
+    queries = np.concatenate([_rows(table, s.sequences) for n, s in sets.items() if n != "keys"])[:max_queries]
     out = {"queries": len(queries), "keys": len(keys), "dims": int(keys.shape[1])}
     best = {}
     for method in ("faiss", "numpy"):

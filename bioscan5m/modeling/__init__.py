@@ -1,58 +1,81 @@
-"""Models, registered with the ``transformers`` Auto classes on import.
+"""Models, registered with the ``transformers`` Auto classes when ``bioscan5m`` is imported.
 
 Each model family sits in its own ``configuration_x.py`` / ``modeling_x.py`` pair that imports nothing else of
 ours, so that ``save_pretrained`` can copy those files next to the weights (``trust_remote_code`` loading).
-To add a family, import its classes here and append one line to ``_register``.
+Model classes are registered through `_DeferredModelClass`, so that ``import bioscan5m`` loads only the
+configuration and tokenizer code; the modelling code (and transformers' model stack) loads when a model is built.
+To add a family: register its config, tokenizer and deferred model classes in a ``_register_x`` function, and
+list its classes in ``_LAZY_EXPORTS``.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..tokenization.tokenization_kmer import KmerTokenizer, KmerTokenizerFast
+from ..tokenization.tokenization_kmer import KmerTokenizerFast
 from .configuration_barcodebert import BarcodeBertConfig
-from .modeling_barcodebert import (
-    BarcodeBertForMaskedLM,
-    BarcodeBertForSequenceClassification,
-    BarcodeBertModel,
-    BarcodeBertPreTrainedModel,
-)
+
+#: Public model classes, imported from their module on first access.
+_LAZY_EXPORTS = {
+    "BarcodeBertPreTrainedModel": "modeling_barcodebert",
+    "BarcodeBertModel": "modeling_barcodebert",
+    "BarcodeBertForMaskedLM": "modeling_barcodebert",
+    "BarcodeBertForSequenceClassification": "modeling_barcodebert",
+    "BarcodeBertClassifierOutput": "modeling_barcodebert",
+}
+
+
+class _DeferredModelClass:
+    """Stands in for a model class in an Auto mapping and imports it on first use (``from_pretrained`` or
+    ``from_config``, which are all the Auto classes call)."""
+
+    def __init__(self, module: str, name: str, config_class: type):
+        self.module, self.__name__, self.config_class = module, name, config_class
+
+    def resolve(self) -> type:
+        return getattr(importlib.import_module(f".{self.module}", __name__), self.__name__)
+
+    def from_pretrained(self, *args, **kwargs):
+        return self.resolve().from_pretrained(*args, **kwargs)
+
+    def _from_config(self, *args, **kwargs):
+        return self.resolve()._from_config(*args, **kwargs)
 
 
 def _register_barcodebert() -> None:
     AutoConfig.register(BarcodeBertConfig.model_type, BarcodeBertConfig, exist_ok=True)
-    AutoModel.register(BarcodeBertConfig, BarcodeBertModel, exist_ok=True)
-    AutoModelForMaskedLM.register(BarcodeBertConfig, BarcodeBertForMaskedLM, exist_ok=True)
-    AutoModelForSequenceClassification.register(BarcodeBertConfig, BarcodeBertForSequenceClassification, exist_ok=True)
     AutoTokenizer.register(BarcodeBertConfig, tokenizer_class=KmerTokenizerFast, exist_ok=True)
-    # So that save_pretrained copies the code files next to the weights and writes auto_map entries.
-    BarcodeBertConfig.register_for_auto_class()
-    BarcodeBertModel.register_for_auto_class("AutoModel")
-    BarcodeBertForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
-    BarcodeBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-    KmerTokenizer.register_for_auto_class("AutoTokenizer")
-    KmerTokenizerFast.register_for_auto_class("AutoTokenizer")
+    for auto_class, name in [(AutoModel, "BarcodeBertModel"), (AutoModelForMaskedLM, "BarcodeBertForMaskedLM"),
+                             (AutoModelForSequenceClassification, "BarcodeBertForSequenceClassification")]:
+        auto_class.register(BarcodeBertConfig, _DeferredModelClass("modeling_barcodebert", name, BarcodeBertConfig),
+                            exist_ok=True)
 
 
 _register_barcodebert()
 
-# CLIBD (multimodal issue): image–DNA–taxonomy contrastive model.
+
+# CLIBD (multimodal issue): image–DNA–taxonomy contrastive model. The image processor imports torchvision, so it is
+# registered deferred too; ``AutoImageProcessor`` then finds it through the auto_map of a saved folder.
 from .configuration_clibd import ClibdConfig  # noqa: E402
-from .image_processing_clibd import ClibdImageProcessor  # noqa: E402
-from .modeling_clibd import ClibdModel, ClibdOutput, ClibdPreTrainedModel  # noqa: E402
+
+_LAZY_EXPORTS.update({"ClibdModel": "modeling_clibd", "ClibdPreTrainedModel": "modeling_clibd",
+                      "ClibdOutput": "modeling_clibd", "ClibdImageProcessor": "image_processing_clibd"})
 
 
 def _register_clibd() -> None:
-    from transformers import AutoImageProcessor
-
     AutoConfig.register(ClibdConfig.model_type, ClibdConfig, exist_ok=True)
-    AutoModel.register(ClibdConfig, ClibdModel, exist_ok=True)
-    AutoImageProcessor.register(ClibdConfig, fast_image_processor_class=ClibdImageProcessor, exist_ok=True)
-    ClibdConfig.register_for_auto_class()
-    ClibdModel.register_for_auto_class("AutoModel")
-    ClibdImageProcessor.register_for_auto_class("AutoImageProcessor")
+    AutoModel.register(ClibdConfig, _DeferredModelClass("modeling_clibd", "ClibdModel", ClibdConfig), exist_ok=True)
 
 
 _register_clibd()
 
-__all__ = ["BarcodeBertConfig", "BarcodeBertPreTrainedModel", "BarcodeBertModel", "BarcodeBertForMaskedLM",
-           "BarcodeBertForSequenceClassification",
-           "ClibdConfig", "ClibdPreTrainedModel", "ClibdModel", "ClibdOutput", "ClibdImageProcessor"]
+
+def __getattr__(name: str):
+    if name in _LAZY_EXPORTS:
+        return getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BarcodeBertConfig", "ClibdConfig", *_LAZY_EXPORTS]

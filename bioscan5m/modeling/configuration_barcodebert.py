@@ -73,3 +73,7 @@ class BarcodeBertConfig(BertConfig):
     @property
     def num_labels_per_rank(self) -> dict[str, int]:
         return {rank: len(self.rank_labels[rank]) for rank in self.classifier_ranks}
+
+
+# save_pretrained copies this file next to config.json (trust_remote_code loading).
+BarcodeBertConfig.register_for_auto_class()

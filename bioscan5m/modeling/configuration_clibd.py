@@ -87,3 +87,6 @@ class ClibdConfig(PreTrainedConfig):
 
 
 __all__ = ["ClibdConfig", "METADATA_FEATURES"]
+
+# save_pretrained copies this file (and its relative imports) next to the weights and records it in auto_map.
+ClibdConfig.register_for_auto_class()

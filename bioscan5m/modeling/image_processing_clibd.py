@@ -111,3 +111,6 @@ def train_transform(image_processor: ClibdImageProcessor | None = None, augment:
 
 
 __all__ = ["ClibdImageProcessor", "train_transform", "BIOSCAN_RGB_MEAN", "BIOSCAN_RGB_STD"]
+
+# save_pretrained copies this file next to preprocessor_config.json and records it in auto_map.
+ClibdImageProcessor.register_for_auto_class("AutoImageProcessor")

@@ -237,3 +237,8 @@ def _rank_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 __all__ = ["BarcodeBertPreTrainedModel", "BarcodeBertModel", "BarcodeBertForMaskedLM",
            "BarcodeBertForSequenceClassification", "BarcodeBertClassifierOutput", "masked_mean"]
+
+# save_pretrained copies this file (and the config's) next to the weights when the class knows its Auto class.
+BarcodeBertModel.register_for_auto_class("AutoModel")
+BarcodeBertForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
+BarcodeBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")

@@ -94,6 +94,8 @@ class ClibdMetadataEncoder(nn.Module):
         self.size_log_std = config.size_log_std
         self.mlp = nn.Sequential(nn.Linear(config.metadata_input_size, config.metadata_hidden_size), nn.GELU(),
                                  nn.Linear(config.metadata_hidden_size, config.projection_dim))
+        # How ClibdPreTrainedModel._init_weights sets each layer (it reaches layers, not this container).
+        self.mlp[0]._clibd_init, self.mlp[2]._clibd_init = "normal", "zeros"
 
     def encode(self, latitude=None, longitude=None, size=None, batch_size: int | None = None,
                device=None) -> torch.Tensor:
@@ -150,14 +152,14 @@ class ClibdPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, ClibdModel):
             nn.init.constant_(module.logit_scale, self.config.logit_scale_init_value)
-        elif isinstance(module, ClibdMetadataEncoder):
-            nn.init.normal_(module.mlp[0].weight, std=std)
-            nn.init.zeros_(module.mlp[0].bias)
-            # Zero output layer: a model with metadata starts out equal to the one without.
-            nn.init.zeros_(module.mlp[2].weight)
-            nn.init.zeros_(module.mlp[2].bias)
-        elif isinstance(module, nn.Linear) and getattr(module, "_clibd_projection", False):
+        elif isinstance(module, nn.Linear) and getattr(module, "_clibd_init", None) == "normal":
             nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and getattr(module, "_clibd_init", None) == "zeros":
+            # The metadata MLP's output layer: a model with metadata starts out equal to its plain image tower.
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         self.config.auto_map = dict(AUTO_MAP)
@@ -166,7 +168,7 @@ class ClibdPreTrainedModel(PreTrainedModel):
 
 def _projection(in_features: int, out_features: int) -> nn.Linear:
     layer = nn.Linear(in_features, out_features, bias=False)
-    layer._clibd_projection = True
+    layer._clibd_init = "normal"
     return layer
 
 
@@ -265,14 +267,22 @@ class ClibdModel(ClibdPreTrainedModel):
     def load_processors(self, folder: str | None = None):
         """``(image_processor, dna_tokenizer, text_tokenizer)`` saved with this model (in ``folder`` or the one it
         was loaded from)."""
-        from transformers import AutoImageProcessor, AutoTokenizer
+        import os
+
+        from transformers import AutoTokenizer
+
+        from .image_processing_clibd import ClibdImageProcessor
 
         folder = folder or self.config.name_or_path
         if not folder:
             raise ValueError("This CLIBD model was not loaded from a folder: pass the folder that holds its processors.")
+        # Loaded as remote code (package not installed): trust the tokenizer code saved with the model, no more.
         remote = type(self).__module__.startswith("transformers_modules")
-        return (AutoImageProcessor.from_pretrained(folder, trust_remote_code=remote),
-                AutoTokenizer.from_pretrained(folder, subfolder=DNA_TOKENIZER_SUBFOLDER, trust_remote_code=remote),
+        dna_folder = os.path.join(folder, DNA_TOKENIZER_SUBFOLDER)
+        dna_source = dict(pretrained_model_name_or_path=dna_folder) if os.path.isdir(dna_folder) else dict(
+            pretrained_model_name_or_path=folder, subfolder=DNA_TOKENIZER_SUBFOLDER)
+        return (ClibdImageProcessor.from_pretrained(folder),
+                AutoTokenizer.from_pretrained(**dna_source, trust_remote_code=remote),
                 AutoTokenizer.from_pretrained(folder))
 
     def _check_pixel_values(self, pixel_values) -> None:
@@ -352,3 +362,6 @@ def _encoder_layers(module: nn.Module) -> list[nn.Module]:
 
 __all__ = ["ClibdPreTrainedModel", "ClibdModel", "ClibdOutput", "ClibdMetadataEncoder", "create_image_encoder",
            "DNA_TOKENIZER_SUBFOLDER"]
+
+# save_pretrained copies this file (and its relative imports) next to the weights.
+ClibdModel.register_for_auto_class("AutoModel")

@@ -116,17 +116,18 @@ def encode_kmers(sequences: list[str], k: int, vocabulary: str = "barcodebert", 
     if max_tokens is not None:
         kmers = np.minimum(kmers, max(max_tokens - specials, 0))
     width = int(kmers.max(initial=0))
-    positions = starts[:, None] + k * np.arange(width)[None, :]
+    # Positions past a sequence's last k-mer read its neighbour's bytes (or the zero tail after the last one);
+    # those tokens are replaced by padding below, so no per-position bounds check is needed.
+    positions = (starts[:, None] + k * np.arange(width)[None, :]).astype(np.int32)
     valid = np.arange(width)[None, :] < kmers[:, None]
-    positions = np.where(valid, positions, 0)
-    values = np.zeros(positions.shape, dtype=np.int64)
+    padded_classes = np.concatenate([classes, np.zeros(k * (width + 1), dtype=np.uint8)])
+    values = np.zeros(positions.shape, dtype=np.int32)
     ambiguous = np.zeros(positions.shape, dtype=bool)
-    padded_classes = np.append(classes, np.zeros(k, dtype=np.uint8))   # reads past the end stay in bounds
     for offset in range(k):
         letter = padded_classes[positions + offset]
         ambiguous |= letter == _AMBIGUOUS
         values = values * 4 + np.minimum(letter, 3)
-    ids = np.where(ambiguous, unk_id, values + vocab_offset)
+    ids = np.where(ambiguous, unk_id, values.astype(np.int64) + vocab_offset)
     if specials:
         ids = np.concatenate([np.full((len(ids), 1), 2), ids, np.full((len(ids), 1), pad_id)], axis=1)
         valid = np.concatenate([np.ones((len(ids), 1), bool), valid, np.zeros((len(ids), 1), bool)], axis=1)
@@ -231,6 +232,9 @@ class KmerTokenizerFast(PreTrainedTokenizerFast):
         if encoded is None:
             return None
         ids, mask = encoded
+        ragged = padding_strategy == PaddingStrategy.DO_NOT_PAD and len(set(mask.sum(axis=1).tolist())) > 1
+        if ragged and options.get("return_tensors") is not None:
+            return None  # the general path raises transformers' usual "unequal lengths" error
         data = {"input_ids": ids}
         if options.get("return_attention_mask") is not False:
             data["attention_mask"] = mask
@@ -241,7 +245,14 @@ class KmerTokenizerFast(PreTrainedTokenizerFast):
                 data = {name: [row[:n] for row, n in zip(array.tolist(), lengths.tolist())] for name, array in data.items()}
             else:
                 data = {name: array.tolist() for name, array in data.items()}
-        return BatchEncoding(data, tensor_type=return_tensors)
+        elif return_tensors == "pt":
+            import torch
+
+            # BatchEncoding's own conversion goes through nested lists; from_numpy shares the memory instead.
+            data = {name: torch.from_numpy(array) for name, array in data.items()}
+        elif return_tensors != "np":
+            return BatchEncoding(data, tensor_type=return_tensors)
+        return BatchEncoding(data)
 
 
 class KmerTokenizer(PreTrainedTokenizer):
@@ -297,3 +308,5 @@ class KmerTokenizer(PreTrainedTokenizer):
 
 # Saving the fast tokenizer writes both classes into auto_map, so trust_remote_code finds either.
 KmerTokenizerFast.slow_tokenizer_class = KmerTokenizer
+KmerTokenizer.register_for_auto_class("AutoTokenizer")
+KmerTokenizerFast.register_for_auto_class("AutoTokenizer")

@@ -1,0 +1,199 @@
+"""CLIBD retrieval report: runs a CLIBD model over a release and scores it with :mod:`.retrieval`.
+
+The protocol of CLIBD on BIOSCAN-5M: keys are the ``train`` ∪ ``key_unseen`` records, queries are ``test`` (seen
+species) and ``test_unseen`` (unseen species); image→image, DNA→DNA and image→DNA retrieval by cosine similarity;
+top-1/3/5 micro and macro accuracy at order, family, genus and species, per query set and their harmonic mean.
+The no-alignment baseline (the same encoders before contrastive training, saved by ``train_clibd`` in
+``no_alignment/``) is scored in the same run, and a bar plot compares the two.
+
+This is glue: it loads the model and images; the scoring is the evaluation colleague's ``evaluate_retrieval``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .retrieval import RETRIEVAL_RANKS, evaluate_retrieval
+
+#: ``query->key`` modality pairs CLIBD reports.
+PAIRS = ("image->image", "dna->dna", "image->dna")
+#: Query split -> name of the query set in the report.
+QUERY_SETS = {"test": "seen", "test_unseen": "unseen"}
+
+
+def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), processors=None,
+                  batch_size: int = 64, progress: bool = False) -> dict[str, np.ndarray]:
+    """L2-normalised embeddings of every record for each modality (``image``, ``dna``, ``text``), in record order.
+
+    ``records`` is a ``datasets.Dataset`` with the release's columns (``image``, ``dna_barcode``, taxonomy, and
+    ``coord-lat``/``coord-lon``/``image_measurement_value`` when the model fuses metadata).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..tokenization.tokenization_taxonomy import taxonomy_string
+
+    image_processor, dna_tokenizer, text_tokenizer = processors or model.load_processors()
+    features = set(model.config.metadata_features)
+    model.eval()
+    out = {m: [] for m in modalities}
+    starts = tqdm(range(0, len(records), batch_size), desc="embedding", unit="batch", disable=not progress)
+    with torch.inference_mode():
+        for start in starts:
+            batch = records[start:start + batch_size]
+            if "image" in out:
+                pixels = image_processor(batch["image"], return_tensors="pt")["pixel_values"].to(model.device)
+                meta = {}
+                if "geo" in features:
+                    meta["latitude"] = _floats(batch["coord-lat"])
+                    meta["longitude"] = _floats(batch["coord-lon"])
+                if "size" in features:
+                    meta["size"] = _floats(batch["image_measurement_value"])
+                out["image"].append(model.get_image_features(pixels, normalize=True, **meta).float().cpu().numpy())
+            if "dna" in out:
+                encoded = dna_tokenizer(batch["dna_barcode"], padding=True, truncation=True, return_tensors="pt")
+                out["dna"].append(model.get_dna_features(encoded["input_ids"].to(model.device),
+                                                         encoded["attention_mask"].to(model.device),
+                                                         normalize=True).float().cpu().numpy())
+            if "text" in out:
+                texts = [taxonomy_string({r: batch[r][i] for r in ("order", "family", "genus", "species")})
+                         for i in range(len(batch["dna_barcode"]))]
+                encoded = text_tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+                out["text"].append(model.get_text_features(encoded["input_ids"].to(model.device),
+                                                           encoded["attention_mask"].to(model.device),
+                                                           normalize=True).float().cpu().numpy())
+    return {m: np.concatenate(parts) if parts else np.zeros((0, model.config.projection_dim), np.float32)
+            for m, parts in out.items()}
+
+
+def _floats(values):
+    import torch
+
+    return torch.tensor([np.nan if v is None else float(v) for v in values], dtype=torch.float32)
+
+
+def _labels(records) -> dict[str, np.ndarray]:
+    return {rank: np.asarray(records[rank], dtype=object) for rank in RETRIEVAL_RANKS}
+
+
+def retrieval_for_model(model, sets: dict, pairs: Sequence[str] = PAIRS, top_k: Sequence[int] = (1, 3, 5),
+                        batch_size: int = 64, progress: bool = False) -> dict:
+    """Every ``query->key`` pair for one model; ``sets`` = {"keys": records, "seen": records, "unseen": records}."""
+    modalities = sorted({m for pair in pairs for m in pair.split("->")})
+    unknown = [m for m in modalities if m not in ("image", "dna", "text")]
+    if unknown:
+        raise ValueError(f"Unknown modality in pairs {list(pairs)}; use image, dna or text.")
+    processors = model.load_processors()
+    embedded = {name: embed_records(model, records, modalities, processors, batch_size, progress)
+                for name, records in sets.items()}
+    labels = {name: _labels(records) for name, records in sets.items()}
+    results = {}
+    for pair in pairs:
+        query, key = pair.split("->")
+        query_sets = {name: (embedded[name][query], labels[name]) for name in sets if name != "keys"}
+        results[pair] = evaluate_retrieval(query_sets, (embedded["keys"][key], labels["keys"]), top_k=top_k,
+                                           ranks=RETRIEVAL_RANKS)
+    return results
+
+
+def load_retrieval_sets(data_root, config: str = "cropped_256", queries: Sequence[str] = ("test", "test_unseen"),
+                        keys: str = "train+key_unseen", max_records_per_split: int | None = None, cache_dir=None,
+                        seed: int = 0) -> dict:
+    """Keys and named query sets (``seen`` for test, ``unseen`` for test_unseen) as datasets."""
+    from ..training.train_clibd import load_records
+
+    sets = {"keys": load_records(data_root, keys, config=config, cache_dir=cache_dir, max_records=max_records_per_split,
+                                 seed=seed)}
+    for split in queries:
+        sets[QUERY_SETS.get(split, split)] = load_records(data_root, split, config=config, cache_dir=cache_dir,
+                                                          max_records=max_records_per_split, seed=seed)
+    return sets
+
+
+def clibd_retrieval_report(model_dir, data_root, config: str = "cropped_256",
+                           queries: Sequence[str] = ("test", "test_unseen"), keys: str = "train+key_unseen",
+                           baseline_dir=None, pairs: Sequence[str] = PAIRS, top_k: Sequence[int] = (1, 3, 5),
+                           out_dir=None, max_records_per_split: int | None = None, batch_size: int = 64,
+                           cache_dir=None, progress: bool = True) -> dict:
+    """Retrieval of a CLIBD model and of its no-alignment baseline, written as JSON, Markdown and a bar plot.
+
+    Args:
+        model_dir: a saved CLIBD model folder.
+        baseline_dir: the no-alignment model (default ``model_dir/no_alignment`` when present; ``False``: none).
+        out_dir: where ``retrieval_clibd.json``, ``retrieval_clibd.md`` and ``retrieval_clibd.png`` go
+            (default ``model_dir/retrieval``).
+    """
+    from transformers import AutoModel
+
+    from .. import modeling  # noqa: F401  (registers CLIBD with AutoModel)
+
+    model_dir = Path(model_dir)
+    if baseline_dir is None and (model_dir / "no_alignment" / "config.json").is_file():
+        baseline_dir = model_dir / "no_alignment"
+    sets = load_retrieval_sets(data_root, config, queries, keys, max_records_per_split, cache_dir)
+    models = {"aligned": model_dir}
+    if baseline_dir:
+        models["no_alignment"] = Path(baseline_dir)
+    report = {"model": str(model_dir), "data": str(data_root), "image_package": config, "keys": keys,
+              "queries": {QUERY_SETS.get(q, q): q for q in queries},
+              "records": {name: len(records) for name, records in sets.items()}, "results": {}}
+    for name, folder in models.items():
+        model = AutoModel.from_pretrained(str(folder))
+        report["results"][name] = retrieval_for_model(model, sets, pairs, top_k, batch_size, progress)
+    out_dir = Path(out_dir) if out_dir else model_dir / "retrieval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "retrieval_clibd.json").write_text(json.dumps(report, indent=2, default=float))
+    (out_dir / "retrieval_clibd.md").write_text(markdown_table(report))
+    report["plot"] = str(plot_retrieval(report, out_dir / "retrieval_clibd.png"))
+    return report
+
+
+def markdown_table(report: dict, metric: str = "macro_top1") -> str:
+    """One row per model, pair and query set; one column per rank (percent)."""
+    names = list(report["queries"])
+    lines = [f"| model | query→key | queries | {' | '.join(RETRIEVAL_RANKS)} |",
+             "|---|---|---|" + "---|" * len(RETRIEVAL_RANKS)]
+    for model, results in report["results"].items():
+        for pair, ranks in results.items():
+            for name in names:
+                cells = " | ".join(f"{100 * ranks[r][name][metric]:.1f}" for r in RETRIEVAL_RANKS if r in ranks)
+                lines.append(f"| {model} | {pair.replace('->', '→')} | {name} | {cells} |")
+    return f"{metric} (%), keys {report['keys']}\n\n" + "\n".join(lines) + "\n"
+
+
+def plot_retrieval(report: dict, path, metric: str = "macro_top1") -> Path:
+    """Bars per rank: aligned vs no-alignment, seen and unseen, one panel per query→key pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = list(next(iter(report["results"].values())))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.6), sharey=True, squeeze=False)
+    series = [(model, name) for model in report["results"] for name in report["queries"]]
+    width = 0.8 / len(series)
+    for axis, pair in zip(axes[0], pairs):
+        for i, (model, name) in enumerate(series):
+            ranks = report["results"][model][pair]
+            values = [100 * ranks[r][name][metric] if r in ranks else 0 for r in RETRIEVAL_RANKS]
+            axis.bar(np.arange(len(RETRIEVAL_RANKS)) + (i - (len(series) - 1) / 2) * width, values, width,
+                     label=f"{model.replace('_', '-')} · {name}", hatch="" if model == "aligned" else "//",
+                     color=f"C{list(report['queries']).index(name)}", alpha=1.0 if model == "aligned" else 0.45)
+        axis.set_xticks(range(len(RETRIEVAL_RANKS)), RETRIEVAL_RANKS)
+        axis.set_title(pair.replace("->", " → "))
+        axis.set_ylim(0, 100)
+    axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"CLIBD retrieval, keys {report['keys']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = ["PAIRS", "embed_records", "retrieval_for_model", "load_retrieval_sets", "clibd_retrieval_report",
+           "markdown_table", "plot_retrieval"]

@@ -1,0 +1,241 @@
+"""Specimen identification: input checks, key index build/save/load, calibrated confidences and novelty flag,
+on the synthetic sample (with photographs) and on real BOLD barcodes; the CLI commands over the same API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import bioscan5m
+from bioscan5m import cli
+from bioscan5m.identification import (
+    MAX_BARCODE_NUCLEOTIDES,
+    MAX_PHOTO_BYTES,
+    MAX_PHOTO_PIXELS,
+    InputError,
+    open_photo,
+    parse_barcode,
+    read_fasta_file,
+)
+
+
+@pytest.fixture(scope="module")
+def sample_index(sample_root, tmp_path_factory):
+    folder = bioscan5m.build_index(sample_root, tmp_path_factory.mktemp("index") / "kmer", model="kmer")
+    return bioscan5m.load_index(folder)
+
+
+@pytest.fixture(scope="module")
+def bold_index(bold_root, tmp_path_factory):
+    """Real keys: key_unseen (4,954 BOLD records); calibrated on val_unseen (known) and other_heldout (novel)."""
+    folder = bioscan5m.build_index(bold_root, tmp_path_factory.mktemp("bold") / "index", model="kmer",
+                                   splits="key_unseen", calibration="val_unseen+other_heldout",
+                                   max_calibration_queries=1500)
+    return bioscan5m.load_index(folder)
+
+
+# ---------------------------------------------------------------------------------------------- input checks
+def test_parse_barcode_reads_plain_text_and_one_fasta_record():
+    sequence = "acgt" * 50
+    assert parse_barcode(sequence) == (None, sequence.upper())
+    assert parse_barcode(f">BLPAA123-17 Adelpha\n{sequence[:100]}\n{sequence[100:]}\n") == ("BLPAA123-17 Adelpha", sequence.upper())
+    # Alignment gaps, spaces and GenBank position numbers go; IUPAC ambiguity codes stay in place.
+    assert parse_barcode("1 ACGT-ACGT.RY\n" + "ACGT" * 30)[1] == "ACGTACGTRY" + "ACGT" * 30
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "empty"),
+    ("   \n ", "empty"),
+    (">a\n" + "ACGT" * 40 + "\n>b\n" + "ACGT" * 40 + "\n>c\nACGT", "3 records (a, b, c)"),
+    ("ACGT" * 30 + "X" + "ACGT" * 30, "'X' at position 121"),
+    ("ACGU" * 40, "U is RNA"),
+    ("ACGT" * (MAX_BARCODE_NUCLEOTIDES // 4 + 1), "2,004 nucleotides long"),
+    ("N" * 300 + "ACGT" * 10, "only 40 determined nucleotides"),
+    (">header only\n", "no sequence"),
+])
+def test_parse_barcode_names_what_is_wrong(text, words):
+    with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        parse_barcode(text)
+
+
+def test_read_fasta_file_refuses_binary_and_oversized_files(tmp_path):
+    binary = tmp_path / "photo.fasta"
+    binary.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+    with pytest.raises(InputError, match="not a text FASTA"):
+        read_fasta_file(binary)
+    big = tmp_path / "genome.fasta"
+    with open(big, "wb") as handle:
+        handle.truncate(2_100_000)
+    with pytest.raises(InputError, match="2.1 MB"):
+        read_fasta_file(big)
+
+
+def test_open_photo_checks_format_file_size_and_pixels_before_decoding(tmp_path, images_root):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(InputError, match="not an image"):
+        open_photo(text)
+    huge_file = tmp_path / "huge.jpg"
+    with open(huge_file, "wb") as handle:
+        handle.truncate(MAX_PHOTO_BYTES + 1)
+    with pytest.raises(InputError, match="MB; at most 20 MB"):
+        open_photo(huge_file)
+    # A tiny file that claims a huge canvas (a decompression bomb) is refused from its header.
+    side = int(MAX_PHOTO_PIXELS ** 0.5) + 100
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (side, side)).save(bomb)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(InputError, match=f"{side}x{side} pixels"):
+        open_photo(bomb)
+    photo = open_photo(next((images_root / "specimens").glob("*.jpg")))
+    assert photo.mode == "RGB" and photo.size == (1024, 768)
+
+
+# ---------------------------------------------------------------------------------------------- the index
+def test_index_folder_is_safe_to_load_and_complete(sample_index):
+    folder = sample_index.folder
+    names = {p.name for p in folder.iterdir()}
+    assert {"index.json", "keys.parquet", "dna.faiss", "kmer_projection.npy", "thumbnails"} <= names
+    assert not any(name.endswith((".pkl", ".pickle", ".pt", ".bin")) for name in names)
+    np.load(folder / "kmer_projection.npy", allow_pickle=False)
+    manifest = json.loads((folder / "index.json").read_text())
+    keys = bioscan5m.read_metadata(manifest["data"], split="train+key_unseen")
+    assert manifest["keys"] == len(keys) == len(sample_index.keys) == sample_index.dna_index.ntotal
+    # The sample has photographs, so every key has a thumbnail no larger than 160 px.
+    assert manifest["thumbnails"] == len(keys)
+    with Image.open(folder / sample_index.keys["thumbnail"].iloc[0]) as thumbnail:
+        assert max(thumbnail.size) <= 160
+
+
+def test_loaded_index_answers_like_the_one_just_built(sample_index, sample_root):
+    query = bioscan5m.read_metadata(sample_root, split="test")["dna_barcode"].iloc[3]
+    reloaded = bioscan5m.load_index(sample_index.folder)
+    first, second = bioscan5m.identify(sample_index, dna=query), bioscan5m.identify(reloaded, dna=query)
+    assert [n["processid"] for n in first.neighbours] == [n["processid"] for n in second.neighbours]
+    assert first.ranks == second.ranks
+    # A folder works as well as a loaded index.
+    assert bioscan5m.identify(str(sample_index.folder), dna=query).ranks == first.ranks
+
+
+def test_identifies_seen_species_and_flags_held_out_genera_on_the_sample(sample_index, sample_root):
+    test = bioscan5m.read_metadata(sample_root, split="test").head(30)
+    correct = flagged = 0
+    for barcode, species in zip(test["dna_barcode"], test["species"]):
+        result = bioscan5m.identify(sample_index, dna=barcode, top_k=5)
+        correct += result.prediction("species").label == species
+        flagged += result.novelty.possibly_undescribed
+        confidences = [p.confidence for p in result.ranks]
+        assert all(0 < c <= 1 for c in confidences)
+        assert [p.rank for p in result.ranks] == ["order", "family", "genus", "species"]
+        assert len(result.neighbours) == 5 and all(n["thumbnail"] for n in result.neighbours)
+        similarities = [n["similarity"] for n in result.neighbours]
+        assert similarities == sorted(similarities, reverse=True)
+    assert correct >= 27 and flagged <= 3
+    heldout = bioscan5m.read_metadata(sample_root, split="other_heldout").head(20)
+    assert sum(bioscan5m.identify(sample_index, dna=b).novelty.possibly_undescribed for b in heldout["dna_barcode"]) >= 17
+
+
+def test_real_barcodes_identified_and_novelty_calibrated(bold_index, bold_root):
+    calibration = bold_index.manifest["calibration"]["dna"]
+    assert calibration["novelty_auroc"] > 0.95 and calibration["novel_leave_species_out"] > 0
+    # test_unseen species are among the key_unseen keys: named, and rarely flagged.
+    queries = bioscan5m.read_metadata(bold_root, split="test_unseen").sample(60, random_state=0)
+    results = [bioscan5m.identify(bold_index, dna=b) for b in queries["dna_barcode"]]
+    accuracy = np.mean([r.prediction("species").label == s for r, s in zip(results, queries["species"])])
+    assert accuracy >= 0.9
+    assert np.mean([r.novelty.possibly_undescribed for r in results]) <= 0.1
+    # other_heldout genera are absent from the keys: flagged.
+    novel = bioscan5m.read_metadata(bold_root, split="other_heldout").sample(60, random_state=0)
+    assert np.mean([bioscan5m.identify(bold_index, dna=b).novelty.possibly_undescribed
+                    for b in novel["dna_barcode"]]) >= 0.9
+    neighbour = results[0].neighbours[0]
+    assert neighbour["dna_bin"].startswith("BOLD:") and neighbour["country"] and neighbour["thumbnail"] is None
+
+
+def test_identify_refuses_photographs_on_a_dna_only_index_and_empty_queries(sample_index, images_root):
+    photo = next((images_root / "specimens").glob("*.jpg"))
+    with pytest.raises(InputError, match="DNA-only model.*CLIBD"):
+        bioscan5m.identify(sample_index, image=photo)
+    with pytest.raises(InputError, match="Nothing to identify"):
+        bioscan5m.identify(sample_index, dna="  ")
+
+
+def test_barcodebert_index_finds_a_key_from_its_own_barcode(sample_root, tmp_path):
+    from bioscan5m.modeling import BarcodeBertConfig, BarcodeBertForMaskedLM
+    from bioscan5m.tokenization import KmerTokenizerFast
+
+    model_dir = tmp_path / "tiny-barcodebert"
+    torch.manual_seed(0)
+    BarcodeBertForMaskedLM(BarcodeBertConfig(k_mer=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=64)).save_pretrained(model_dir)
+    KmerTokenizerFast(k=4).save_pretrained(model_dir)
+    folder = bioscan5m.build_index(sample_root, model=str(model_dir), splits="key_unseen", calibration=None,
+                                   thumbnails=False)
+    assert folder == model_dir / "index"  # saved beside the model by default
+    index = bioscan5m.load_index(folder)
+    assert index.manifest["encoder"] == {"kind": "barcodebert", "model": str(model_dir)}
+    key = index.keys.iloc[7]
+    barcode = bioscan5m.read_metadata(sample_root, split="key_unseen")["dna_barcode"].iloc[7]
+    result = bioscan5m.identify(index, dna=barcode)
+    assert result.neighbours[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert key["dna_bin"] in {n["dna_bin"] for n in result.neighbours if n["similarity"] > 0.9999}
+    assert result.novelty.possibly_undescribed is None  # built without calibration: no flag either way
+
+
+def test_clibd_index_identifies_photographs_against_image_and_dna_keys(sample_root, tmp_path):
+    from bioscan5m.modeling.configuration_clibd import ClibdConfig
+    from bioscan5m.modeling.image_processing_clibd import ClibdImageProcessor
+    from bioscan5m.modeling.modeling_clibd import ClibdModel
+    from bioscan5m.tokenization import KmerTokenizerFast
+    from bioscan5m.tokenization.tokenization_taxonomy import build_taxonomy_tokenizer
+
+    model_dir = tmp_path / "tiny-clibd"
+    torch.manual_seed(0)
+    ClibdModel(ClibdConfig(image_model_name="vit_tiny_patch16_224", image_size=64, projection_dim=16,
+                           image_model_kwargs=dict(embed_dim=64, depth=2, num_heads=2),
+                           dna_config=dict(k_mer=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=64),
+                           text_config=dict(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=64, max_position_embeddings=32))).save_pretrained(model_dir)
+    ClibdImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(model_dir)
+    build_taxonomy_tokenizer(["Diptera Culicidae Aedes Aedes aegypti"]).save_pretrained(model_dir)
+    KmerTokenizerFast(k=4).save_pretrained(model_dir / "dna_tokenizer")
+
+    folder = bioscan5m.build_index(sample_root, model=str(model_dir), splits="key_unseen",
+                                   calibration="val_unseen+other_heldout", thumbnails=False)
+    index = bioscan5m.load_index(folder)
+    keys = bioscan5m.load_dataset(sample_root, "cropped_256", split="key_unseen")
+    assert index.image_index.ntotal == len(keys) == len(index.keys)
+    assert set(index.manifest["calibration"]) == {"dna", "image"}  # photographs are calibrated on their own
+    photo, processid = keys[4]["image"], keys[4]["processid"]
+    by_photo = bioscan5m.identify(index, image=photo, key_modality="image")
+    assert by_photo.neighbours[0]["processid"] == processid
+    assert by_photo.neighbours[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    against_dna = bioscan5m.identify(index, image=photo)
+    assert against_dna.query["modalities"] == ["image"] and len(against_dna.neighbours) == 10
+    assert against_dna.novelty.threshold == index.manifest["calibration"]["image"]["novelty_threshold"]
+    both = bioscan5m.identify(index, dna=keys[4]["dna_barcode"], image=photo)
+    assert both.query["modalities"] == ["dna", "image"]
+    assert both.novelty.threshold == index.manifest["calibration"]["dna"]["novelty_threshold"]
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_builds_an_index_and_identifies_a_fasta_file(sample_root, tmp_path, capsys):
+    out = tmp_path / "index"
+    assert cli.main(["index", "build", "--data", str(sample_root), "--out", str(out), "--no-thumbnails",
+                     "--splits", "train", "--calibration", "val+other_heldout"]) == 0
+    assert "novelty threshold" in capsys.readouterr().out
+    record = bioscan5m.read_metadata(sample_root, split="val").iloc[0]
+    fasta = tmp_path / "query.fasta"
+    fasta.write_text(f">{record['processid']}\n{record['dna_barcode']}\n")
+    assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["query"]["record_id"] == record["processid"]
+    assert result["ranks"][3]["label"] == record["species"]
+    fasta.write_text(">one\nACGT\n>two\nACGT\n")
+    assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta)]) == 2
+    assert "FASTA holds 2 records" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+"""The Space (spaces/app.py) through ``gradio_client`` against a server on 127.0.0.1: a full identification with
+photographs and map, and every kind of bad input answered with a message in the page."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import bioscan5m
+
+APP_PATH = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
+
+
+def load_app():
+    spec = importlib.util.spec_from_file_location("space_app", APP_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def app():
+    return load_app()
+
+
+@pytest.fixture(scope="module")
+def demo_index(app, sample_root, tmp_path_factory):
+    """The embedded default, made by the app itself (its release is the session's synthetic sample)."""
+    folder = tmp_path_factory.mktemp("space-demo")
+    (folder / "release").symlink_to(sample_root, target_is_directory=True)
+    return app.demo_index(folder)
+
+
+@pytest.fixture(scope="module")
+def client(app, demo_index):
+    from gradio_client import Client
+
+    demo = app.serve(demo_index, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+    assert demo.local_url.startswith("http://127.0.0.1:")
+    yield Client(demo.local_url, verbose=False)
+    demo.close()
+
+
+def identify(client, dna=None, fasta=None, photo=None):
+    from gradio_client import handle_file
+
+    files = [handle_file(str(p)) if p is not None else None for p in (fasta, photo)]
+    return client.predict(dna, *files, api_name="/identify")
+
+
+def test_page_identifies_a_barcode_with_lineage_photos_table_and_map(client, sample_root):
+    record = bioscan5m.read_metadata(sample_root, split="test").iloc[5]
+    status, lineage, species, gallery, neighbours, where, details = identify(client, dna=record["dna_barcode"])
+    assert f"Identified as *{record['species']}*" in status
+    assert [row[:2] for row in lineage["data"]] == [[rank, record[rank]] for rank in ("order", "family", "genus", "species")]
+    assert species["label"] == record["species"]
+    assert len(gallery) == 10 and all(Path(item["image"]).is_file() for item in gallery)
+    first = details["neighbours"][0]
+    assert gallery[0]["caption"].startswith(f"{first['species']} · {first['dna_bin']} · {first['country']}")
+    assert [row[1] for row in neighbours["data"]] == [n["processid"] for n in details["neighbours"]]
+    assert where["type"] == "matplotlib" and where["plot"].startswith("data:image/")
+    assert details["novelty"]["possibly_undescribed"] is False
+
+
+def test_page_flags_a_specimen_of_a_held_out_genus(client, sample_root):
+    record = bioscan5m.read_metadata(sample_root, split="other_heldout").iloc[0]
+    status, *_, details = identify(client, dna=f">{record['processid']}\n{record['dna_barcode']}")
+    assert "Possibly undescribed species" in status
+    assert details["query"]["record_id"] == record["processid"]
+    assert details["novelty"]["similarity"] < details["novelty"]["threshold"]
+
+
+def test_page_answers_bad_input_with_a_message(client, sample_root, tmp_path, images_root):
+    barcode = bioscan5m.read_metadata(sample_root, split="test")["dna_barcode"].iloc[0]
+    multi = tmp_path / "two.fasta"
+    multi.write_text(f">first\n{barcode}\n>second\n{barcode}\n")
+    not_image = tmp_path / "specimen.jpg"
+    not_image.write_text("this is text, not a JPEG")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(bomb)
+    photo = next((images_root / "specimens").glob("*.jpg"))
+    cases = [
+        (dict(), "Nothing to identify"),
+        (dict(dna="ACGTACGTNNXX" + barcode), "'X' at position 11"),
+        (dict(dna=barcode * 4), "2,632 nucleotides long"),
+        (dict(fasta=multi), "FASTA holds 2 records (first, second)"),
+        (dict(dna=barcode, fasta=multi), "Both a pasted barcode and a FASTA file"),
+        (dict(photo=not_image), "not an image"),
+        (dict(photo=bomb), "9000x9000 pixels"),
+        (dict(photo=photo), "DNA-only model"),
+    ]
+    for inputs, message in cases:
+        status, lineage, species, gallery, neighbours, where, details = identify(client, **inputs)
+        assert status.startswith("### ⚠️ Cannot identify") and message in status, (inputs, status)
+        assert "Traceback" not in status and details is None and gallery == []

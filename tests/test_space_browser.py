@@ -1,0 +1,110 @@
+"""End to end in headless Chromium (Debian ``chromium`` + ``chromium-driver``, driven by Selenium): paste a real
+BOLD barcode into the page, press Identify, and read the identification off the page.
+
+With ``BIOSCAN5M_SCREENSHOT=path.png`` the photograph test also saves a screenshot of the page (README's image).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+import bioscan5m
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="headless browser test needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test drives Chromium with selenium")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    # Without the background-networking flags Chromium's own connections are refused on a closed network.
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1800",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def app():
+    spec = importlib.util.spec_from_file_location("space_app", Path(__file__).resolve().parents[1] / "spaces" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def serve(app, index_folder):
+    return app.serve(index_folder, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+
+
+def paste_and_identify(browser, url: str, barcode: str, expected_text: str, timeout: float = 90):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, timeout)
+    box = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "#dna-input textarea")))
+    box.send_keys(barcode)
+    browser.find_element(By.CSS_SELECTOR, "#identify-button").click()
+    wait.until(ready.text_to_be_present_in_element((By.ID, "status"), expected_text))
+    return wait
+
+
+def test_real_barcode_pasted_in_chromium_is_identified(browser, app, bold_root, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    index = bioscan5m.build_index(bold_root, tmp_path / "index", model="kmer", splits="key_unseen",
+                                  calibration="val_unseen+other_heldout", max_calibration_queries=500)
+    # A real test_unseen barcode: its species is among the key_unseen reference specimens.
+    record = bioscan5m.read_metadata(bold_root, split="test_unseen").iloc[11]
+    demo = serve(app, index)
+    try:
+        paste_and_identify(browser, demo.local_url, record["dna_barcode"], f"Identified as {record['species']}")
+        lineage = browser.find_element(By.ID, "lineage").text
+        assert record["genus"] in lineage and record["family"] in lineage and "%" in lineage
+        neighbours = browser.find_element(By.ID, "neighbours").text
+        assert "BOLD:" in neighbours
+        assert "Traceback" not in browser.page_source
+    finally:
+        demo.close()
+
+
+def test_photographs_and_map_render_in_chromium(browser, app, sample_root, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    folder = tmp_path / "space-demo"
+    folder.mkdir()
+    (folder / "release").symlink_to(sample_root, target_is_directory=True)
+    record = bioscan5m.read_metadata(sample_root, split="test").iloc[2]
+    demo = serve(app, app.demo_index(folder))
+    try:
+        wait = paste_and_identify(browser, demo.local_url, record["dna_barcode"], f"Identified as {record['species']}")
+        loaded = "return [...document.querySelectorAll('#gallery img')].filter(i => i.complete && i.naturalWidth > 0).length"
+        wait.until(lambda driver: driver.execute_script(loaded) >= 10)
+        plot = "return [...document.querySelectorAll('img')].some(i => i.src.startsWith('data:image/') && i.naturalWidth > 300)"
+        wait.until(lambda driver: driver.execute_script(plot))
+        screenshot = os.environ.get("BIOSCAN5M_SCREENSHOT")
+        if screenshot:
+            height = browser.execute_script("return document.body.scrollHeight")
+            browser.set_window_size(1400, min(height + 40, 2400))
+            browser.save_screenshot(screenshot)
+        assert browser.find_element(By.ID, "status").text.startswith("Identified as")
+    finally:
+        demo.close()
