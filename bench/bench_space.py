@@ -7,7 +7,9 @@ Keys: every record of ../shared/data/bold-insects (97,787 real BOLD barcodes, al
 records with 1 % of their bases substituted, to make exactly ``--keys`` (100,000). Queries: real test_unseen
 barcodes. Embedding: the k-mer model (k=6, SVD 256) on an exact FAISS flat inner-product index.
 
-1. ``identify()`` in process: p50/p95/mean of one DNA query (embed, search, vote, neighbour records).
+1. ``identify()`` in process: p50/p95/mean of one DNA query (embed, search, vote, neighbour records), on the exact
+   flat index with FAISS's default OpenMP threads and with one thread (as the page's server runs it), and on an
+   IVF index over the same key vectors (``--index-type ivf``) with how often it finds the exact nearest key.
 2. The page's server (spaces/app.py) on 127.0.0.1: ``--clients`` threads, each with its own ``gradio_client``,
    send one identification after another for ``--seconds``; every answer must be a result (not an error
    message). Latency is the client's round trip, map and table rendering included.
@@ -66,6 +68,25 @@ def latency(index, queries: list[str]) -> dict:
     return percentiles(seconds)
 
 
+def ivf_latency(index, queries: list[str]) -> dict:
+    """The same queries on an IVF index over the same key vectors (``--index-type ivf``), and how often its
+    nearest key is the exact search's."""
+    from bioscan5m.evaluation.retrieval import build_index
+
+    flat = index.dna_index
+    exact = np.array([bioscan5m.identify(index, dna=q).neighbours[0]["similarity"] for q in queries])
+    ivf = build_index(flat.reconstruct_n(0, flat.ntotal), index="ivf")
+    index.dna_index = ivf
+    try:
+        result = latency(index, queries)
+        approximate = np.array([bioscan5m.identify(index, dna=q).neighbours[0]["similarity"] for q in queries])
+    finally:
+        index.dna_index = flat
+    result.update(nlist=ivf.nlist, nprobe=ivf.nprobe,
+                  same_nearest_similarity=round(float(np.mean(np.abs(exact - approximate) < 1e-4)), 4))
+    return result
+
+
 def load_test(index_dir: Path, queries: list[str], clients: int, duration: float) -> dict:
     from gradio_client import Client
 
@@ -106,6 +127,8 @@ def load_test(index_dir: Path, queries: list[str], clients: int, duration: float
 
 
 def main() -> None:
+    import faiss
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=500)
@@ -126,7 +149,11 @@ def main() -> None:
         args.queries, random_state=0).tolist()
     report = {"keys": len(index.keys), "index": index.manifest["index_type"], "dimensions": index.manifest["dimensions"],
               "index_build_s": build_seconds, "cpus": os.cpu_count(), "load_average_before": os.getloadavg(),
-              "identify": latency(index, queries)}
+              "faiss_threads_default": faiss.omp_get_max_threads(),
+              "identify_flat_default_threads": latency(index, queries)}
+    faiss.omp_set_num_threads(1)  # as the page's server runs it
+    report["identify_flat_1_thread"] = latency(index, queries)
+    report["identify_ivf_1_thread"] = ivf_latency(index, queries)
     print(json.dumps(report, indent=2), flush=True)
     report["load_test"] = load_test(index_dir, queries, args.clients, args.seconds)
     report["load_average_after"] = os.getloadavg()

@@ -87,6 +87,8 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--rank", default="species", help="rank(s) to predict, comma-separated (default species)")
     p.add_argument("--preset", default="cpu-small", help="supplies epochs, batch size, learning rate")
     p.add_argument("--freeze-encoder", action="store_true", help="train the heads only (linear probe)")
+    p.add_argument("--head-init", choices=("linear-probe", "random"), default="linear-probe",
+                   help="start the heads from a linear probe on frozen embeddings (LP-FT, default) or at random")
     _add_run_length_args(p)
     p.set_defaults(run=_run_finetune)
 
@@ -138,7 +140,7 @@ def _run_finetune(args) -> None:
     results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank)), preset=args.preset,
                        epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       freeze_encoder=args.freeze_encoder, seed=args.seed)
+                       freeze_encoder=args.freeze_encoder, head_init=args.head_init, seed=args.seed)
     _print_results(results)
 
 

@@ -29,15 +29,20 @@ species), by Youden's J.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from PIL import Image
 
 #: Ranks the identification predicts, most general first.
 RANKS = ("order", "family", "genus", "species")
@@ -123,7 +128,7 @@ def read_fasta_file(path: str | os.PathLike) -> str:
         raise InputError(f"The file {path.name!r} is not a text FASTA file (it is not UTF-8 text).") from None
 
 
-def open_photo(source) -> "PIL.Image.Image":
+def open_photo(source) -> Image.Image:
     """An uploaded photograph as an RGB PIL image, after checking its file size, format and pixel count.
 
     ``source`` is a path or a PIL image. Raises `InputError` for files that are too large, not images, or
@@ -315,7 +320,7 @@ class KeyIndex:
 
     folder: Path
     manifest: dict
-    keys: "pd.DataFrame"
+    keys: pd.DataFrame
     encoder: object
     dna_index: object
     image_index: object | None = None
@@ -325,9 +330,11 @@ class KeyIndex:
     def modalities(self) -> tuple[str, ...]:
         return self.encoder.modalities
 
-    @property
-    def has_thumbnails(self) -> bool:
-        return bool(self.keys["thumbnail"].notna().any())
+    @functools.cached_property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The key table as plain object arrays (None where missing): per-query lookups without pandas overhead."""
+        return {name: np.array([_plain(value) for value in self.keys[name]], dtype=object)
+                for name in (*KEY_COLUMNS, "thumbnail")}
 
     def describe(self) -> str:
         m = self.manifest
@@ -372,8 +379,7 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
     calibration_images = (_release_images(data_root, calibration, image_package)
                           if clibd and calibration_records is not None else None)
     return write_index(keys, out_dir, model=model, calibration_records=calibration_records, images=images,
-                       calibration_images=calibration_images,
-                       index_type=index_type, batch_size=batch_size, seed=seed,
+                       calibration_images=calibration_images, index_type=index_type, batch_size=batch_size, seed=seed,
                        provenance={"data": str(data_root), "splits": splits, "calibration_splits": calibration,
                                    "image_package": image_package if images is not None else None})
 
@@ -391,8 +397,8 @@ def _release_images(data_root, splits: str, image_package: str):
 
 
 def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibration_records=None,
-                images: dict | None = None, calibration_images: dict | None = None, index_type: str = "flat", batch_size: int = 128, seed: int = 0,
-                provenance: dict | None = None) -> Path:
+                images: dict | None = None, calibration_images: dict | None = None, index_type: str = "flat",
+                batch_size: int = 128, seed: int = 0, provenance: dict | None = None) -> Path:
     """Embed the ``keys`` records (a metadata DataFrame), calibrate on ``calibration_records`` and save the index.
 
     ``images`` maps processid to a PIL image (thumbnails; CLIBD image keys), ``calibration_images`` likewise for
@@ -483,6 +489,7 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
         image_index = faiss.read_index(str(folder / IMAGE_INDEX_NAME))
         image_rows = np.flatnonzero(keys["image_row"].notna().to_numpy())
     index = KeyIndex(folder, manifest, keys, encoder, dna_index, image_index, image_rows)
+    index.columns  # noqa: B018  (build the lookup arrays now, not in the first request)
     probe = encoder.embed_dna(["ACGT" * 40])  # catches a model whose embedding size differs from the index's
     if probe.shape[1] != dna_index.d:
         raise ValueError(f"{folder} holds {dna_index.d}-dimensional keys but the model embeds into {probe.shape[1]}.")
@@ -576,7 +583,8 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
     # being the surer of the two, and the ranking uses both.
     basis = "dna" if "dna" in vectors else "image"
     calibration = ((index.manifest.get("calibration") or {}).get(basis) or {}) if key_modality == "dna" else {}
-    ranks = vote(index.keys.iloc[hits[:vote_k]], scores[:vote_k], calibration.get("temperature", DEFAULT_TEMPERATURE))
+    ranks = vote({rank: index.columns[rank][hits[:vote_k]] for rank in RANKS}, scores[:vote_k],
+                 calibration.get("temperature", DEFAULT_TEMPERATURE))
     threshold = calibration.get("novelty_threshold")
     nearest = float(scores[0]) if len(vectors) == 1 else float(index.dna_index.search(vectors[basis], 1)[0][0, 0])
     novelty = Novelty(None if threshold is None else bool(nearest < threshold), nearest, threshold)
@@ -587,15 +595,16 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
 DEFAULT_TEMPERATURE = 0.02
 
 
-def vote(neighbours, similarities: np.ndarray, temperature: float) -> list[RankPrediction]:
+def vote(neighbour_labels: dict[str, np.ndarray], similarities: np.ndarray, temperature: float) -> list[RankPrediction]:
     """Per rank, the share of ``exp(similarity / T)`` weight of the neighbours carrying each label.
 
-    Neighbours without a label at a rank (e.g. pretrain records) abstain there.
+    ``neighbour_labels`` maps each rank to the neighbours' labels; those without one (None, e.g. pretrain
+    records) abstain at that rank.
     """
     weights = np.exp((similarities - similarities.max()) / temperature)
     predictions = []
     for rank in RANKS:
-        labels = neighbours[rank].to_numpy()
+        labels = neighbour_labels[rank]
         labelled = np.array([isinstance(label, str) and label != "" for label in labels])
         if not labelled.any():
             predictions.append(RankPrediction(rank, None, 0.0))
@@ -612,11 +621,10 @@ def vote(neighbours, similarities: np.ndarray, temperature: float) -> list[RankP
 def _neighbour_records(index: KeyIndex, hits: np.ndarray, scores: np.ndarray) -> list[dict]:
     records = []
     for row, score in zip(hits, scores):
-        key = index.keys.iloc[int(row)]
-        record = {column: _plain(key[column]) for column in KEY_COLUMNS}
+        record = {column: index.columns[column][row] for column in KEY_COLUMNS}
         record["similarity"] = round(float(score), 4)
-        thumbnail = key["thumbnail"]
-        record["thumbnail"] = str(index.folder / thumbnail) if isinstance(thumbnail, str) else None
+        thumbnail = index.columns["thumbnail"][row]
+        record["thumbnail"] = str(index.folder / thumbnail) if thumbnail else None
         records.append(record)
     return records
 

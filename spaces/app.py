@@ -57,9 +57,6 @@ def example_barcodes(index) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------- one request
-OUTPUT_COUNT = 7
-
-
 def run_identification(index, dna_text: str | None, fasta_path: str | None, photo_path: str | None):
     """The page's handler: the outputs for one query, or a clear message and empty outputs when it fails."""
     try:
@@ -102,7 +99,12 @@ def summary_markdown(result) -> str:
 
 
 def lineage_rows(result) -> list[list]:
-    return [[p.rank, p.label or "-", f"{100 * p.confidence:.1f} %"] for p in result.ranks]
+    """Rank, prediction, confidence. Confidences are shares among the reference species, so a species flagged
+    as possibly undescribed is shown as such, with its nearest reference species."""
+    rows = [[p.rank, p.label or "-", f"{100 * p.confidence:.1f} %"] for p in result.ranks]
+    if result.novelty.possibly_undescribed:
+        rows[-1][1] = f"possibly undescribed (nearest: {rows[-1][1]})"
+    return rows
 
 
 def species_label(result) -> dict[str, float]:
@@ -122,37 +124,19 @@ def neighbour_rows(result) -> list[list]:
              n["country"] or "-", n["province_state"] or "-", n["coord-lat"], n["coord-lon"]] for n in result.neighbours]
 
 
-def collection_map(result):
-    """Where the nearest specimens were collected: longitude/latitude, coloured by similarity (no map tiles: offline)."""
-    from matplotlib.figure import Figure
+MAP_COLUMNS = ["longitude", "latitude", "country", "species", "similarity"]
 
-    points = [n for n in result.neighbours if n["coord-lat"] is not None and n["coord-lon"] is not None]
-    figure = Figure(figsize=(6.4, 3.4), dpi=90)
-    axes = figure.add_subplot()
-    if not points:
-        axes.text(0.5, 0.5, "No coordinates for the nearest specimens", ha="center", va="center",
-                  transform=axes.transAxes)
-        axes.set_axis_off()
-        return figure
-    lon = [p["coord-lon"] for p in points]
-    lat = [p["coord-lat"] for p in points]
-    similarity = [p["similarity"] for p in points]
-    drawn = axes.scatter(lon, lat, c=similarity, cmap="viridis", s=60, edgecolors="black", linewidths=0.5, zorder=3)
-    figure.colorbar(drawn, ax=axes, label="similarity", shrink=0.85)
-    for place in {(p["country"], p["coord-lon"], p["coord-lat"]) for p in points if p["country"]}:
-        axes.annotate(place[0], (place[1], place[2]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    # Whole-world frame when the sites are far apart, else a 40-degree window around them.
-    west, east, south, north = min(lon), max(lon), min(lat), max(lat)
-    pad_lon, pad_lat = max(20.0, (east - west) * 0.15), max(12.0, (north - south) * 0.15)
-    axes.set_xlim(max(-180, west - pad_lon), min(180, east + pad_lon))
-    axes.set_ylim(max(-90, south - pad_lat), min(90, north + pad_lat))
-    axes.axhline(0, color="grey", linewidth=0.6, linestyle="--", zorder=1)
-    axes.grid(True, linewidth=0.4, alpha=0.6)
-    axes.set_xlabel("longitude (°)")
-    axes.set_ylabel("latitude (°)")
-    axes.set_title("Collection sites of the nearest reference specimens", fontsize=10)
-    figure.tight_layout()
-    return figure
+
+def collection_map(result):
+    """Collection sites of the nearest specimens, for a scatter over the whole globe (longitude, latitude).
+
+    A native gradio plot, drawn in the browser: no map tiles to download (offline) and no rendering on the server.
+    """
+    import pandas as pd
+
+    points = [[n["coord-lon"], n["coord-lat"], n["country"] or "?", n["species"] or n["genus"] or "?", n["similarity"]]
+              for n in result.neighbours if n["coord-lat"] is not None and n["coord-lon"] is not None]
+    return pd.DataFrame(points, columns=MAP_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------- the page
@@ -185,7 +169,9 @@ def build_demo(index) -> gr.Blocks:
         with gr.Row():
             neighbours = gr.Dataframe(headers=NEIGHBOUR_HEADERS, label="Nearest reference specimens",
                                       interactive=False, elem_id="neighbours")
-            where = gr.Plot(label="Where they were collected")
+            where = gr.ScatterPlot(x="longitude", y="latitude", color="country", tooltip=MAP_COLUMNS,
+                                   x_lim=[-180, 180], y_lim=[-90, 90], label="Where they were collected",
+                                   title="Collection sites of the nearest reference specimens", elem_id="map")
         with gr.Accordion("Full result (JSON)", open=False):
             details = gr.JSON()
         button.click(lambda *inputs: run_identification(index, *inputs), inputs=[dna, fasta, photo],
@@ -200,6 +186,11 @@ def serve(index: str | os.PathLike | None = None, model: str | None = None, host
     Blocks until interrupted, unless ``prevent_thread_lock=True`` is passed (tests); returns the running page,
     whose ``local_url`` says where it listens. ``port=None`` takes the first free port from 7860.
     """
+    import faiss
+
+    # Requests run side by side, one per worker thread; one query's scan of the keys is memory-bound, so
+    # OpenMP threads inside it only contend (measured 3x slower with 2 threads on 2 busy cores, BENCHMARKS.md).
+    faiss.omp_set_num_threads(1)
     folder = Path(index) if index else demo_index()
     demo = build_demo(bioscan5m.load_index(folder, model=model))
     demo.queue(default_concurrency_limit=CONCURRENT_IDENTIFICATIONS)

@@ -232,7 +232,10 @@ def test_registered_with_auto_classes(tmp_path):
     ClibdImageProcessor().save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), ClibdConfig)
     assert type(AutoModel.from_pretrained(tmp_path)) is ClibdModel
-    assert type(AutoImageProcessor.from_pretrained(tmp_path)) is ClibdImageProcessor
+    assert type(ClibdImageProcessor.from_pretrained(tmp_path)) is ClibdImageProcessor
+    # The processor is not registered eagerly (that would import torchvision with bioscan5m): through the Auto class
+    # it loads from the code saved beside it.
+    assert type(AutoImageProcessor.from_pretrained(tmp_path, trust_remote_code=True)).__name__ == "ClibdImageProcessor"
 
 
 # ---------------------------------------------------------------------------------------------- remote code
@@ -247,7 +250,7 @@ REMOTE_SCRIPT = textwrap.dedent("""
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
     dna_tokenizer = AutoTokenizer.from_pretrained(folder + "/dna_tokenizer", trust_remote_code=True)
-    text_tokenizer = AutoTokenizer.from_pretrained(folder)
+    text_tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     x = load_file(inputs_path)
     with torch.no_grad():
         out = {"image": model.get_image_features(x["pixel_values"]),
@@ -285,8 +288,10 @@ def test_save_load_in_fresh_process_without_package(tmp_path):
     done = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "inputs.safetensors"),
                            str(tmp_path / "out.safetensors")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, done.stdout[-2000:] + done.stderr[-2000:]
+    info = json.loads(lines[-1])
     assert info["model"].startswith("transformers_modules")
     assert info["processor"] == "ClibdImageProcessor"
     assert info["dna_ids"] == dna_tokenizer(["ACGTACGTAAAA"])["input_ids"][0]

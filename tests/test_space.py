@@ -1,5 +1,5 @@
 """The Space (spaces/app.py) through ``gradio_client`` against a server on 127.0.0.1: a full identification with
-photographs and map, and every kind of bad input answered with a message in the page."""
+photographs and map data, and every kind of bad input answered with a message in the page."""
 
 from __future__ import annotations
 
@@ -61,14 +61,16 @@ def test_page_identifies_a_barcode_with_lineage_photos_table_and_map(client, sam
     first = details["neighbours"][0]
     assert gallery[0]["caption"].startswith(f"{first['species']} · {first['dna_bin']} · {first['country']}")
     assert [row[1] for row in neighbours["data"]] == [n["processid"] for n in details["neighbours"]]
-    assert where["type"] == "matplotlib" and where["plot"].startswith("data:image/")
+    assert where["columns"] == ["longitude", "latitude", "country", "species", "similarity"]
+    assert [row[:3] for row in where["data"]] == [[n["coord-lon"], n["coord-lat"], n["country"]] for n in details["neighbours"]]
     assert details["novelty"]["possibly_undescribed"] is False
 
 
 def test_page_flags_a_specimen_of_a_held_out_genus(client, sample_root):
     record = bioscan5m.read_metadata(sample_root, split="other_heldout").iloc[0]
-    status, *_, details = identify(client, dna=f">{record['processid']}\n{record['dna_barcode']}")
+    status, lineage, *_, details = identify(client, dna=f">{record['processid']}\n{record['dna_barcode']}")
     assert "Possibly undescribed species" in status
+    assert lineage["data"][3][1] == f"possibly undescribed (nearest: {details['ranks'][3]['label']})"
     assert details["query"]["record_id"] == record["processid"]
     assert details["novelty"]["similarity"] < details["novelty"]["threshold"]
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test drives Chromium with selenium")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -98,8 +98,9 @@ def test_photographs_and_map_render_in_chromium(browser, app, sample_root, tmp_p
         wait = paste_and_identify(browser, demo.local_url, record["dna_barcode"], f"Identified as {record['species']}")
         loaded = "return [...document.querySelectorAll('#gallery img')].filter(i => i.complete && i.naturalWidth > 0).length"
         wait.until(lambda driver: driver.execute_script(loaded) >= 10)
-        plot = "return [...document.querySelectorAll('img')].some(i => i.src.startsWith('data:image/') && i.naturalWidth > 300)"
-        wait.until(lambda driver: driver.execute_script(plot))
+        # The map is drawn in the browser (Vega): wait for its canvas or SVG to be laid out.
+        drawn = "return [...document.querySelectorAll('#map canvas, #map svg')].some(e => e.getBoundingClientRect().width > 200)"
+        wait.until(lambda driver: driver.execute_script(drawn))
         screenshot = os.environ.get("BIOSCAN5M_SCREENSHOT")
         if screenshot:
             height = browser.execute_script("return document.body.scrollHeight")

@@ -110,26 +110,33 @@ def load_benchmark_records(root, dedup: str = "barcodebert", max_records_per_spl
 # ---------------------------------------------------------------------------------------------- embeddings
 @dataclass
 class EmbeddingSource:
-    """A named way to turn DNA sequences into vectors, and what to do before UMAP in zero-shot clustering."""
+    """A named way to turn DNA sequences into vectors.
+
+    ``compact`` (optional) projects a set of embeddings to fewer dimensions before clustering and retrieval,
+    where very wide embeddings (4,096-d k-mer counts) would make UMAP and exact search needlessly slow.
+    """
 
     name: str
     description: str
     embed: Callable[[list[str]], np.ndarray]
-    before_umap: Callable[[np.ndarray], np.ndarray] | None = None
+    compact: Callable[[np.ndarray], np.ndarray] | None = None
     kind: str = "model"
     cache_key: str = ""
 
 
 def kmer_source(k: int = 6, svd_dims: int = 256) -> EmbeddingSource:
-    """The k-mer baseline: cosine on L2-normalised k-mer counts; before UMAP, a truncated SVD to ``svd_dims``."""
+    """The k-mer baseline: L2-normalised k-mer counts (cosine 1-NN classification on the counts themselves);
+    clustering and retrieval use a truncated SVD of them to ``svd_dims``, fitted on the records of that task."""
 
     def reduce(counts: np.ndarray) -> np.ndarray:
         from sklearn.decomposition import TruncatedSVD
 
-        return TruncatedSVD(n_components=min(svd_dims, counts.shape[1] - 1), random_state=0).fit_transform(counts)
+        svd = TruncatedSVD(n_components=min(svd_dims, counts.shape[1] - 1), random_state=0)
+        return svd.fit_transform(counts).astype(np.float32)
 
     return EmbeddingSource(
-        f"{k}-mer counts", f"L2-normalised overlapping {k}-mer counts ({4 ** k} dims; SVD {svd_dims} before UMAP)",
+        f"{k}-mer counts", f"L2-normalised overlapping {k}-mer counts ({4 ** k} dims; clustering and retrieval: "
+        f"truncated SVD to {svd_dims} dims, fitted without labels on that task's records)",
         lambda sequences: baselines.kmer_embeddings(sequences, k=k, svd_dims=None), reduce, kind="baseline",
         cache_key=f"kmer{k}")
 
@@ -226,7 +233,7 @@ def run_clustering(source: EmbeddingSource, records: RecordSet, embeddings: np.n
     """Zero-shot clustering of one source's embeddings; AMI (and ARI, NMI) per rank, optional 2-D UMAP plot."""
     if embeddings is None:
         embeddings = source.embed(records.sequences)
-    points = source.before_umap(embeddings) if source.before_umap else embeddings
+    points = source.compact(embeddings) if source.compact else embeddings
     result = clustering.zero_shot_clustering(points, {r: records.labels[r] for r in CLUSTER_RANKS},
                                              n_clusters=n_clusters, distance_threshold=distance_threshold, seed=seed)
     out = {"ami": result.ami, "scores": result.scores, "n_clusters": result.n_clusters, "ward": result.ward,
@@ -238,11 +245,22 @@ def run_clustering(source: EmbeddingSource, records: RecordSet, embeddings: np.n
     return out
 
 
-def run_retrieval(table: dict, sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5), **search_kwargs) -> dict:
-    """DNA->DNA retrieval (CLIBD protocol) from a ``{sequence: embedding}`` table."""
-    keys = sets["keys"]
-    queries = {name: (_rows(table, s.sequences), s.labels) for name, s in sets.items() if name != "keys"}
-    return retrieval.evaluate_retrieval(queries, (_rows(table, keys.sequences), keys.labels), top_k=top_k,
+def retrieval_arrays(table: dict, sets: dict[str, RecordSet], compact: Callable | None = None) -> dict[str, np.ndarray]:
+    """Embeddings of the keys and of each query set, projected together by ``compact`` when given."""
+    arrays = {name: _rows(table, s.sequences) for name, s in sets.items()}
+    if compact is None:
+        return arrays
+    names = list(arrays)
+    projected = compact(np.concatenate([arrays[n] for n in names]))
+    bounds = np.cumsum([0] + [len(arrays[n]) for n in names])
+    return {n: projected[bounds[i]:bounds[i + 1]] for i, n in enumerate(names)}
+
+
+def run_retrieval(arrays: dict[str, np.ndarray], sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5),
+                  **search_kwargs) -> dict:
+    """DNA->DNA retrieval (CLIBD protocol): every query set of ``sets`` against its ``keys``."""
+    queries = {name: (arrays[name], s.labels) for name, s in sets.items() if name != "keys"}
+    return retrieval.evaluate_retrieval(queries, (arrays["keys"], sets["keys"].labels), top_k=top_k,
                                         ranks=retrieval.RETRIEVAL_RANKS, **search_kwargs)
 
 
@@ -286,13 +304,13 @@ def blast_retrieval(sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5)
     return retrieval.retrieval_accuracy(indices, labels, sets["keys"].labels, top_k, groups)
 
 
-def search_speed(table: dict, sets: dict[str, RecordSet], k: int = 5, max_queries: int = 2_000) -> dict:
+def search_speed(arrays: dict[str, np.ndarray], k: int = 5, max_queries: int = 2_000) -> dict:
     """Queries per second of FAISS (flat, exact) and brute-force NumPy on the same retrieval embeddings.
 
     Rates are measured on the first ``max_queries`` queries against all keys (enough for a stable rate).
     """
-    keys = _rows(table, sets["keys"].sequences)
-    queries = np.concatenate([_rows(table, s.sequences) for n, s in sets.items() if n != "keys"])[:max_queries]
+    keys = arrays["keys"]
+    queries = np.concatenate([a for n, a in arrays.items() if n != "keys"])[:max_queries]
     out = {"queries": len(queries), "keys": len(keys), "dims": int(keys.shape[1])}
     best = {}
     for method in ("faiss", "numpy"):
@@ -342,7 +360,8 @@ def retrieval_report(source: str, root, queries: Sequence[str] = ("test", "test_
         raise ValueError("retrieve needs a model folder or 'kmer[:K]': a .npy file cannot embed both queries and keys.")
     sets = {"keys": read_records(root, keys), **{q: read_records(root, q) for q in queries}}
     table = embed_unique(embedding_source, sorted({s for r in sets.values() for s in r.sequences}))
-    result = {"dna->dna": run_retrieval(table, sets, top_k=top_k, index=index), "source": embedding_source.description,
+    arrays = retrieval_arrays(table, sets, embedding_source.compact)
+    result = {"dna->dna": run_retrieval(arrays, sets, top_k=top_k, index=index), "source": embedding_source.description,
               "data": str(root), "keys": keys, "queries": list(queries), "command": command_line()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -422,8 +441,9 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
             steps.update()
         if "retrieval" in sets:
             steps.set_postfix_str(f"{source.name}: retrieval")
-            report.retrieval[source.name] = {"dna->dna": run_retrieval(table, sets["retrieval"])}
-            report.performance.setdefault("search", {})[source.name] = search_speed(table, sets["retrieval"])
+            arrays = retrieval_arrays(table, sets["retrieval"], source.compact)
+            report.retrieval[source.name] = {"dna->dna": run_retrieval(arrays, sets["retrieval"])}
+            report.performance.setdefault("search", {})[source.name] = search_speed(arrays)
             steps.update()
         del table
     if blast:

@@ -283,7 +283,7 @@ class ClibdModel(ClibdPreTrainedModel):
             pretrained_model_name_or_path=folder, subfolder=DNA_TOKENIZER_SUBFOLDER)
         return (ClibdImageProcessor.from_pretrained(folder),
                 AutoTokenizer.from_pretrained(**dna_source, trust_remote_code=remote),
-                AutoTokenizer.from_pretrained(folder))
+                AutoTokenizer.from_pretrained(folder, trust_remote_code=remote))
 
     def _check_pixel_values(self, pixel_values) -> None:
         size = self.config.image_size

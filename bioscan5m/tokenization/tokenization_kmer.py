@@ -49,15 +49,17 @@ _IGNORED = re.compile(r"[\-.\s]")
 _UPPER_CASE = str.maketrans("acgt", "ACGT")
 
 
-# Byte classes for the vectorised encoder: 0-3 = A, C, G, T (any case), then the rest.
-_AMBIGUOUS, _SKIPPED, _INVALID = 4, 5, 6
-_BYTE_CLASS = np.full(256, _INVALID, dtype=np.uint8)
+# Byte lookup tables for the vectorised encoder: base code (A, C, G, T = 0..3, any case), ambiguity code, and
+# "not a plain nucleotide" (gaps, whitespace and invalid characters, which take the slow, careful path).
+_BASE_CODE = np.zeros(256, dtype=np.uint8)
+_IS_AMBIGUOUS = np.zeros(256, dtype=bool)
+_NOT_PLAIN = np.ones(256, dtype=bool)
 for _code, _letter in enumerate("ACGT"):
-    _BYTE_CLASS[[ord(_letter), ord(_letter.lower())]] = _code
+    for _byte in (ord(_letter), ord(_letter.lower())):
+        _BASE_CODE[_byte], _NOT_PLAIN[_byte] = _code, False
 for _letter in "RYSWKMBDHVN":
-    _BYTE_CLASS[[ord(_letter), ord(_letter.lower())]] = _AMBIGUOUS
-for _letter in "-. \t\r\n\f\v":
-    _BYTE_CLASS[ord(_letter)] = _SKIPPED
+    for _byte in (ord(_letter), ord(_letter.lower())):
+        _IS_AMBIGUOUS[_byte], _NOT_PLAIN[_byte] = True, False
 
 
 def kmer_vocabulary(k: int, vocabulary: str = "barcodebert") -> dict[str, int]:
@@ -85,28 +87,27 @@ def check_nucleotides(sequences) -> None:
 
 
 def encode_kmers(sequences: list[str], k: int, vocabulary: str = "barcodebert", max_tokens: int | None = None,
-                 pad_to: int | None = None, pad_to_longest: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+                 pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Vectorised k-mer encoding of plain barcodes: ``(input_ids, attention_mask)`` as ``(n, length)`` int64
-    arrays, identical to the tokenizers' output; ``None`` when a sequence needs the general path (non-ASCII
-    text, special-token text such as ``[MASK]``). Invalid characters raise ``ValueError`` naming the sequence.
+    arrays, identical to the tokenizers' output (padded to the longest, or to ``pad_to``); ``None`` when a
+    sequence needs the general path (non-ASCII text, special-token text such as ``[MASK]``). Invalid characters
+    raise ``ValueError`` naming the sequence.
 
     Args:
         max_tokens: truncate to this many tokens, [CLS]/[SEP] included (None: no truncation).
-        pad_to: pad to this length (``padding="max_length"``); else pad to the longest, or, with
-            ``pad_to_longest=False``, still return a rectangle whose mask marks each sequence's length.
+        pad_to: pad to this length (``padding="max_length"``).
     """
     try:
         joined = "".join(sequences).encode("ascii")
     except UnicodeEncodeError:
         return None
-    classes = _BYTE_CLASS[np.frombuffer(joined, dtype=np.uint8)]
-    if (classes == _INVALID).any():
+    raw = np.frombuffer(joined, dtype=np.uint8)
+    if np.take(_NOT_PLAIN, raw).any():
         if b"[" in joined:
             return None
         check_nucleotides(sequences)  # raises, naming the first bad sequence
-    if (classes == _SKIPPED).any():
-        # Gaps and whitespace are rare: clean just those sequences and start again.
-        return encode_kmers([_IGNORED.sub("", s) for s in sequences], k, vocabulary, max_tokens, pad_to, pad_to_longest)
+        # Only gaps and whitespace are left; they are rare: clean those sequences and start again.
+        return encode_kmers([_IGNORED.sub("", s) for s in sequences], k, vocabulary, max_tokens, pad_to)
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     vocab_offset = len(SPECIAL_TOKENS[vocabulary])
@@ -120,26 +121,32 @@ def encode_kmers(sequences: list[str], k: int, vocabulary: str = "barcodebert", 
     # those tokens are replaced by padding below, so no per-position bounds check is needed.
     positions = (starts[:, None] + k * np.arange(width)[None, :]).astype(np.int32)
     valid = np.arange(width)[None, :] < kmers[:, None]
-    padded_classes = np.concatenate([classes, np.zeros(k * (width + 1), dtype=np.uint8)])
-    values = np.zeros(positions.shape, dtype=np.int32)
-    ambiguous = np.zeros(positions.shape, dtype=bool)
-    for offset in range(k):
-        letter = padded_classes[positions + offset]
-        ambiguous |= letter == _AMBIGUOUS
-        values = values * 4 + np.minimum(letter, 3)
-    ids = np.where(ambiguous, unk_id, values.astype(np.int64) + vocab_offset)
+    tail = np.zeros(k * (width + 1), dtype=np.uint8)
+    letters = np.concatenate([np.take(_BASE_CODE, raw), tail])
+    unknown = np.concatenate([np.take(_IS_AMBIGUOUS, raw), tail.astype(bool)])
+    # The k-mer starting at every byte, from k contiguous shifted passes (much faster than k gathers), then
+    # one gather at the k-mer starts.
+    count = len(letters) - k + 1
+    kmer_at, ambiguous_at = letters[:count].astype(np.int32), unknown[:count].copy()
+    for offset in range(1, k):
+        kmer_at <<= 2
+        kmer_at |= letters[offset:offset + count]
+        ambiguous_at |= unknown[offset:offset + count]
+    ids = kmer_at[positions]
+    ids += vocab_offset
+    ids[ambiguous_at[positions]] = unk_id
+    ids[~valid] = pad_id
     if specials:
-        ids = np.concatenate([np.full((len(ids), 1), 2), ids, np.full((len(ids), 1), pad_id)], axis=1)
+        rows = np.arange(len(ids))
+        ids = np.concatenate([np.full((len(ids), 1), 2, np.int32), ids, np.full((len(ids), 1), pad_id, np.int32)], 1)
         valid = np.concatenate([np.ones((len(ids), 1), bool), valid, np.zeros((len(ids), 1), bool)], axis=1)
-        ids[np.arange(len(ids)), kmers + 1] = 3            # [SEP] right after the last k-mer
-        valid[np.arange(len(ids)), kmers + 1] = True
-    ids = np.where(valid, ids, pad_id)
-    length = pad_to if pad_to is not None else ids.shape[1]
-    if length > ids.shape[1]:
-        extra = length - ids.shape[1]
+        ids[rows, kmers + 1] = 3            # [SEP] right after the last k-mer
+        valid[rows, kmers + 1] = True
+    if pad_to is not None and pad_to > ids.shape[1]:
+        extra = pad_to - ids.shape[1]
         ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=pad_id)
         valid = np.pad(valid, ((0, 0), (0, extra)))
-    return ids, valid.astype(np.int64)
+    return ids.astype(np.int64), valid.astype(np.int64)
 
 
 def _special_token_kwargs(vocabulary: str, kwargs: dict) -> None:

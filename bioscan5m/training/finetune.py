@@ -19,8 +19,10 @@ from ..modeling import BarcodeBertForSequenceClassification
 from ..modeling.model_card import write_model_card
 from .collators import KmerClassificationCollator
 from .data import load_barcode_sets
+from .embeddings import embed_sequences
 from .presets import get_preset
 from .pretrain import training_arguments
+from .probes import fit_linear_classifier
 
 
 def _records(frame, ranks) -> datasets.Dataset:
@@ -49,7 +51,8 @@ def predict_ranks(model: BarcodeBertForSequenceClassification, sequences: list[s
 def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir: str | os.PathLike,
              ranks: tuple[str, ...] = ("species",), preset: str = "cpu-small", epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, max_steps: int | None = None,
-             max_barcodes: int | None = None, freeze_encoder: bool = False, seed: int = 0) -> dict:
+             max_barcodes: int | None = None, freeze_encoder: bool = False, head_init: str = "linear-probe",
+             seed: int = 0) -> dict:
     """Fine-tune ``model_dir`` to classify ``ranks`` and measure accuracy on ``test``.
 
     Args:
@@ -60,6 +63,10 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
         preset: supplies epochs, batch size and learning rate unless given here.
         max_steps / max_barcodes: cap the run (quick checks).
         freeze_encoder: train the heads only (linear probe through the Trainer).
+        head_init: ``"linear-probe"`` starts each head from a linear probe fitted on the frozen embeddings
+            ("LP-FT", Kumar et al. 2022): fine-tuning then starts from a good classifier instead of pushing
+            random-head gradients into the pretrained encoder, which needs far fewer steps; ``"random"``: plain
+            fine-tuning.
 
     Returns:
         ``{"<rank>_test_accuracy": percent, ...}`` plus run details, also in ``out_dir/results.json``.
@@ -76,9 +83,20 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
     torch.manual_seed(seed)
     model = BarcodeBertForSequenceClassification.from_pretrained(
         str(model_dir), classifier_ranks=list(ranks), rank_labels=rank_labels)
+    tokenizer = model.bert.tokenizer
+    if head_init == "linear-probe":
+        embeddings = embed_sequences(model.bert, labelled["dna_barcode"], progress=True)
+        for rank_name in ranks:
+            known = labelled[f"{rank_name}_index"].to_numpy() >= 0
+            weight, bias = fit_linear_classifier(embeddings[known], labelled[f"{rank_name}_index"].to_numpy()[known],
+                                                 len(rank_labels[rank_name]), seed=seed)
+            with torch.no_grad():
+                model.classifiers[rank_name].weight.copy_(weight)
+                model.classifiers[rank_name].bias.copy_(bias)
+    elif head_init != "random":
+        raise ValueError(f"head_init must be 'linear-probe' or 'random', not {head_init!r}.")
     if freeze_encoder:
         model.bert.requires_grad_(False)
-    tokenizer = model.bert.tokenizer
     rank = int(os.environ.get("RANK", "0"))
     collator = KmerClassificationCollator(tokenizer, ranks, random_offset=not freeze_encoder, seed=seed + rank)
     args = training_arguments(out_dir, per_device_train_batch_size=settings.finetune_batch_size,

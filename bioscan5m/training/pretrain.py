@@ -77,8 +77,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                               learning_rate=settings.pretrain_learning_rate, weight_decay=0.0,
                               lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator, processing_class=tokenizer,
-                      compute_metrics=None)
+                      data_collator=collator, processing_class=tokenizer)
     started = time.time()
     train_output = trainer.train()
     minutes = (time.time() - started) / 60

@@ -39,17 +39,19 @@ def knn_probe(keys: np.ndarray, key_labels: np.ndarray, queries: np.ndarray, que
             "search_seconds": seconds}
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 num_classes: int | None = None, epochs: int = 300, learning_rate: float = 1e-2,
-                 weight_decay: float = 1e-4, seed: int = 0) -> dict:
-    """Multinomial logistic regression on frozen embeddings (standardised with train statistics), trained with
-    full-batch AdamW; accuracy on the test embeddings in percent."""
+def fit_linear_classifier(train_x: np.ndarray, train_y: np.ndarray, num_classes: int, epochs: int = 300,
+                          learning_rate: float = 1e-2, weight_decay: float = 1e-4,
+                          seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression on frozen embeddings, full-batch AdamW on standardised features.
+
+    Returns ``(weight, bias)`` acting on the *raw* embeddings (the standardisation is folded in), ready to be
+    copied into an ``nn.Linear``.
+    """
     torch.manual_seed(seed)
     x = torch.tensor(np.asarray(train_x), dtype=torch.float32)
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
     x = (x - mean) / std
     y = torch.tensor(np.asarray(train_y), dtype=torch.long)
-    num_classes = num_classes or int(max(y.max(), int(np.max(test_y))) + 1)
     classifier = torch.nn.Linear(x.shape[1], num_classes)
     optimiser = torch.optim.AdamW(classifier.parameters(), lr=learning_rate, weight_decay=weight_decay)
     for _ in range(epochs):
@@ -57,7 +59,16 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
         torch.nn.functional.cross_entropy(classifier(x), y).backward()
         optimiser.step()
     with torch.no_grad():
-        predicted = classifier((torch.as_tensor(test_x, dtype=torch.float32) - mean) / std).argmax(1).numpy()
+        weight = classifier.weight / std
+        return weight, classifier.bias - weight @ mean
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 num_classes: int | None = None, **fit_options) -> dict:
+    """Accuracy (percent) on the test embeddings of :func:`fit_linear_classifier` trained on the train ones."""
+    num_classes = num_classes or int(max(np.max(train_y), np.max(test_y)) + 1)
+    weight, bias = fit_linear_classifier(train_x, train_y, num_classes, **fit_options)
+    predicted = (torch.as_tensor(np.asarray(test_x), dtype=torch.float32) @ weight.T + bias).argmax(1).numpy()
     return {"accuracy": 100.0 * float(np.mean(predicted == np.asarray(test_y))), "queries": len(test_y)}
 
 

@@ -258,6 +258,10 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
                                        train_records=records, image_weights=image_weights, seed=seed)
     for encoder, trainable_layers in (freeze or {}).items():
         model.freeze(encoder, trainable_layers)
+    for unused in {"image", "dna", "text"} - set(modalities):
+        # Towers outside the loss get no gradient; under DDP trainable-but-unused parameters are an error.
+        model.freeze(unused)
+        getattr(model, f"{unused}_projection").requires_grad_(False)
     image_processor = settings.image_processor()
     world_process_zero = int(os.environ.get("RANK", "0")) == 0
     if save_no_alignment and world_process_zero:
@@ -270,6 +274,8 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
                               learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
                               lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed,
                               dataloader_drop_last=True, dataloader_num_workers=num_workers,
+                              # Without use_cpu, accelerate leaves torchrun CPU processes unsynchronised (no DDP).
+                              use_cpu=training_kwargs.pop("use_cpu", not torch.cuda.is_available()),
                               logging_steps=training_kwargs.pop("logging_steps", 10), **training_kwargs)
     if len(records) < settings.batch_size * args.world_size:
         raise ValueError(f"{len(records)} training records cannot fill one batch of {settings.batch_size} x "
@@ -285,7 +291,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         "dna_model": None if dna_model is None else str(dna_model), "image_weights": image_weights,
         "augment": augment, "steps": result.global_step, "train_loss": result.training_loss,
         "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(result.global_step, 1), 3),
-        "world_size": args.world_size, "logit_scale": float(model.logit_scale.exp()),
+        "world_size": args.world_size, "logit_scale": float(model.logit_scale.detach().exp()),
         "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
     }
     if trainer.is_world_process_zero():
