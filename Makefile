@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/bioscan5m demo --workdir demo
 
+# Two test workers on two cores: one BLAS/OpenMP thread each, or the workers oversubscribe the cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dataset.py

@@ -9,9 +9,8 @@
    trained by ``train_clibd`` vs its no-alignment baseline (the same weights before contrastive training).
 4. Ablation: the same training with ``geo``, ``size`` and ``geo+size`` fused into the image embedding.
 
-The synthetic sample is drawn with ``bioscan5m.sample``'s own functions but writes the metadata CSV *after* the
-images, so that ``image_measurement_value`` (specimen size) is filled in (``make_sample`` writes the CSV first and
-leaves it empty). Everything is synthetic: no figure here says anything about real insects.
+The synthetic sample is ``bioscan5m.make_sample``'s (cropped_256 folders; specimen size is measured while
+drawing). Everything is synthetic: no figure here says anything about real insects.
 
     .venv/bin/python bench/bench_clibd.py --records 4000 --out runs/bench-clibd
 """
@@ -34,18 +33,11 @@ import torch  # noqa: E402
 
 
 def make_sized_sample(out: Path, num_records: int, seed: int = 0) -> Path:
-    """``make_sample`` with the metadata written after the images, so the size column is filled."""
-    from bioscan5m import sample
+    """The synthetic release (made once per ``out``)."""
+    from bioscan5m import make_sample
 
-    if (out / "bioscan5m").is_dir():
-        return out
-    rng = np.random.default_rng(seed)
-    species = sample._make_taxonomy(rng, num_records)
-    records = sample._make_records(rng, species, num_records)
-    sample._assign_splits(rng, records)
-    sample._write_images(out, records, ["cropped_256"], folders=True, zips=False)
-    sample._write_metadata(out, records)
-    (out / "SYNTHETIC_DATA.md").write_text("# Synthetic BIOSCAN-5M sample (bench/bench_clibd.py)\n")
+    if not (out / "bioscan5m").is_dir():
+        make_sample(out, num_records=num_records, packages=("cropped_256",), seed=seed, zips=False)
     return out
 
 

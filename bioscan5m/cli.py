@@ -197,15 +197,22 @@ def _add_evaluation_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="sequences per model forward pass")
     p.set_defaults(run=_run_cluster)
 
-    p = sub.add_parser("retrieve", help="DNA->DNA retrieval (CLIBD protocol): top-1/3/5 micro/macro per rank")
-    p.add_argument("--model", required=True, help=f"embedding source: {sources}")
-    p.add_argument("--data", required=True, help="release root")
+    p = sub.add_parser("retrieve", help="retrieval (CLIBD protocol): top-1/3/5 micro/macro per rank; DNA->DNA, "
+                                        "or image->image, DNA->DNA and image->DNA for a CLIBD model")
+    p.add_argument("--model", required=True, help=f"embedding source: {sources}, or a CLIBD folder")
+    p.add_argument("--data", required=True, help="release root (with images for a CLIBD model)")
     p.add_argument("--queries", default="test,test_unseen", help="comma-separated query splits (default test,test_unseen)")
     p.add_argument("--keys", default="train+key_unseen", help="key splits (default train+key_unseen)")
     p.add_argument("--top-k", default="1,3,5", help="k values (default 1,3,5)")
     p.add_argument("--index", choices=("flat", "ivf"), default="flat", help="FAISS index: exact flat or IVF for millions of keys")
-    p.add_argument("--out", default="runs/retrieve", help="folder for retrieval.json")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--out", default=None, help="output folder (default runs/retrieve; MODEL/retrieval for CLIBD)")
+    p.add_argument("--batch-size", type=int, default=None, help="records per forward pass (default 128; 64 for CLIBD)")
+    clibd = p.add_argument_group("CLIBD models")
+    clibd.add_argument("--config", default="cropped_256", help="image package (default cropped_256)")
+    clibd.add_argument("--pairs", default="image->image,dna->dna,image->dna", help="query->key modality pairs")
+    clibd.add_argument("--baseline", default=None,
+                       help="no-alignment model (default MODEL/no_alignment if present; 'none' to skip)")
+    clibd.add_argument("--max-records-per-split", type=int, default=None, help="random subset per split (quick runs)")
     p.set_defaults(run=_run_retrieve)
 
     p = sub.add_parser("benchmark", help="the benchmark report: classification, clustering, retrieval vs k-mer and BLAST")
@@ -236,15 +243,39 @@ def _run_cluster(args) -> None:
 
 
 def _run_retrieve(args) -> None:
+    if _is_clibd_folder(args.model):
+        return _run_clibd_retrieval(args)
     from .evaluation.report import retrieval_report
 
-    result = retrieval_report(args.model, args.data, queries=_csv_list(args.queries), keys=args.keys, out_dir=args.out,
-                              top_k=[int(k) for k in _csv_list(args.top_k)], index=args.index, batch_size=args.batch_size)
+    out = args.out or "runs/retrieve"
+    result = retrieval_report(args.model, args.data, queries=_csv_list(args.queries), keys=args.keys, out_dir=out,
+                              top_k=[int(k) for k in _csv_list(args.top_k)], index=args.index,
+                              batch_size=args.batch_size or 128)
     for rank, scores in result["dna->dna"].items():
         for name in result["queries"]:
             cells = "  ".join(f"{key} {100 * value:6.2f}" for key, value in scores[name].items() if key.startswith(("micro_", "macro_")))
             print(f"  {rank:<8} {name:<12} {cells}")
-    print(f"written to {args.out}/retrieval.json")
+    print(f"written to {out}/retrieval.json")
+
+
+def _is_clibd_folder(model: str) -> bool:
+    import json
+    from pathlib import Path
+
+    config = Path(model) / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "clibd"
+
+
+def _run_clibd_retrieval(args) -> None:
+    from .evaluation.clibd_retrieval import clibd_retrieval_report, markdown_table
+
+    baseline = False if (args.baseline or "").lower() == "none" else args.baseline
+    report = clibd_retrieval_report(args.model, args.data, config=args.config, queries=_csv_list(args.queries),
+                                    keys=args.keys, baseline_dir=baseline, pairs=_csv_list(args.pairs),
+                                    top_k=[int(k) for k in _csv_list(args.top_k)], out_dir=args.out,
+                                    max_records_per_split=args.max_records_per_split, batch_size=args.batch_size or 64)
+    print(markdown_table(report))
+    print(f"written to {report['plot'].rsplit('/', 1)[0]}: retrieval_clibd.json, .md, .png")
 
 
 def _run_benchmark(args) -> None:
@@ -258,7 +289,7 @@ def _run_benchmark(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- multimodal
 def _add_clip_commands(sub) -> None:
-    """train-clip, retrieve-clip (multimodal issue)."""
+    """train-clip (multimodal issue; its retrieval runs through `retrieve`)."""
     p = sub.add_parser("train-clip", help="contrastive image-DNA-taxonomy training of CLIBD on pretrain+train records")
     p.add_argument("--data", required=True, help="release root with images (holds bioscan5m/metadata/...)")
     p.add_argument("--config", default="cropped_256", help="image package (default cropped_256)")
@@ -281,20 +312,6 @@ def _add_clip_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_run_train_clip)
 
-    p = sub.add_parser("retrieve-clip", help="CLIBD retrieval (image->image, DNA->DNA, image->DNA) vs the no-alignment baseline")
-    p.add_argument("--model", required=True, help="CLIBD model folder")
-    p.add_argument("--data", required=True, help="release root with images")
-    p.add_argument("--config", default="cropped_256", help="image package (default cropped_256)")
-    p.add_argument("--baseline", default=None, help="no-alignment model (default MODEL/no_alignment if present; 'none' to skip)")
-    p.add_argument("--queries", default="test,test_unseen", help="comma-separated query splits (default test,test_unseen)")
-    p.add_argument("--keys", default="train+key_unseen", help="key splits (default train+key_unseen)")
-    p.add_argument("--pairs", default="image->image,dna->dna,image->dna", help="query->key modality pairs")
-    p.add_argument("--top-k", default="1,3,5", help="k values (default 1,3,5)")
-    p.add_argument("--max-records-per-split", type=int, default=None, help="random subset per split (quick runs)")
-    p.add_argument("--out", default=None, help="output folder (default MODEL/retrieval)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.set_defaults(run=_run_retrieve_clip)
-
 
 def _run_train_clip(args) -> None:
     from .training.train_clibd import train_clibd
@@ -311,20 +328,6 @@ def _run_train_clip(args) -> None:
                           num_workers=args.num_workers, seed=args.seed)
     _print_results({"steps": summary["steps"], "train_loss": summary["train_loss"],
                     "seconds_per_step": summary["seconds_per_step"], "written_to": args.out})
-
-
-def _run_retrieve_clip(args) -> None:
-    from .evaluation.clibd_retrieval import clibd_retrieval_report
-
-    baseline = False if (args.baseline or "").lower() == "none" else args.baseline
-    report = clibd_retrieval_report(args.model, args.data, config=args.config, queries=_csv_list(args.queries),
-                                    keys=args.keys, baseline_dir=baseline, pairs=_csv_list(args.pairs),
-                                    top_k=[int(k) for k in _csv_list(args.top_k)], out_dir=args.out,
-                                    max_records_per_split=args.max_records_per_split, batch_size=args.batch_size)
-    from .evaluation.clibd_retrieval import markdown_table
-
-    print(markdown_table(report))
-    print(f"written to {report['plot'].rsplit('/', 1)[0]}: retrieval_clibd.json, .md, .png")
 
 
 # ---------------------------------------------------------------------------------------------- space
@@ -403,20 +406,14 @@ def _run_identify(args) -> None:
 
 
 def _run_serve(args) -> None:
-    import importlib.util
     from pathlib import Path
 
-    # The page lives in the Space folder (spaces/app.py), which a Hugging Face Space runs as is.
-    app_path = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
-    if not app_path.is_file():
-        raise FileNotFoundError(f"The web page needs {app_path} from the bioscan5m repository (a source checkout).")
-    spec = importlib.util.spec_from_file_location("bioscan5m_space_app", app_path)
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
+    from .space import serve
+
     index = args.index
     if index is None and args.model is not None:
         index = str(Path(args.model) / "index")
-    app.serve(index=index, model=args.model, host=args.host, port=args.port)
+    serve(index=index, model=args.model, host=args.host, port=args.port)
 
 
 # ---------------------------------------------------------------------------------------------- demo
@@ -424,13 +421,14 @@ def _add_demo_command(sub) -> None:
     p = sub.add_parser("demo", help="the main job end to end on the embedded synthetic release")
     p.add_argument("--workdir", default="demo", help="where the sample, export and outputs go")
     p.add_argument("--records", type=int, default=4000)
+    p.add_argument("--dataset-only", action="store_true", help="stop after the dataset steps (no model training)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args) -> None:
     from .demo import run_demo
 
-    run_demo(args.workdir, num_records=args.records)
+    run_demo(args.workdir, num_records=args.records, models=not args.dataset_only)
 
 
 def _csv_list(text: str) -> list[str]:

@@ -80,9 +80,11 @@ def make_sample(out: str | os.PathLike, num_records: int = 4000,
     species = _make_taxonomy(rng, num_records)
     records = _make_records(rng, species, num_records)
     _assign_splits(rng, records)
-    _write_metadata(root, records)
     if packages:
+        # Drawing measures each specimen (image_measurement_value, area_fraction, scale_factor), so the
+        # metadata is written after the images.
         _write_images(root, records, list(packages), folders=folders, zips=zips)
+    _write_metadata(root, records)
     (root / "SYNTHETIC_DATA.md").write_text(
         "# Synthetic BIOSCAN-5M sample\n\nEvery record, barcode and image here is SYNTHETIC, made by "
         f"`bioscan5m sample` (seed {seed}, {num_records} records). It follows the official release layout "

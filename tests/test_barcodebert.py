@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import fractions
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -180,3 +181,17 @@ def test_conversion_accepts_safetensors_and_refuses_pickled_code(tmp_path):
     torch.save({"model": original.state_dict(), "config": fractions.Fraction(1, 3)}, tmp_path / "unsafe.pt")
     with pytest.raises(ValueError, match="weights-only"):
         convert_barcodebert(tmp_path / "unsafe.pt")
+
+
+def test_broken_torchvision_is_named_when_a_model_loads(tmp_path):
+    """A torchvision built for another torch (hf-conventions §5) gets an error that says what to install."""
+    broken = tmp_path / "site" / "torchvision"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    script = ("import bioscan5m.modeling as m\n"
+              "try:\n    m.BarcodeBertModel\nexcept ImportError as error:\n    print('ImportError:', error)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torchvision is installed but does not import (operator torchvision::nms does not exist)" in done.stdout
+    assert "pip install torch==" in done.stdout

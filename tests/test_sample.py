@@ -75,3 +75,33 @@ def test_same_seed_same_release(tmp_path):
     assert read(a) == read(b) != read(c)
     with pytest.raises(ValueError, match="Unknown image package 'thumbnails'"):
         make_sample(tmp_path / "d", packages=["thumbnails"])
+
+
+def test_specimen_measurements_match_the_drawn_images(sample_root, metadata):
+    """Size columns are measured while drawing: filled for every record, and consistent with the crop."""
+    from PIL import Image
+
+    sizes = metadata["image_measurement_value"].astype(float)
+    assert (sizes > 0).all()
+    fraction = metadata["area_fraction"].astype(float)
+    assert ((fraction > 0) & (fraction < 1)).all()
+    # A bigger specimen is cropped from a bigger box: scale factor grows with the measured area.
+    assert np.corrcoef(sizes, metadata["scale_factor"].astype(float))[0, 1] > 0.5
+    record = metadata[metadata["split"] == "test"].iloc[0]
+    image = Image.open(release.image_package_dir(sample_root, "cropped_256")
+                       / release.image_relpath("test", None, record["processid"]))
+    assert min(image.size) == 256
+
+
+def test_same_seed_same_release_across_processes(tmp_path):
+    """The generator does not depend on hash randomisation or anything else of one interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    script = "import sys; from bioscan5m.sample import make_sample; make_sample(sys.argv[1], 300, (), seed=7)"
+    for name, hash_seed in (("a", "1"), ("b", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, env=env, timeout=300)
+    read = lambda root: (root / release.METADATA_RELPATH).read_text()
+    assert read(tmp_path / "a") == read(tmp_path / "b")

@@ -1,9 +1,10 @@
-"""The Space (spaces/app.py) through ``gradio_client`` against a server on 127.0.0.1: a full identification with
+"""The Space (bioscan5m.space, run by spaces/app.py) through ``gradio_client`` against a server on 127.0.0.1: a full identification with
 photographs and map data, and every kind of bad input answered with a message in the page."""
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,16 +15,18 @@ import bioscan5m
 APP_PATH = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 
 
-def load_app():
-    spec = importlib.util.spec_from_file_location("space_app", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def app():
-    return load_app()
+    from bioscan5m import space
+
+    return space
+
+
+def test_space_entry_point_runs_the_package_page():
+    """The Space's app.py is the package's page: its --help is the page's own command line."""
+    done = subprocess.run([sys.executable, str(APP_PATH), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--index" in done.stdout and "identification" in done.stdout
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ With ``BIOSCAN5M_SCREENSHOT=path.png`` the photograph test also saves a screensh
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -43,10 +42,9 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app():
-    spec = importlib.util.spec_from_file_location("space_app", Path(__file__).resolve().parents[1] / "spaces" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from bioscan5m import space
+
+    return space
 
 
 def serve(app, index_folder):

@@ -90,6 +90,13 @@ def test_cli_trains_from_a_pretrained_barcodebert_with_frozen_dna(sample_root, t
     summary = json.loads((out / "training.json").read_text())
     assert summary["modalities"] == ["image", "dna"] and summary["freeze"] == {"dna": 0}
 
+    # `retrieve` recognises the CLIBD folder and runs the multimodal protocol, the no-alignment model beside it.
+    assert cli.main(["retrieve", "--model", str(out), "--data", str(sample_root), "--pairs", "image->dna",
+                     "--max-records-per-split", "40", "--out", str(tmp_path / "retrieval")]) == 0
+    report = json.loads((tmp_path / "retrieval" / "retrieval_clibd.json").read_text())
+    assert set(report["results"]) == {"aligned", "no_alignment"}
+    assert set(report["results"]["aligned"]) == {"image->dna"}
+
 
 def test_bad_training_requests_fail_clearly(sample_root, tmp_path):
     from bioscan5m.training.train_clibd import ClibdCollator, train_clibd

@@ -14,7 +14,6 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from sklearn.neighbors import KNeighborsClassifier
 from transformers import AutoModel
 
 import bioscan5m
@@ -24,7 +23,7 @@ from bioscan5m.training.data import load_barcode_sets, unique_barcodes
 from bioscan5m.training.embeddings import embed_dataset, embed_sequences
 from bioscan5m.training.finetune import finetune, predict_ranks
 from bioscan5m.training.pretrain import pretrain
-from bioscan5m.training.probes import knn_probe, linear_probe, probe
+from bioscan5m.training.probes import probe
 
 CLI = str(Path(sys.executable).parent / "bioscan5m")
 
@@ -118,24 +117,6 @@ def test_finetune_reports_the_accuracy_of_the_saved_model(tiny_model, sample_roo
     truth = test.species_index.to_numpy()
     assert results["species_test_accuracy"] == pytest.approx(100 * np.mean(predicted[truth >= 0] == truth[truth >= 0]))
     assert model.config.rank_labels["species"][0] == load_barcode_sets(sample_root, ("test",)).label_names["species"][0]
-
-
-def test_knn_probe_matches_sklearn_cosine_1nn():
-    rng = np.random.default_rng(0)
-    keys, queries = rng.normal(size=(300, 16)), rng.normal(size=(120, 16))
-    labels = rng.integers(0, 7, 300)
-    truth = rng.integers(0, 7, 120)
-    expected = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(keys, labels).predict(queries)
-    assert knn_probe(keys, labels, queries, truth)["accuracy"] == pytest.approx(100 * np.mean(expected == truth))
-
-
-def test_linear_probe_separates_separable_classes():
-    rng = np.random.default_rng(1)
-    centres = rng.normal(scale=4, size=(5, 8))
-    y = rng.integers(0, 5, 600)
-    x = centres[y] + rng.normal(size=(600, 8))
-    result = linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=200)
-    assert result["accuracy"] > 95
 
 
 def test_probe_end_to_end_on_the_sample(tiny_model, sample_root, tmp_path):

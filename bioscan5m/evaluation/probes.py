@@ -49,37 +49,49 @@ def knn_probe(train_embeddings, train_labels, query_embeddings, query_labels, k:
     return topk_accuracy(predictions, query_labels, top_k=(1,))
 
 
-def linear_probe(train_embeddings, train_labels, query_embeddings, query_labels, epochs: int = 30,
-                 batch_size: int = 256, learning_rate: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0,
-                 progress: bool = True) -> dict:
-    """A softmax linear classifier on standardised frozen embeddings (AdamW, cross-entropy), scored on the queries.
+def fit_linear_classifier(train_x, train_y, num_classes: int, epochs: int = 300, learning_rate: float = 1e-2,
+                          weight_decay: float = 1e-4, seed: int = 0, progress: bool = False):
+    """Multinomial logistic regression on frozen embeddings: full-batch AdamW on standardised features.
+
+    Returns ``(weight, bias)`` tensors acting on the *raw* embeddings (the standardisation is folded in), ready
+    to be copied into an ``nn.Linear`` (the fine-tuning script starts its heads from them).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    x = (x - mean) / std
+    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
+    classifier = torch.nn.Linear(x.shape[1], num_classes)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    for _ in tqdm(range(epochs), desc="linear probe", unit="epoch", disable=not progress, leave=False):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(classifier(x), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        weight = classifier.weight / std
+        return weight, classifier.bias - weight @ mean
+
+
+def linear_probe(train_embeddings, train_labels, query_embeddings, query_labels, epochs: int = 300,
+                 learning_rate: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0, progress: bool = True) -> dict:
+    """A softmax linear classifier (:func:`fit_linear_classifier`) on frozen train embeddings, scored on the queries.
 
     Query labels absent from the train labels count as errors (the classifier cannot predict them).
     """
     import torch
-    from tqdm.auto import tqdm
 
     train_x, train_y = _labelled(train_embeddings, train_labels, "train embeddings")
     query_x = check_embeddings(query_embeddings, "query embeddings")
     if query_x.shape[1] != train_x.shape[1]:
         raise ValueError(f"query embeddings have {query_x.shape[1]} dimensions but train embeddings have {train_x.shape[1]}.")
     classes, targets = np.unique(train_y, return_inverse=True)
-    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x = torch.from_numpy((train_x - mean) / std)
-    y = torch.from_numpy(targets.astype(np.int64))
-    model = torch.nn.Linear(x.shape[1], len(classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    for _ in tqdm(range(epochs), desc="linear probe", unit="epoch", disable=not progress):
-        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-        scheduler.step()
+    weight, bias = fit_linear_classifier(train_x, targets, len(classes), epochs=epochs, learning_rate=learning_rate,
+                                         weight_decay=weight_decay, seed=seed, progress=progress)
     with torch.no_grad():
-        predicted = model(torch.from_numpy((query_x - mean) / std)).argmax(dim=1).numpy()
+        predicted = (torch.from_numpy(query_x) @ weight.T + bias).argmax(dim=1).numpy()
     return topk_accuracy(classes[predicted], query_labels, top_k=(1,))
 
 

@@ -11,6 +11,7 @@ list its classes in ``_LAZY_EXPORTS``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -35,7 +36,7 @@ class _DeferredModelClass:
         self.module, self.__name__, self.config_class = module, name, config_class
 
     def resolve(self) -> type:
-        return getattr(importlib.import_module(f".{self.module}", __name__), self.__name__)
+        return getattr(_import_model_module(self.module), self.__name__)
 
     def from_pretrained(self, *args, **kwargs):
         return self.resolve().from_pretrained(*args, **kwargs)
@@ -72,9 +73,32 @@ def _register_clibd() -> None:
 _register_clibd()
 
 
+def _import_model_module(module: str):
+    """Import one of the modelling modules, naming a broken torch/torchvision pair when that is the cause.
+
+    transformers imports torchvision whenever it is installed, so a torchvision built for another torch makes
+    every model import fail with an opaque operator error (hf-conventions §5); say what to install instead.
+    """
+    try:
+        return importlib.import_module(f".{module}", __name__)
+    except Exception as error:
+        if importlib.util.find_spec("torchvision") is None:
+            raise
+        try:
+            import torchvision  # noqa: F401
+        except Exception as torchvision_error:
+            import torch
+
+            raise ImportError(
+                f"torchvision is installed but does not import ({torchvision_error}), and transformers needs it to "
+                f"load models. torch {torch.__version__} and torchvision must be a matching pair: install both "
+                "together, e.g. pip install torch==2.14.1 torchvision==0.29.1 (see README, Install).") from error
+        raise
+
+
 def __getattr__(name: str):
     if name in _LAZY_EXPORTS:
-        return getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
+        return getattr(_import_model_module(_LAZY_EXPORTS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

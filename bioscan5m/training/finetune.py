@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained BarcodeBERT for taxonomic classification (one or several ranks) on ``train``,
 reporting accuracy on ``test`` (closed world, unique barcodes). With ``freeze_encoder=True`` only the heads
-train: the paper's linear probe run through the same script (``probes.linear_probe`` is the fast equivalent
-on cached embeddings)."""
+train: the paper's linear probe run through the same script (``evaluation.probes.linear_probe`` is the fast
+equivalent on cached embeddings)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from ..evaluation.probes import fit_linear_classifier
 from ..modeling import BarcodeBertForSequenceClassification
 from ..modeling.model_card import write_model_card
 from .collators import KmerClassificationCollator
@@ -22,7 +23,6 @@ from .data import load_barcode_sets
 from .embeddings import embed_sequences
 from .presets import get_preset
 from .pretrain import training_arguments
-from .probes import fit_linear_classifier
 
 
 def _records(frame, ranks) -> datasets.Dataset:

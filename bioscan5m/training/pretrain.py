@@ -27,10 +27,15 @@ MLM_EVAL_BARCODES = 1024
 
 
 def training_arguments(out_dir: str | os.PathLike, **kwargs) -> TrainingArguments:
-    """TrainingArguments with the project's defaults: no external loggers, gloo when distributed on CPU."""
+    """TrainingArguments with the project's defaults: no external loggers, gloo when distributed on CPU.
+
+    Without a GPU, ``use_cpu`` is set: otherwise accelerate leaves ``torchrun`` CPU processes unsynchronised
+    (each trains its own copy, no DDP).
+    """
+    on_cpu = not torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     defaults = dict(output_dir=str(out_dir), report_to="none", save_strategy="no", logging_steps=50,
-                    ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+                    use_cpu=on_cpu, ddp_backend="gloo" if distributed and on_cpu else None,
                     remove_unused_columns=False, dataloader_pin_memory=torch.cuda.is_available(), seed=0)
     defaults.update(kwargs)
     return TrainingArguments(**defaults)

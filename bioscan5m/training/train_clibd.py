@@ -274,8 +274,6 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
                               learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
                               lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed,
                               dataloader_drop_last=True, dataloader_num_workers=num_workers,
-                              # Without use_cpu, accelerate leaves torchrun CPU processes unsynchronised (no DDP).
-                              use_cpu=training_kwargs.pop("use_cpu", not torch.cuda.is_available()),
                               logging_steps=training_kwargs.pop("logging_steps", 10), **training_kwargs)
     if len(records) < settings.batch_size * args.world_size:
         raise ValueError(f"{len(records)} training records cannot fill one batch of {settings.batch_size} x "

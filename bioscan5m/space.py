@@ -1,0 +1,216 @@
+"""BIOSCAN-5M specimen identification: a Gradio page (and Hugging Face Space) over ``bioscan5m.identify``.
+
+    bioscan5m serve                                   # the embedded default: synthetic release + k-mer index
+    bioscan5m serve --index runs/index                # any index made by `bioscan5m index build`
+    python spaces/app.py --index runs/index           # the same page, as the Hugging Face Space runs it
+
+A user pastes a barcode (or uploads a FASTA file) and/or uploads a photograph, and sees the predicted lineage
+with confidences, a "possibly undescribed species" flag, the nearest reference specimens with their
+photographs, and a map of where those were collected. Only the public ``bioscan5m`` API is used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+import bioscan5m
+
+#: Where the embedded default (synthetic release and its index) is made on first start.
+DEMO_DIR = Path(os.environ.get("BIOSCAN5M_SPACE_DIR", Path.home() / ".cache" / "bioscan5m" / "space-demo"))
+DEMO_RECORDS = 1200
+MAX_UPLOAD = "25mb"  # the server refuses larger uploads before they reach identify()
+CONCURRENT_IDENTIFICATIONS = 4
+
+logger = logging.getLogger("bioscan5m.space")
+
+
+def demo_index(folder: Path = DEMO_DIR) -> Path:
+    """The embedded default: a synthetic release with photographs and a k-mer key index fitted on it (~1 min, once).
+
+    Made on first start rather than shipped, so a fresh machine (or a Space) needs no download.
+    """
+    index_dir = folder / "index"
+    if not (index_dir / "index.json").is_file():
+        root = folder / "release"
+        if not (root / "bioscan5m").is_dir():
+            bioscan5m.make_sample(root, num_records=DEMO_RECORDS, packages=("cropped_256",), seed=0)
+        bioscan5m.build_index(root, index_dir, model="kmer", splits="train+key_unseen")
+    return index_dir
+
+
+def example_barcodes(index) -> list[list[str]]:
+    """Two queries from the index's release that are not keys: a known species and one from a held-out genus."""
+    data = index.manifest.get("data")
+    if not data or not Path(data).exists():
+        return []
+    examples = []
+    for split in ("test", "other_heldout"):
+        records = bioscan5m.read_metadata(data, split=split)
+        if len(records):
+            examples.append([records["dna_barcode"].iloc[0]])
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------- one request
+def run_identification(index, dna_text: str | None, fasta_path: str | None, photo_path: str | None):
+    """The page's handler: the outputs for one query, or a clear message and empty outputs when it fails."""
+    try:
+        if fasta_path and dna_text and dna_text.strip():
+            raise bioscan5m.InputError("Both a pasted barcode and a FASTA file were given: clear one of them.")
+        dna = bioscan5m.read_fasta_file(fasta_path) if fasta_path else dna_text
+        result = bioscan5m.identify(index, dna=dna, image=photo_path or None)
+    except bioscan5m.InputError as error:
+        return _empty_outputs(f"### ⚠️ Cannot identify\n{error}")
+    except Exception:  # the page shows a message, never a stack trace; the log keeps the details
+        logger.exception("identification failed")
+        return _empty_outputs("### ⚠️ Something went wrong on the server\nThe error was logged; please try again.")
+    return (summary_markdown(result), lineage_rows(result), species_label(result), gallery_items(result),
+            neighbour_rows(result), collection_map(result), result.to_dict())
+
+
+def _empty_outputs(message: str):
+    return message, [], None, [], [], None, None
+
+
+def summary_markdown(result) -> str:
+    species = result.prediction("species")
+    genus = result.prediction("genus")
+    novelty = result.novelty
+    lines = []
+    if novelty.possibly_undescribed:
+        lines.append(f"### 🟠 Possibly undescribed species\nThe nearest reference specimen has similarity "
+                     f"**{novelty.similarity:.3f}**, below the calibrated threshold {novelty.threshold:.3f}: this "
+                     f"specimen may belong to a species absent from the reference library. Nearest genus: "
+                     f"*{genus.label}* ({100 * genus.confidence:.0f} %).")
+    else:
+        lines.append(f"### Identified as *{species.label}* ({100 * species.confidence:.0f} %)")
+        if novelty.threshold is not None:
+            lines.append(f"Nearest reference similarity {novelty.similarity:.3f} (novelty threshold "
+                         f"{novelty.threshold:.3f}).")
+    modalities = " + ".join(result.query["modalities"])
+    lines.append(f"Query: {modalities}" + (f", {result.query['nucleotides']} nt" if "nucleotides" in result.query else "")
+                 + f" · answered in {1000 * result.seconds:.0f} ms")
+    return "\n\n".join(lines)
+
+
+def lineage_rows(result) -> list[list]:
+    """Rank, prediction, confidence. Confidences are shares among the reference species, so a species flagged
+    as possibly undescribed is shown as such, with its nearest reference species."""
+    rows = [[p.rank, p.label or "-", f"{100 * p.confidence:.1f} %"] for p in result.ranks]
+    if result.novelty.possibly_undescribed:
+        rows[-1][1] = f"possibly undescribed (nearest: {rows[-1][1]})"
+    return rows
+
+
+def species_label(result) -> dict[str, float]:
+    return {label: confidence for label, confidence in result.prediction("species").alternatives}
+
+
+def gallery_items(result) -> list[tuple[str, str]]:
+    return [(n["thumbnail"], f"{n['species'] or n['genus'] or '?'} · {n['dna_bin'] or 'no BIN'} · "
+             f"{n['country'] or '?'} · {n['similarity']:.3f}") for n in result.neighbours if n["thumbnail"]]
+
+
+NEIGHBOUR_HEADERS = ["similarity", "processid", "species", "genus", "BIN", "country", "province/state", "lat", "lon"]
+
+
+def neighbour_rows(result) -> list[list]:
+    return [[n["similarity"], n["processid"], n["species"] or "-", n["genus"] or "-", n["dna_bin"] or "-",
+             n["country"] or "-", n["province_state"] or "-", n["coord-lat"], n["coord-lon"]] for n in result.neighbours]
+
+
+MAP_COLUMNS = ["longitude", "latitude", "country", "species", "similarity"]
+
+
+def collection_map(result):
+    """Collection sites of the nearest specimens, for a scatter over the whole globe (longitude, latitude).
+
+    A native gradio plot, drawn in the browser: no map tiles to download (offline) and no rendering on the server.
+    """
+    import pandas as pd
+
+    points = [[n["coord-lon"], n["coord-lat"], n["country"] or "?", n["species"] or n["genus"] or "?", n["similarity"]]
+              for n in result.neighbours if n["coord-lat"] is not None and n["coord-lon"] is not None]
+    return pd.DataFrame(points, columns=MAP_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------------- the page
+def build_demo(index) -> gr.Blocks:
+    """The page over a loaded key index (`bioscan5m.load_index`)."""
+    photos = "image" in index.modalities
+    with gr.Blocks(title="BIOSCAN-5M specimen identification") as demo:
+        gr.Markdown("# BIOSCAN-5M: identify an insect from its DNA barcode"
+                    + (" or photograph" if photos else "")
+                    + f"\nReference library: {index.describe()}.")
+        with gr.Row():
+            with gr.Column():
+                dna = gr.Textbox(label="DNA barcode (COI-5P; plain sequence or one FASTA record)", lines=6,
+                                 max_lines=12, placeholder="AACATTATATTTTATTTTTGGAATTTGAGCAGG...", elem_id="dna-input")
+                fasta = gr.File(label="...or a FASTA file (one record)", file_types=[".fasta", ".fa", ".fas", ".fna", ".txt"],
+                                type="filepath", elem_id="fasta-input")
+                photo = gr.File(label="Specimen photograph" + ("" if photos else
+                                " (this index is DNA-only: photographs need a CLIBD index)"),
+                                file_types=["image"], type="filepath", elem_id="photo-input")
+                button = gr.Button("Identify", variant="primary", elem_id="identify-button")
+                examples = example_barcodes(index)
+                if examples:
+                    gr.Examples(examples, inputs=[dna], label="Example barcodes (a known species; a held-out genus)")
+            with gr.Column():
+                status = gr.Markdown("Paste a barcode or upload a file, then press **Identify**.", elem_id="status")
+                lineage = gr.Dataframe(headers=["rank", "prediction", "confidence"], label="Predicted lineage",
+                                       interactive=False, elem_id="lineage")
+                species = gr.Label(num_top_classes=5, label="Species (confidence)")
+        gallery = gr.Gallery(label="Nearest reference specimens", columns=5, height=260, elem_id="gallery")
+        with gr.Row():
+            neighbours = gr.Dataframe(headers=NEIGHBOUR_HEADERS, label="Nearest reference specimens",
+                                      interactive=False, elem_id="neighbours")
+            where = gr.ScatterPlot(x="longitude", y="latitude", color="country", tooltip=MAP_COLUMNS,
+                                   x_lim=[-180, 180], y_lim=[-90, 90], label="Where they were collected",
+                                   title="Collection sites of the nearest reference specimens", elem_id="map")
+        with gr.Accordion("Full result (JSON)", open=False):
+            details = gr.JSON()
+        button.click(lambda *inputs: run_identification(index, *inputs), inputs=[dna, fasta, photo],
+                     outputs=[status, lineage, species, gallery, neighbours, where, details], api_name="identify")
+    return demo
+
+
+def serve(index: str | os.PathLike | None = None, model: str | None = None, host: str = "127.0.0.1",
+          port: int | None = 7860, **launch_kwargs) -> gr.Blocks:
+    """Load ``index`` (default: the embedded synthetic demo) and serve the page.
+
+    Blocks until interrupted, unless ``prevent_thread_lock=True`` is passed (tests); returns the running page,
+    whose ``local_url`` says where it listens. ``port=None`` takes the first free port from 7860.
+    """
+    import faiss
+
+    # Requests run side by side, one per worker thread; one query's scan of the keys is memory-bound, so
+    # OpenMP threads inside it only contend (measured 3x slower with 2 threads on 2 busy cores, BENCHMARKS.md).
+    faiss.omp_set_num_threads(1)
+    folder = Path(index) if index else demo_index()
+    demo = build_demo(bioscan5m.load_index(folder, model=model))
+    demo.queue(default_concurrency_limit=CONCURRENT_IDENTIFICATIONS)
+    # The gallery serves the index's thumbnails, which sit outside gradio's own folders.
+    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, allowed_paths=[str(folder.resolve())],
+                **launch_kwargs)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", default=os.environ.get("BIOSCAN5M_INDEX"),
+                        help="key index folder (default $BIOSCAN5M_INDEX, else the embedded synthetic demo)")
+    parser.add_argument("--model", default=os.environ.get("BIOSCAN5M_MODEL"), help="model folder, if it moved")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    serve(args.index, model=args.model, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()
