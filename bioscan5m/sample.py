@@ -77,6 +77,7 @@ def make_sample(out: str | os.PathLike, num_records: int = 4000,
         raise ValueError(f"num_records={num_records} is too small to populate all eight splits; use at least 200.")
     rng = np.random.default_rng(seed)
     root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
     species = _make_taxonomy(rng, num_records)
     records = _make_records(rng, species, num_records)
     _assign_splits(rng, records)

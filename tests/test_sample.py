@@ -73,6 +73,8 @@ def test_same_seed_same_release(tmp_path):
     c = make_sample(tmp_path / "c", num_records=300, packages=[], seed=8)
     read = lambda root: (root / release.METADATA_RELPATH).read_text()
     assert read(a) == read(b) != read(c)
+    nested = make_sample(tmp_path / "new" / "release", num_records=200, packages=["cropped_256"], seed=7)
+    assert (nested / "BIOSCAN_5M_cropped_256_train.zip").is_file()  # folders that did not exist yet are made
     with pytest.raises(ValueError, match="Unknown image package 'thumbnails'"):
         make_sample(tmp_path / "d", packages=["thumbnails"])
 
