@@ -1,6 +1,6 @@
 """BIOSCAN-5M specimen identification: a Gradio page (and Hugging Face Space) over ``bioscan5m.identify``.
 
-    bioscan5m serve                                   # the embedded default: synthetic release + k-mer index
+    bioscan5m serve                                   # the embedded default: synthetic release + tiny CLIBD
     bioscan5m serve --index runs/index                # any index made by `bioscan5m index build`
     python spaces/app.py --index runs/index           # the same page, as the Hugging Face Space runs it
 
@@ -20,9 +20,10 @@ import gradio as gr
 
 import bioscan5m
 
-#: Where the embedded default (synthetic release and its index) is made on first start.
+#: Where the embedded default (synthetic release, model and index) is made on first start.
 DEMO_DIR = Path(os.environ.get("BIOSCAN5M_SPACE_DIR", Path.home() / ".cache" / "bioscan5m" / "space-demo"))
 DEMO_RECORDS = 1200
+DEMO_EPOCHS = 4  # tiny CLIBD on 1,200 records: about a minute on two CPU cores
 MAX_UPLOAD = "25mb"  # the server refuses larger uploads before they reach identify()
 CONCURRENT_IDENTIFICATIONS = 4
 
@@ -30,16 +31,22 @@ logger = logging.getLogger("bioscan5m.space")
 
 
 def demo_index(folder: Path = DEMO_DIR) -> Path:
-    """The embedded default: a synthetic release with photographs and a k-mer key index fitted on it (~1 min, once).
+    """The embedded default: a synthetic release with photographs, a tiny CLIBD trained on it (photographs, barcodes
+    and taxonomy) and its key index, so that both barcodes and photographs can be identified (~2 min, once).
 
     Made on first start rather than shipped, so a fresh machine (or a Space) needs no download.
     """
+    from bioscan5m.training.train_clibd import train_clibd
+
     index_dir = folder / "index"
     if not (index_dir / "index.json").is_file():
         root = folder / "release"
         if not (root / "bioscan5m").is_dir():
             bioscan5m.make_sample(root, num_records=DEMO_RECORDS, packages=("cropped_256",), seed=0)
-        bioscan5m.build_index(root, index_dir, model="kmer", splits="train+key_unseen")
+        model_dir = folder / "clibd"
+        if not (model_dir / "model.safetensors").is_file():
+            train_clibd(root, model_dir, preset="tiny", epochs=DEMO_EPOCHS, save_no_alignment=False)
+        bioscan5m.build_index(root, index_dir, model=str(model_dir), splits="train+key_unseen")
     return index_dir
 
 

@@ -1,6 +1,6 @@
 """The Hugging Face Space's entry point: the identification page of :mod:`bioscan5m.space`.
 
-    python spaces/app.py                      # the embedded default: synthetic release + k-mer index
+    python spaces/app.py                      # the embedded default: synthetic release + tiny CLIBD
     python spaces/app.py --index runs/index   # any index made by `bioscan5m index build`
 
 The Space installs ``bioscan5m`` from the wheel named in requirements.txt; the page itself lives in the

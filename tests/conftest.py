@@ -49,3 +49,13 @@ def sample_root(tmp_path_factory) -> Path:
     from bioscan5m.sample import make_sample
 
     return make_sample(tmp_path_factory.mktemp("sample"), num_records=1200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def space_demo_index(sample_root, tmp_path_factory) -> Path:
+    """The Space's embedded default (tiny CLIBD + key index), made by the page's own code on the session's sample."""
+    from bioscan5m.space import demo_index
+
+    folder = tmp_path_factory.mktemp("space-demo")
+    (folder / "release").symlink_to(sample_root, target_is_directory=True)
+    return demo_index(folder)

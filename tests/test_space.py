@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import bioscan5m
+from bioscan5m import release
 
 APP_PATH = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 
@@ -30,18 +31,10 @@ def test_space_entry_point_runs_the_package_page():
 
 
 @pytest.fixture(scope="module")
-def demo_index(app, sample_root, tmp_path_factory):
-    """The embedded default, made by the app itself (its release is the session's synthetic sample)."""
-    folder = tmp_path_factory.mktemp("space-demo")
-    (folder / "release").symlink_to(sample_root, target_is_directory=True)
-    return app.demo_index(folder)
-
-
-@pytest.fixture(scope="module")
-def client(app, demo_index):
+def client(app, space_demo_index):
     from gradio_client import Client
 
-    demo = app.serve(demo_index, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+    demo = app.serve(space_demo_index, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
     assert demo.local_url.startswith("http://127.0.0.1:")
     yield Client(demo.local_url, verbose=False)
     demo.close()
@@ -78,6 +71,17 @@ def test_page_flags_a_specimen_of_a_held_out_genus(client, sample_root):
     assert details["novelty"]["similarity"] < details["novelty"]["threshold"]
 
 
+def test_page_identifies_a_photograph_with_the_trained_clibd(client, sample_root):
+    """The embedded default is a CLIBD trained on the synthetic release: a photograph alone is identified."""
+    record = bioscan5m.read_metadata(sample_root, split="test").iloc[3]
+    photo = release.image_package_dir(sample_root, "cropped_256") / release.image_relpath("test", None, record["processid"])
+    status, lineage, species, gallery, neighbours, where, details = identify(client, photo=photo)
+    assert status.startswith(("### Identified as", "### 🟠 Possibly undescribed")), status
+    assert details["query"]["modalities"] == ["image"]
+    assert [row[0] for row in lineage["data"]] == ["order", "family", "genus", "species"]
+    assert len(gallery) == 10 and len(details["neighbours"]) == 10
+
+
 def test_page_answers_bad_input_with_a_message(client, sample_root, tmp_path, images_root):
     barcode = bioscan5m.read_metadata(sample_root, split="test")["dna_barcode"].iloc[0]
     multi = tmp_path / "two.fasta"
@@ -86,7 +90,6 @@ def test_page_answers_bad_input_with_a_message(client, sample_root, tmp_path, im
     not_image.write_text("this is text, not a JPEG")
     bomb = tmp_path / "bomb.png"
     Image.new("1", (9000, 9000)).save(bomb)
-    photo = next((images_root / "specimens").glob("*.jpg"))
     cases = [
         (dict(), "Nothing to identify"),
         (dict(dna="ACGTACGTNNXX" + barcode), "'X' at position 11"),
@@ -95,7 +98,6 @@ def test_page_answers_bad_input_with_a_message(client, sample_root, tmp_path, im
         (dict(dna=barcode, fasta=multi), "Both a pasted barcode and a FASTA file"),
         (dict(photo=not_image), "not an image"),
         (dict(photo=bomb), "9000x9000 pixels"),
-        (dict(photo=photo), "DNA-only model"),
     ]
     for inputs, message in cases:
         status, lineage, species, gallery, neighbours, where, details = identify(client, **inputs)

@@ -84,14 +84,11 @@ def test_real_barcode_pasted_in_chromium_is_identified(browser, app, bold_root, 
         demo.close()
 
 
-def test_photographs_and_map_render_in_chromium(browser, app, sample_root, tmp_path):
+def test_photographs_and_map_render_in_chromium(browser, app, sample_root, space_demo_index):
     from selenium.webdriver.common.by import By
 
-    folder = tmp_path / "space-demo"
-    folder.mkdir()
-    (folder / "release").symlink_to(sample_root, target_is_directory=True)
     record = bioscan5m.read_metadata(sample_root, split="test").iloc[2]
-    demo = serve(app, app.demo_index(folder))
+    demo = serve(app, space_demo_index)
     try:
         wait = paste_and_identify(browser, demo.local_url, record["dna_barcode"], f"Identified as {record['species']}")
         loaded = "return [...document.querySelectorAll('#gallery img')].filter(i => i.complete && i.naturalWidth > 0).length"
