@@ -156,4 +156,5 @@ def test_pretrain_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "pretraining.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert summary["replicas_in_sync"] is True  # gradients were averaged (DDP over gloo), not two separate runs
     assert AutoModel.from_pretrained(out).embed(["ACGT" * 100]).shape == (1, 32)

@@ -41,6 +41,22 @@ def training_arguments(out_dir: str | os.PathLike, **kwargs) -> TrainingArgument
     return TrainingArguments(**defaults)
 
 
+def replicas_in_sync(model: torch.nn.Module) -> bool | None:
+    """Whether every process ends training with the same weights (``None`` when not distributed).
+
+    A cheap DDP sanity check, recorded with the run: processes that train unsynchronised copies (as accelerate's
+    CPU processes do without ``use_cpu``) drift apart after the first step.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: str = "cpu-small",
              max_steps: int | None = None, max_barcodes: int | None = None, epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, k_mer: int | None = None,
@@ -86,6 +102,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
     started = time.time()
     train_output = trainer.train()
     minutes = (time.time() - started) / 60
+    in_sync = replicas_in_sync(trainer.model)
     # MLM accuracy on held-out train barcodes, with the training masking but no offset.
     eval_collator = KmerMLMCollator(tokenizer, scheme=settings.mlm_scheme, random_offset=False, seed=seed)
     metrics = mlm_accuracy(trainer.model, eval_set["dna_barcode"], eval_collator, settings.pretrain_batch_size * 2)
@@ -95,7 +112,8 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
         (out_dir / "training_args.bin").unlink(missing_ok=True)   # a pickle; the settings go to pretraining.json
         summary = {"preset": preset, "settings": settings.as_dict(), "pretrain_barcodes": len(train_set),
                    "steps": train_output.global_step, "train_loss": train_output.training_loss,
-                   "minutes": round(minutes, 1), "world_size": args.world_size, **metrics}
+                   "minutes": round(minutes, 1), "world_size": args.world_size, "replicas_in_sync": in_sync,
+                   **metrics}
         (out_dir / "pretraining.json").write_text(json.dumps(summary, indent=2))
         write_model_card(
             out_dir, model.config, source="pretrained with masked-language modelling by `bioscan5m pretrain`",
