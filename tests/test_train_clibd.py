@@ -112,3 +112,20 @@ def test_bad_training_requests_fail_clearly(sample_root, tmp_path):
     collator = ClibdCollator(dna_tokenizer=object(), text_tokenizer=None, modalities=("dna",))
     with pytest.raises(ValueError, match="no DNA barcode"):
         collator([{"dna_barcode": None}])
+
+
+def test_train_clip_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
+    """The same command under torchrun: two CPU processes (gloo) whose gradients are averaged."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+               "-m", "bioscan5m.cli", "train-clip", "--data", str(sample_root), "--out", str(out), "--preset", "tiny",
+               "--max-steps", "2", "--max-records", "200"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert summary["replicas_in_sync"] is True

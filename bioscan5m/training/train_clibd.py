@@ -239,7 +239,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
     """
     from transformers import Trainer
 
-    from .pretrain import training_arguments
+    from .pretrain import replicas_in_sync, training_arguments
 
     modalities = tuple(modalities)
     if len(set(modalities)) < 2:
@@ -289,7 +289,8 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         "dna_model": None if dna_model is None else str(dna_model), "image_weights": image_weights,
         "augment": augment, "steps": result.global_step, "train_loss": result.training_loss,
         "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(result.global_step, 1), 3),
-        "world_size": args.world_size, "logit_scale": float(model.logit_scale.detach().exp()),
+        "world_size": args.world_size, "replicas_in_sync": replicas_in_sync(trainer.model),
+        "logit_scale": float(model.logit_scale.detach().exp()),
         "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
     }
     if trainer.is_world_process_zero():
