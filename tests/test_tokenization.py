@@ -64,7 +64,7 @@ def test_vectorised_encoder_equals_the_rust_pipeline(real_barcodes, vocabulary):
 
 
 @pytest.mark.parametrize("vocabulary", ["barcodebert", "standard"])
-@pytest.mark.parametrize("k", [4, 5, 6, 7, 8])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_fast_and_python_tokenizers_agree(vocabulary, k):
     fast = KmerTokenizerFast(k=k, vocabulary=vocabulary)
     slow = KmerTokenizer(k=k, vocabulary=vocabulary)
