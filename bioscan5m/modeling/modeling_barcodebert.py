@@ -66,6 +66,8 @@ class BarcodeBertPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": BertLayer, "attentions": BertSelfAttention}
+    # Encoders and classifiers are routinely loaded from a pretrained MLM folder: its head is expected to go unused.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
 
     @torch.no_grad()
     def _init_weights(self, module):
