@@ -59,3 +59,15 @@ def space_demo_index(sample_root, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("space-demo")
     (folder / "release").symlink_to(sample_root, target_is_directory=True)
     return demo_index(folder)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: on the 2 shared project cores, two OpenMP threads each spin-wait and
+    run ~10x slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

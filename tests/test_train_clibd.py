@@ -9,13 +9,8 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The 2 project cores are shared: two OpenMP threads each spin-wait and run ~10x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The 2 project cores are shared: CLIBD steps run on one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
