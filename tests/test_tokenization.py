@@ -69,8 +69,9 @@ def test_fast_and_python_tokenizers_agree(vocabulary, k):
     fast = KmerTokenizerFast(k=k, vocabulary=vocabulary)
     slow = KmerTokenizer(k=k, vocabulary=vocabulary)
     long = "acgtn" * 150  # 750 nucleotides: truncated at 660 when asked
+    gapped_past_the_cut = "ACGTR" * 132 + "-. " + "acgt" * 40  # gaps past 660 still count in the untruncated length
     # With special-token text the fast tokenizer runs the Rust pipeline; without, its vectorised encoder.
-    for batch in (TRICKY + [long], [s for s in TRICKY if "[" not in s] + [long]):
+    for batch in (TRICKY + [long], [s for s in TRICKY if "[" not in s] + [long, gapped_past_the_cut]):
         for padding, truncation in ((False, False), ("longest", True), ("max_length", True), (True, False)):
             a = fast(batch, padding=padding, truncation=truncation)
             b = slow(batch, padding=padding, truncation=truncation)
@@ -104,6 +105,8 @@ def test_non_nucleotides_raise_naming_the_sequence(tokenizer_class):
         tokenizer(["ACGTACGT", "ACGTXACGT"])
     with pytest.raises(ValueError, match="'U'"):
         tokenizer("ACGUACGU")
+    with pytest.raises(ValueError, match="'X'"):  # past the 660-nucleotide cut, still refused
+        tokenizer(["ACGT" * 200 + "X"], truncation=True, padding="max_length")
 
 
 def test_long_sequences_are_cut_at_660_nucleotides():

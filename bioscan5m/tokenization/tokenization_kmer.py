@@ -49,12 +49,17 @@ _IGNORED = re.compile(r"[\-.\s]")
 _UPPER_CASE = str.maketrans("acgt", "ACGT")
 
 
-# Byte translation tables for the vectorised encoder, applied with ``bytes.translate`` (a C loop, faster than a
-# NumPy gather): base code (A, C, G, T = 0..3, any case) and ambiguity code (1 for RYSWKMBDHVN, any case). Any
-# other byte (gaps, whitespace, invalid characters) is "not plain" and takes the slow, careful path.
-_PLAIN_NUCLEOTIDES = ("ACGTRYSWKMBDHVN" + "acgtryswkmbdhvn").encode("ascii")
-_BASE_CODE = bytes("ACGT".find(chr(byte).upper()) % 4 if chr(byte) in "ACGTacgt" else 0 for byte in range(256))
-_IS_AMBIGUOUS = bytes(1 if byte in b"RYSWKMBDHVNryswkmbdhvn" else 0 for byte in range(256))
+# Byte translation table for the vectorised encoder, applied with ``bytes.translate`` (a C loop, faster than a
+# NumPy gather): A, C, G, T = 0..3 (any case), the ambiguity codes RYSWKMBDHVN = 4, gaps and whitespace = 5 (removed
+# on the careful path), anything else = 6 (invalid, or special-token text such as "[MASK]").
+_AMBIGUOUS = 4
+_CLASS_OF_BYTE = bytes(
+    "ACGT".index(chr(byte).upper()) if chr(byte) in "ACGTacgt"
+    else _AMBIGUOUS if chr(byte) in "RYSWKMBDHVNryswkmbdhvn"
+    else 5 if chr(byte) in "-. \t\n\r\x0b\x0c"
+    else 6
+    for byte in range(256)
+)
 
 
 def kmer_vocabulary(k: int, vocabulary: str = "barcodebert") -> dict[str, int]:
@@ -92,74 +97,49 @@ def encode_kmers(sequences: list[str], k: int, vocabulary: str = "barcodebert", 
         max_tokens: truncate to this many tokens, [CLS]/[SEP] included (None: no truncation).
         pad_to: pad to this length (``padding="max_length"``).
     """
+    specials = 2 if vocabulary == "standard" else 0
+    kmers = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences)) // k
+    if max_tokens is not None:
+        kmers = np.minimum(kmers, max(max_tokens - specials, 0))
+    width = int(kmers.max(initial=0))
+    if pad_to is not None:
+        width = max(width, pad_to - specials)
+    # Every sequence cut or N-padded to the same span: row i, column j, letter l of the (n, width, k) grid is letter
+    # l of k-mer j of sequence i, so the k-mers are read with k strided passes and no gather.
+    span = width * k
     try:
-        joined = "".join(sequences).encode("ascii")
+        grid = "".join([sequence[:span].ljust(span, "N") for sequence in sequences]).encode("ascii")
+        tails = "".join([sequence[span:] for sequence in sequences if len(sequence) > span]).encode("ascii")
     except UnicodeEncodeError:
         return None
-    if joined.translate(None, _PLAIN_NUCLEOTIDES):  # some byte is not a plain nucleotide code
-        if b"[" in joined:
+    classes = np.frombuffer(grid.translate(_CLASS_OF_BYTE), dtype=np.uint8).reshape(len(sequences), width, k)
+    tail_classes = np.frombuffer(tails.translate(_CLASS_OF_BYTE), dtype=np.uint8)
+    if classes.max(initial=0) > _AMBIGUOUS or tail_classes.max(initial=0) > _AMBIGUOUS:
+        if b"[" in grid or b"[" in tails:
             return None
         check_nucleotides(sequences)  # raises, naming the first bad sequence
         # Only gaps and whitespace are left; they are rare: clean those sequences and start again.
         return encode_kmers([_IGNORED.sub("", s) for s in sequences], k, vocabulary, max_tokens, pad_to)
-    lengths = np.array(list(map(len, sequences)), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    vocab_offset = len(SPECIAL_TOKENS[vocabulary])
-    unk_id, pad_id = 1, (1 if vocabulary == "barcodebert" else 0)
-    specials = 2 if vocabulary == "standard" else 0
-    kmers = lengths // k
-    if max_tokens is not None:
-        kmers = np.minimum(kmers, max(max_tokens - specials, 0))
-    width = int(kmers.max(initial=0))
-    # Positions past a sequence's last k-mer read its neighbour's bytes (or the zero tail after the last one);
-    # those tokens are replaced by padding below, so no per-position bounds check is needed.
-    positions = (starts[:, None] + k * np.arange(width)[None, :]).astype(np.int32)
+    codes = np.zeros((len(sequences), width), dtype=np.uint16)  # 4**8 codes fit in 16 bits
+    seen = np.zeros((len(sequences), width), dtype=np.uint8)    # OR of the letters' classes: bit 2 = ambiguous
+    for letter in range(k):
+        column = classes[:, :, letter]
+        codes <<= 2
+        codes |= column & 3
+        seen |= column
     valid = np.arange(width)[None, :] < kmers[:, None]
-    tail = np.zeros(k * (width + 1), dtype=np.uint8)
-    letters = np.concatenate([np.frombuffer(joined.translate(_BASE_CODE), dtype=np.uint8), tail])
-    unknown = np.concatenate([np.frombuffer(joined.translate(_IS_AMBIGUOUS), dtype=bool), tail.astype(bool)])
-    kmer_at, ambiguous_at = _windows(letters, unknown, k)
-    ids = kmer_at[positions]
-    ids += vocab_offset
-    ids[ambiguous_at[positions]] = unk_id
+    unk_id, pad_id = 1, (1 if vocabulary == "barcodebert" else 0)
+    ids = codes.astype(np.int64)
+    ids += len(SPECIAL_TOKENS[vocabulary])
+    ids[seen >= _AMBIGUOUS] = unk_id
     ids[~valid] = pad_id
     if specials:
         rows = np.arange(len(ids))
-        ids = np.concatenate([np.full((len(ids), 1), 2, np.int32), ids, np.full((len(ids), 1), pad_id, np.int32)], 1)
+        ids = np.concatenate([np.full((len(ids), 1), 2), ids, np.full((len(ids), 1), pad_id)], axis=1)
         valid = np.concatenate([np.ones((len(ids), 1), bool), valid, np.zeros((len(ids), 1), bool)], axis=1)
         ids[rows, kmers + 1] = 3            # [SEP] right after the last k-mer
         valid[rows, kmers + 1] = True
-    if pad_to is not None and pad_to > ids.shape[1]:
-        extra = pad_to - ids.shape[1]
-        ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=pad_id)
-        valid = np.pad(valid, ((0, 0), (0, extra)))
-    return ids.astype(np.int64), valid.astype(np.int64)
-
-
-def _windows(letters: np.ndarray, unknown: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Code and ambiguity of the ``k`` letters starting at every byte, by contiguous shifted passes (much faster
-    than gathers): windows of 1, 2, 4, ... letters by doubling, then k's binary expansion chained from them, so
-    ~log2(k) passes over the buffer instead of k."""
-    windows = {1: (letters.astype(np.int32), unknown)}
-    size = 1
-    while size * 2 <= k:
-        codes, ambiguous = windows[size]
-        windows[size * 2] = ((codes[:-size] << (2 * size)) | codes[size:], ambiguous[:-size] | ambiguous[size:])
-        size *= 2
-    kmer_at = ambiguous_at = None
-    covered = 0
-    for size in sorted(windows, reverse=True):
-        if covered + size > k:
-            continue
-        codes, ambiguous = windows[size]
-        if kmer_at is None:
-            kmer_at, ambiguous_at = codes, ambiguous
-        else:
-            count = len(codes) - covered
-            kmer_at = (kmer_at[:count] << (2 * size)) | codes[covered:covered + count]
-            ambiguous_at = ambiguous_at[:count] | ambiguous[covered:covered + count]
-        covered += size
-    return kmer_at, ambiguous_at
+    return ids, valid.astype(np.int64)
 
 
 def _special_token_kwargs(vocabulary: str, kwargs: dict) -> None:
