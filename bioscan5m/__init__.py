@@ -68,6 +68,7 @@ def __getattr__(name):
         "export": ("exporting", "export"),
         "make_sample": ("sample", "make_sample"),
         "download": ("downloading", "download"),
+        "iter_image_batches": ("images", "iter_image_batches"),
         # identification.py, not identify.py: a submodule named `identify` would shadow the function.
         "identify": ("identification", "identify"),
         "build_index": ("identification", "build_index"),

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 import os
 import zipfile
 from dataclasses import dataclass

@@ -17,7 +17,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def summarize_release(root: str | os.PathLike) -> str:
     """Records per split from the metadata, and how many of them have an image in each package present."""
-    from .builder import ImagePackage
+    from .image_package import ImagePackage
 
     root = Path(os.path.expanduser(str(root)))
     source = find_metadata(root)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import shutil
 import zipfile
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
 from PIL import Image
 
 import bioscan5m
 from bioscan5m import release
 from bioscan5m.builder import MissingImageError
+from bioscan5m.images import ImageDecodeError, decode_image
 
 
 def _sample_counts(root: Path) -> dict[str, int]:
@@ -127,3 +131,62 @@ def test_truncated_jpeg_is_reported_with_its_file(sample_root, tmp_path):
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     with pytest.raises(MissingImageError, match=rf"{victim.name}: not a complete JPEG.*truncated"):
         list(bioscan5m.load_dataset(root, "cropped_256", split="val_unseen", streaming=True))
+
+
+def test_image_batches_decode_real_photographs_like_pil(images_root, tmp_path):
+    """iter_image_batches on real BIOSCAN JPEGs (1024x768 originals and 256-px crops): same records, same order,
+    pixels identical to what datasets' PIL decoding gives."""
+    files = sorted((images_root / "specimens").glob("*.jpg"))[:9] + sorted((images_root / "cropped").rglob("*.jpg"))
+    root = tmp_path / "release"
+    rows = []
+    for i, source in enumerate(files):
+        processid = f"REAL{i:03d}-24"
+        rows.append({"processid": processid, "split": "test", "phylum": "Arthropoda", "dna_barcode": "ACGT" * 160})
+        target = release.image_package_dir(root, "cropped_256") / release.image_relpath("test", "", processid)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+    _write_release(root, rows)
+
+    stream = bioscan5m.load_dataset(root, "cropped_256", split="test", streaming=True)
+    batches = list(bioscan5m.iter_image_batches(stream, batch_size=4, num_threads=2))
+    assert [len(b["image"]) for b in batches] == [4] * (len(files) // 4) + ([len(files) % 4] if len(files) % 4 else [])
+    decoded = [image for batch in batches for image in batch["image"]]
+    assert [p for batch in batches for p in batch["processid"]] == [row["processid"] for row in rows]
+    for record, pixels in zip(stream, decoded, strict=True):
+        expected = np.asarray(record["image"].convert("RGB"))
+        assert pixels.dtype == np.uint8 and pixels.shape == expected.shape
+        assert np.array_equal(pixels, expected)
+
+    prepared = bioscan5m.load_dataset(root, "cropped_256", split="test", cache_dir=str(tmp_path / "cache"))
+    again = [image for batch in bioscan5m.iter_image_batches(prepared, batch_size=5) for image in batch["image"]]
+    assert len(again) == len(decoded) and all(np.array_equal(a, b) for a, b in zip(again, decoded))
+
+
+def test_decode_image_matches_datasets_for_png_exif_and_grayscale(images_root):
+    """The non-plain-JPEG cases take PIL's path and still give exactly what datasets.Image + convert("RGB") gives."""
+    photo = Image.open(sorted((images_root / "cropped").rglob("*.jpg"))[0]).convert("RGB")
+    variants = {}
+    for name, kwargs in (("png", {"format": "PNG"}), ("jpeg", {"format": "JPEG", "quality": 90})):
+        buffer = io.BytesIO()
+        photo.save(buffer, **kwargs)
+        variants[name] = buffer.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", exif=exif.tobytes())
+    variants["exif-rotated jpeg"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    photo.convert("L").save(buffer, format="JPEG")
+    variants["grayscale jpeg"] = buffer.getvalue()
+    for name, data in variants.items():
+        expected = np.asarray(datasets.Image().decode_example({"bytes": data, "path": None}).convert("RGB"))
+        assert np.array_equal(decode_image(data), expected), name
+    assert decode_image(variants["exif-rotated jpeg"]).shape == (photo.width, photo.height, 3)
+
+
+def test_image_batches_name_an_undecodable_image(sample_root):
+    with pytest.raises(ImageDecodeError, match=r"image test/broken\.jpg: not a decodable image \(12 bytes\)"):
+        decode_image({"bytes": b"\xff\xd8notajpeg\xff\xd9", "path": "test/broken.jpg"})
+    dna = bioscan5m.load_dataset(sample_root, "dna", split="test", streaming=True)
+    with pytest.raises(ValueError, match="no 'image' column"):
+        next(bioscan5m.iter_image_batches(dna))
