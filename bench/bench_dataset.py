@@ -7,7 +7,7 @@ Measures, on the same real metadata (../shared/data/bold-insects):
   * resident memory while streaming (should not grow with the number of records);
   * export time per 10k records, extrapolated to the 5.15 M-record release.
 
-    .venv/bin/python bench/bench_dataset.py [--records 30000] [--json out.json]
+    .venv/bin/python bench/bench_dataset.py [--records 30000] [--repeats 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def time_export(root, records):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=30000, help="records to iterate for the DNA rate")
-    parser.add_argument("--sample-records", type=int, default=4000, help="size of the synthetic image release")
+    parser.add_argument("--sample-records", type=int, default=8000, help="size of the synthetic image release")
+    parser.add_argument("--images", type=int, default=4000, help="images to decode per loader and round")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -181,7 +182,7 @@ def main():
 
     sample = Path(tempfile.mkdtemp()) / "sample"
     bioscan5m.make_sample(sample, num_records=args.sample_records, packages=["cropped_256"], zips=False)
-    image_runs = [time_images(sample, "train+pretrain", 2000) for _ in range(args.repeats)]
+    image_runs = [time_images(sample, "train+pretrain", args.images) for _ in range(args.repeats)]
     ref_images, our_images, our_batched_images, decode_rate, count = (statistics.median(v) for v in zip(*image_runs))
     results["images"] = {"images": count, "repeats": args.repeats, "reference_images_per_s": ref_images,
                          "ours_images_per_s": our_images, "speedup": our_images / ref_images,
