@@ -130,6 +130,12 @@ def test_multi_rank_classifier_ignores_missing_labels_and_round_trips(tmp_path, 
     assert loaded.config.rank_labels["species"] == ["s0", "s1", "s2"]
     with torch.no_grad():
         torch.testing.assert_close(loaded(**encoded).rank_logits["species"], out.rank_logits["species"])
+    # The encoder alone loads from the classifier folder (1-NN probes, embeddings): same weights, the heads are
+    # expected to go unused rather than reported as unexpected.
+    encoder, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"]
+    assert not info["missing_keys"]
+    torch.testing.assert_close(encoder.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
 
 
 def test_config_rejects_inconsistent_vocabulary():

@@ -66,8 +66,9 @@ class BarcodeBertPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": BertLayer, "attentions": BertSelfAttention}
-    # Encoders and classifiers are routinely loaded from a pretrained MLM folder: its head is expected to go unused.
-    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+    # Encoders are routinely loaded from an MLM or a fine-tuned classifier folder (embeddings, 1-NN probes), and
+    # classifiers from an MLM folder: the heads they do not have are expected to go unused.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^classifiers\."]
 
     @torch.no_grad()
     def _init_weights(self, module):
