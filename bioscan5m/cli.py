@@ -97,6 +97,8 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--reading-frames", type=int, default=1,
+                   help="average each barcode's vectors over this many start offsets (1 to k; see embed())")
     p.set_defaults(run=_run_probe)
 
     p = sub.add_parser("embed", help="embed the barcodes of a split into a .npy array (float16 or float32)")
@@ -106,6 +108,8 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--out", required=True, help=".npy file to write; processids go beside it as .txt")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float32")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--reading-frames", type=int, default=1,
+                   help="average each barcode's vectors over this many start offsets (1 to k; see embed())")
     p.set_defaults(run=_run_embed)
 
     p = sub.add_parser("convert-barcodebert", help="convert an original BarcodeBERT checkpoint (.pt/.pth/.safetensors)")
@@ -147,7 +151,8 @@ def _run_finetune(args) -> None:
 def _run_probe(args) -> None:
     from .training.probes import probe
 
-    _print_results(probe(args.model, args.data, out_path=args.out, batch_size=args.batch_size))
+    _print_results(probe(args.model, args.data, out_path=args.out, batch_size=args.batch_size,
+                         reading_frames=args.reading_frames))
 
 
 def _run_embed(args) -> None:
@@ -158,7 +163,7 @@ def _run_embed(args) -> None:
 
     frame = read_metadata(args.data, split=args.split)
     embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
-                    out_path=args.out)
+                    out_path=args.out, reading_frames=args.reading_frames)
     ids = str(args.out).removesuffix(".npy") + ".processid.txt"
     with open(ids, "w") as handle:
         handle.write("\n".join(frame["processid"]) + "\n")

@@ -89,6 +89,23 @@ def test_embed_is_the_mask_aware_mean_in_input_order(saved_mlm, barcodes):
         model.embed(sequences[0])
 
 
+def test_reading_frames_average_the_start_offsets_and_tolerate_shifted_barcodes(saved_mlm, barcodes):
+    model = AutoModel.from_pretrained(saved_mlm)
+    sequences = barcodes[:6]
+    averaged = model.embed(sequences, reading_frames=5)
+    by_hand = torch.stack([model.embed([s[offset:] for s in sequences]) for offset in range(5)]).mean(0)
+    torch.testing.assert_close(averaged, by_hand)
+    # A real barcode and the same barcode one nucleotide later share no k-mer in one frame; over all k frames they
+    # share k - 1 of them, so the two vectors become near-identical.
+    shifted = [s[1:] for s in sequences]
+    one_frame = torch.nn.functional.cosine_similarity(model.embed(sequences), model.embed(shifted))
+    all_frames = torch.nn.functional.cosine_similarity(averaged, model.embed(shifted, reading_frames=5))
+    assert (all_frames > one_frame).all() and (all_frames > 0.95).all()
+    for frames in (0, 6):
+        with pytest.raises(ValueError, match="reading_frames must be between 1 and k_mer=5"):
+            model.embed(sequences, reading_frames=frames)
+
+
 def test_trust_remote_code_in_a_fresh_process_without_the_package(saved_mlm, barcodes, tmp_path):
     expected = AutoModel.from_pretrained(saved_mlm).embed(barcodes[:6], return_numpy=True)
     script = textwrap.dedent(f"""

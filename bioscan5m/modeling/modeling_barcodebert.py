@@ -133,7 +133,7 @@ class BarcodeBertModel(BarcodeBertPreTrainedModel):
 
     @torch.inference_mode()
     def embed(self, sequences: list[str], batch_size: int = 256, return_numpy: bool = False,
-              progress: bool = False) -> torch.Tensor | np.ndarray:
+              progress: bool = False, reading_frames: int = 1) -> torch.Tensor | np.ndarray:
         """One vector per barcode: the attention-mask-aware mean of the last hidden state.
 
         Sequences are batched in order of length, so that little compute goes to padding, and the result is
@@ -144,9 +144,20 @@ class BarcodeBertModel(BarcodeBertPreTrainedModel):
             batch_size: sequences per forward pass.
             return_numpy: return a float32 ``numpy`` array instead of a tensor on the model's device.
             progress: show a tqdm progress bar.
+            reading_frames: average the vectors of the barcode read from its first ``reading_frames`` start
+                offsets (1 to ``k_mer``). Non-overlapping k-mers of two barcodes that start one nucleotide apart
+                share no tokens; with ``reading_frames=k_mer`` every relative offset is covered, so similarity
+                no longer depends on where the barcodes start, at ``reading_frames`` times the compute.
         """
         if isinstance(sequences, str):
             raise ValueError("embed() takes a list of sequences; wrap a single barcode in a list.")
+        if not 1 <= reading_frames <= self.config.k_mer:
+            raise ValueError(f"reading_frames must be between 1 and k_mer={self.config.k_mer}, not {reading_frames}.")
+        if reading_frames > 1:
+            frames = [self.embed([sequence[offset:] for sequence in sequences], batch_size=batch_size,
+                                 progress=progress) for offset in range(reading_frames)]
+            pooled = torch.stack(frames).mean(dim=0)
+            return pooled.cpu().numpy() if return_numpy else pooled
         self.eval()
         tokenizer = self.tokenizer
         order = np.argsort([len(sequence) for sequence in sequences], kind="stable")

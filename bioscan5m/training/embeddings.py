@@ -33,7 +33,7 @@ def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
 
 def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=np.float32,
                     out_path: str | os.PathLike | None = None, progress: bool = True,
-                    device: str | torch.device | None = None) -> np.ndarray:
+                    device: str | torch.device | None = None, reading_frames: int = 1) -> np.ndarray:
     """Embed barcodes with a BarcodeBERT model: one attention-mask-aware mean vector per sequence.
 
     Sequences are processed in chunks sorted by length; with ``out_path`` the array is written to a ``.npy``
@@ -47,6 +47,7 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
         out_path: optional ``.npy`` destination.
         progress: show a tqdm progress bar.
         device: where to run (default: where the model already is).
+        reading_frames: average over this many start offsets (see ``BarcodeBertModel.embed``).
 
     Returns:
         ``(n, hidden)`` array in input order (the memory-mapped file when ``out_path`` is given).
@@ -69,7 +70,7 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
         starts = tqdm(starts, desc="embedding", unit="chunk", total=-(-len(sequences) // chunk))
     for start in starts:
         result[start:start + chunk] = model.embed(sequences[start:start + chunk], batch_size=batch_size,
-                                                  return_numpy=True).astype(dtype)
+                                                  return_numpy=True, reading_frames=reading_frames).astype(dtype)
     if out_path is not None:
         result.flush()
     return result

@@ -20,11 +20,13 @@ from .embeddings import embed_sequences, load_encoder
 
 
 def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: str | os.PathLike | None = None,
-          batch_size: int = 256, species_rank: str = "species", genus_rank: str = "genus") -> dict:
+          batch_size: int = 256, species_rank: str = "species", genus_rank: str = "genus",
+          reading_frames: int = 1) -> dict:
     """Linear probe (species@test) and 1-NN probe (genus@test_unseen) of a saved BarcodeBERT encoder.
 
     Also reports identification speed: queries per second for embedding the ``test_unseen`` queries and finding
     their nearest ``train`` key, the work a user does to identify new specimens against a key index.
+    ``reading_frames`` > 1 averages every barcode's vectors over that many start offsets (``BarcodeBertModel.embed``).
 
     Returns:
         A dict of results (also written as JSON to ``out_path`` when given).
@@ -36,20 +38,21 @@ def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: 
     keys = sets.labelled("train", genus_rank)
     unseen = sets.labelled("test_unseen", genus_rank)
 
-    train_x = embed_sequences(model, train["dna_barcode"], batch_size=batch_size)
-    test_x = embed_sequences(model, test["dna_barcode"], batch_size=batch_size)
+    train_x = embed_sequences(model, train["dna_barcode"], batch_size=batch_size, reading_frames=reading_frames)
+    test_x = embed_sequences(model, test["dna_barcode"], batch_size=batch_size, reading_frames=reading_frames)
     linear = linear_probe(train_x, train[f"{species_rank}_index"].to_numpy(), test_x,
                           test[f"{species_rank}_index"].to_numpy())
 
     key_x = train_x if len(keys) == len(train) and (keys.index == train.index).all() else \
-        embed_sequences(model, keys["dna_barcode"], batch_size=batch_size)
+        embed_sequences(model, keys["dna_barcode"], batch_size=batch_size, reading_frames=reading_frames)
     started = time.perf_counter()
-    query_x = embed_sequences(model, unseen["dna_barcode"], batch_size=batch_size, progress=False)
+    query_x = embed_sequences(model, unseen["dna_barcode"], batch_size=batch_size, progress=False,
+                              reading_frames=reading_frames)
     knn = knn_probe(key_x, keys[f"{genus_rank}_index"].to_numpy(), query_x, unseen[f"{genus_rank}_index"].to_numpy())
     identify_seconds = time.perf_counter() - started
 
     results = {
-        "model": str(model_dir),
+        "model": str(model_dir), "reading_frames": reading_frames,
         f"linear_probe_{species_rank}_test": 100 * linear["micro_top1"],
         f"knn_{genus_rank}_test_unseen": 100 * knn["micro_top1"],
         "train_barcodes": len(train), "test_queries": len(test), "test_unseen_queries": len(unseen),
