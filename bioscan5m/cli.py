@@ -97,8 +97,7 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--reading-frames", type=int, default=1,
-                   help="average each barcode's vectors over this many start offsets (1 to k; see embed())")
+    _add_reading_frames_arg(p)
     p.set_defaults(run=_run_probe)
 
     p = sub.add_parser("embed", help="embed the barcodes of a split into a .npy array (float16 or float32)")
@@ -108,8 +107,7 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--out", required=True, help=".npy file to write; processids go beside it as .txt")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float32")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--reading-frames", type=int, default=1,
-                   help="average each barcode's vectors over this many start offsets (1 to k; see embed())")
+    _add_reading_frames_arg(p)
     p.set_defaults(run=_run_embed)
 
     p = sub.add_parser("convert-barcodebert", help="convert an original BarcodeBERT checkpoint (.pt/.pth/.safetensors)")
@@ -117,6 +115,12 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--heads", type=int, default=None, help="attention heads, if the checkpoint does not record them")
     p.set_defaults(run=_run_convert_barcodebert)
+
+
+def _add_reading_frames_arg(p) -> None:
+    p.add_argument("--reading-frames", type=int, default=1,
+                   help="BarcodeBERT models: average each barcode's vectors over this many start offsets "
+                        "(1 to k; k makes barcodes that start at different positions comparable; k times the compute)")
 
 
 def _add_run_length_args(p) -> None:
@@ -200,6 +204,7 @@ def _add_evaluation_commands(sub) -> None:
     p.add_argument("--out", default="runs/cluster", help="folder for clustering.json and the UMAP PNG")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128, help="sequences per model forward pass")
+    _add_reading_frames_arg(p)
     p.set_defaults(run=_run_cluster)
 
     p = sub.add_parser("retrieve", help="retrieval (CLIBD protocol): top-1/3/5 micro/macro per rank; DNA->DNA, "
@@ -212,6 +217,7 @@ def _add_evaluation_commands(sub) -> None:
     p.add_argument("--index", choices=("flat", "ivf"), default="flat", help="FAISS index: exact flat or IVF for millions of keys")
     p.add_argument("--out", default=None, help="output folder (default runs/retrieve; MODEL/retrieval for CLIBD)")
     p.add_argument("--batch-size", type=int, default=None, help="records per forward pass (default 128; 64 for CLIBD)")
+    _add_reading_frames_arg(p)
     clibd = p.add_argument_group("CLIBD models")
     clibd.add_argument("--config", default="cropped_256", help="image package (default cropped_256)")
     clibd.add_argument("--pairs", default="image->image,dna->dna,image->dna", help="query->key modality pairs")
@@ -233,6 +239,7 @@ def _add_evaluation_commands(sub) -> None:
     p.add_argument("--out", default="runs/benchmark", help="folder for report.md, report.json, plots")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
+    _add_reading_frames_arg(p)
     p.set_defaults(run=_run_benchmark)
 
 
@@ -240,7 +247,8 @@ def _run_cluster(args) -> None:
     from .evaluation.report import RANK_TITLES, cluster_report
 
     result = cluster_report(args.embeddings, args.data, split=args.split, out_dir=args.out, n_clusters=args.n_clusters,
-                            distance_threshold=args.distance_threshold, seed=args.seed, batch_size=args.batch_size)
+                            distance_threshold=args.distance_threshold, seed=args.seed, batch_size=args.batch_size,
+                            reading_frames=args.reading_frames)
     print(f"{result['records']:,} records, {result['n_clusters']} clusters ({result['ward']} Ward)")
     for rank, score in result["scores"].items():
         print(f"  AMI {RANK_TITLES[rank]:<10} {100 * score['ami']:6.2f}   ({score['num_classes']} classes)")
@@ -255,7 +263,7 @@ def _run_retrieve(args) -> None:
     out = args.out or "runs/retrieve"
     result = retrieval_report(args.model, args.data, queries=_csv_list(args.queries), keys=args.keys, out_dir=out,
                               top_k=[int(k) for k in _csv_list(args.top_k)], index=args.index,
-                              batch_size=args.batch_size or 128)
+                              batch_size=args.batch_size or 128, reading_frames=args.reading_frames)
     for rank, scores in result["dna->dna"].items():
         for name in result["queries"]:
             cells = "  ".join(f"{key} {100 * value:6.2f}" for key, value in scores[name].items() if key.startswith(("micro_", "macro_")))
@@ -288,7 +296,8 @@ def _run_benchmark(args) -> None:
 
     run_benchmark(args.data, models=args.model, out_dir=args.out, blast=args.blast, kmer=args.kmer, dedup=args.dedup,
                   linear_probe=not args.no_linear_probe, seed=args.seed, max_records_per_split=args.max_records_per_split,
-                  batch_size=args.batch_size, command=command_line(), tasks=_csv_list(args.tasks))
+                  batch_size=args.batch_size, command=command_line(), tasks=_csv_list(args.tasks),
+                  reading_frames=args.reading_frames)
     print(f"report written to {args.out}/report.md and {args.out}/report.json")
 
 

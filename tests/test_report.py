@@ -95,3 +95,20 @@ def test_per_split_protocol_gives_the_reference_query_counts(bold_root):
     sets = load_benchmark_records(bold_root, dedup="per-split", tasks=("classification",))["classification"]
     assert (len(sets["test"]), len(sets["test_unseen"])) == (7_411, 1_057)
     assert np.all(sets["test"].labels["species"] >= 0)
+
+
+def test_model_sources_embed_over_reading_frames(tiny_model, bold_root):
+    import transformers
+
+    from bioscan5m.evaluation.report import parse_source
+
+    sequences = pd.read_csv(bold_root / "bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv",
+                            usecols=["dna_barcode"], nrows=8)["dna_barcode"].tolist()
+    single, framed = parse_source(f"dna:{tiny_model}"), parse_source(f"dna:{tiny_model}", reading_frames=4)
+    model = transformers.AutoModel.from_pretrained(str(tiny_model))
+    np.testing.assert_allclose(framed.embed(sequences), model.embed(sequences, reading_frames=4, return_numpy=True),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(single.embed(sequences), framed.embed(sequences))
+    # Cached embeddings and report columns must not mix the two.
+    assert single.cache_key != framed.cache_key and single.name != framed.name
+    assert "mean over 4 reading frames" in framed.description

@@ -141,8 +141,9 @@ def kmer_source(k: int = 6, svd_dims: int = 256) -> EmbeddingSource:
         cache_key=f"kmer{k}")
 
 
-def model_source(model_dir, batch_size: int = 128) -> EmbeddingSource:
-    """A saved model folder: ``AutoModel.from_pretrained(model_dir).embed(sequences)`` (mean of the last layer)."""
+def model_source(model_dir, batch_size: int = 128, reading_frames: int = 1) -> EmbeddingSource:
+    """A saved model folder: ``AutoModel.from_pretrained(model_dir).embed(sequences)`` (mean of the last layer),
+    averaged over ``reading_frames`` start offsets when more than one."""
     model_dir = Path(model_dir).expanduser()
     config_path = model_dir / "config.json"
     if not config_path.is_file():
@@ -162,15 +163,19 @@ def model_source(model_dir, batch_size: int = 128) -> EmbeddingSource:
         model = state[0]
         if not hasattr(model, "embed"):
             raise ValueError(f"{model_dir}: {type(model).__name__} has no .embed(sequences); cannot embed DNA with it.")
-        vectors = model.embed(list(sequences), batch_size=batch_size, progress=True)
+        vectors = model.embed(list(sequences), batch_size=batch_size, progress=True, reading_frames=reading_frames)
         return np.asarray(vectors.detach().cpu() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
 
     weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
     stamp = "|".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in [config_path, *weights])
     described = ", ".join(f"{key} {config[key]}" for key in ("k_mer", "num_hidden_layers", "num_attention_heads",
                                                              "hidden_size") if key in config)
-    return EmbeddingSource(model_dir.name, f"{config.get('model_type', 'model')} from {model_dir} ({described})",
-                           embed, cache_key=f"{model_dir.resolve()}|{stamp}")
+    name = model_dir.name
+    if reading_frames > 1:
+        described += f"; mean over {reading_frames} reading frames"
+        name += f" ({reading_frames} frames)"
+    return EmbeddingSource(name, f"{config.get('model_type', 'model')} from {model_dir} ({described})",
+                           embed, cache_key=f"{model_dir.resolve()}|{stamp}|frames={reading_frames}")
 
 
 def npy_source(path) -> EmbeddingSource:
@@ -188,7 +193,7 @@ def npy_source(path) -> EmbeddingSource:
     return EmbeddingSource(path.stem, f"precomputed embeddings {path}", embed, kind="file")
 
 
-def parse_source(spec: str, batch_size: int = 128) -> EmbeddingSource:
+def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1) -> EmbeddingSource:
     """``kmer`` / ``kmer:K`` (baseline), ``dna:MODEL_DIR`` or ``MODEL_DIR`` (saved model), ``FILE.npy``."""
     if spec == "kmer" or spec.startswith("kmer:"):
         k = spec.partition(":")[2]
@@ -200,7 +205,7 @@ def parse_source(spec: str, batch_size: int = 128) -> EmbeddingSource:
     modality, _, path = spec.partition(":")
     if path and modality != "dna":
         raise ValueError(f"embedding source {spec!r}: only the 'dna' modality exists in this release; use 'dna:DIR'.")
-    return model_source(path or spec, batch_size=batch_size)
+    return model_source(path or spec, batch_size=batch_size, reading_frames=reading_frames)
 
 
 def embed_unique(source: EmbeddingSource, sequences: Sequence[str], cache_dir: Path | None = None) -> dict:
@@ -337,9 +342,9 @@ def read_records(root, split: str) -> RecordSet:
 
 def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="runs/cluster",
                    n_clusters: int | None = None, distance_threshold: float | None = None, seed: int = 0,
-                   batch_size: int = 128) -> dict:
+                   batch_size: int = 128, reading_frames: int = 1) -> dict:
     """``bioscan5m cluster``: zero-shot clustering of one embedding source; writes ``clustering.json`` and a UMAP PNG."""
-    embedding_source = parse_source(source, batch_size=batch_size)
+    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
     records = read_records(root, split)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -353,9 +358,9 @@ def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="
 
 def retrieval_report(source: str, root, queries: Sequence[str] = ("test", "test_unseen"), keys: str = "train+key_unseen",
                      out_dir="runs/retrieve", top_k: Sequence[int] = (1, 3, 5), index: str = "flat",
-                     batch_size: int = 128) -> dict:
+                     batch_size: int = 128, reading_frames: int = 1) -> dict:
     """``bioscan5m retrieve``: DNA->DNA retrieval of each query split against the keys; writes ``retrieval.json``."""
-    embedding_source = parse_source(source, batch_size=batch_size)
+    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
     if embedding_source.kind == "file":
         raise ValueError("retrieve needs a model folder or 'kmer[:K]': a .npy file cannot embed both queries and keys.")
     sets = {"keys": read_records(root, keys), **{q: read_records(root, q) for q in queries}}
@@ -392,7 +397,8 @@ class Benchmark:
 def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchmark", blast: bool = False,
                   kmer: int = 6, dedup: str = "barcodebert", linear_probe: bool = True, seed: int = 0,
                   max_records_per_split: int | None = None, batch_size: int = 128, command: str | None = None,
-                  tasks: Sequence[str] = ("classification", "clustering", "retrieval")) -> Benchmark:
+                  tasks: Sequence[str] = ("classification", "clustering", "retrieval"),
+                  reading_frames: int = 1) -> Benchmark:
     """Measure every model and the baselines on one release and write ``report.md``, ``report.json`` and plots.
 
     Args:
@@ -403,6 +409,7 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
         kmer: k of the k-mer baseline.
         dedup: unique-barcode protocol for classification, ``"barcodebert"`` or ``"per-split"``.
         max_records_per_split: keep the first N records of each split (quick runs).
+        reading_frames: the models embed each barcode from this many start offsets and average (1: as trained).
     """
     from tqdm.auto import tqdm
 
@@ -411,7 +418,7 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
     unknown = set(tasks) - {"classification", "clustering", "retrieval"}
     if unknown:
         raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from classification, clustering, retrieval.")
-    sources = [model_source(m, batch_size=batch_size) for m in models] + [kmer_source(kmer)]
+    sources = [model_source(m, batch_size=batch_size, reading_frames=reading_frames) for m in models] + [kmer_source(kmer)]
     sets = load_benchmark_records(root, dedup=dedup, max_records_per_split=max_records_per_split, tasks=tasks)
     report = Benchmark(command=command or "bioscan5m.evaluation.report.run_benchmark(...)",
                        data=_describe_data(root, sets, dedup, max_records_per_split), environment=_environment())
