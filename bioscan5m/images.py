@@ -29,6 +29,8 @@ from PIL import Image, ImageOps
 _TASK_IMAGES = 16
 #: An EXIF block may rotate the image; those few take PIL's path, which applies it as datasets does.
 _EXIF_MARKER = b"Exif\x00\x00"
+#: JPEG colour spaces that libjpeg-turbo turns into exactly the RGB pixels PIL gives.
+_PLAIN_JPEG_COLOURS = ("YCbCr", "Gray", "RGB")
 
 
 class ImageDecodeError(ValueError):
@@ -49,9 +51,11 @@ def decode_image(image: dict | bytes) -> np.ndarray:
         data, name = image, "<bytes>"
     if data[:2] == b"\xff\xd8" and data.find(_EXIF_MARKER, 0, 65536) < 0:
         try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+            # CMYK/YCCK JPEGs: simplejpeg would convert them to RGB its own way, not PIL's; they take PIL's path.
+            if simplejpeg.decode_jpeg_header(data)[2] in _PLAIN_JPEG_COLOURS:
+                return simplejpeg.decode_jpeg(data, colorspace="RGB")
         except ValueError:
-            pass  # e.g. a CMYK JPEG, which libjpeg-turbo cannot turn into RGB: PIL can, and says why if not
+            pass  # a corrupt header: PIL reports it below, naming the image
     try:
         with Image.open(io.BytesIO(data)) as opened:
             return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))

@@ -162,7 +162,7 @@ def test_image_batches_decode_real_photographs_like_pil(images_root, tmp_path):
     assert len(again) == len(decoded) and all(np.array_equal(a, b) for a, b in zip(again, decoded))
 
 
-def test_decode_image_matches_datasets_for_png_exif_and_grayscale(images_root):
+def test_decode_image_matches_datasets_for_png_exif_grayscale_and_cmyk(images_root):
     """The non-plain-JPEG cases take PIL's path and still give exactly what datasets.Image + convert("RGB") gives."""
     photo = Image.open(sorted((images_root / "cropped").rglob("*.jpg"))[0]).convert("RGB")
     variants = {}
@@ -175,9 +175,10 @@ def test_decode_image_matches_datasets_for_png_exif_and_grayscale(images_root):
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", exif=exif.tobytes())
     variants["exif-rotated jpeg"] = buffer.getvalue()
-    buffer = io.BytesIO()
-    photo.convert("L").save(buffer, format="JPEG")
-    variants["grayscale jpeg"] = buffer.getvalue()
+    for mode in ("L", "CMYK"):
+        buffer = io.BytesIO()
+        photo.convert(mode).save(buffer, format="JPEG")
+        variants[f"{mode} jpeg"] = buffer.getvalue()
     for name, data in variants.items():
         expected = np.asarray(datasets.Image().decode_example({"bytes": data, "path": None}).convert("RGB"))
         assert np.array_equal(decode_image(data), expected), name
