@@ -282,6 +282,8 @@ def _is_clibd_folder(model: str) -> bool:
 def _run_clibd_retrieval(args) -> None:
     from .evaluation.clibd_retrieval import clibd_retrieval_report, markdown_table
 
+    if args.reading_frames != 1:
+        raise ValueError("--reading-frames applies to BarcodeBERT models; a CLIBD model embeds each barcode once.")
     baseline = False if (args.baseline or "").lower() == "none" else args.baseline
     report = clibd_retrieval_report(args.model, args.data, config=args.config, queries=_csv_list(args.queries),
                                     keys=args.keys, baseline_dir=baseline, pairs=_csv_list(args.pairs),

@@ -112,3 +112,9 @@ def test_model_sources_embed_over_reading_frames(tiny_model, bold_root):
     # Cached embeddings and report columns must not mix the two.
     assert single.cache_key != framed.cache_key and single.name != framed.name
     assert "mean over 4 reading frames" in framed.description
+
+
+def test_retrieve_refuses_reading_frames_for_a_clibd_folder(sample_root, tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clibd"}))
+    assert main(["retrieve", "--model", str(tmp_path), "--data", str(sample_root), "--reading-frames", "4"]) != 0
+    assert "--reading-frames applies to BarcodeBERT models" in capsys.readouterr().err
