@@ -77,6 +77,7 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--vocabulary", dest="tokenizer_vocabulary", choices=("barcodebert", "standard"), default=None)
     p.add_argument("--scheme", dest="mlm_scheme", choices=("barcodebert", "standard"), default=None,
                    help="barcodebert: 50%% [MASK], loss on all tokens; standard: BERT 15%% 80/10/10")
+    _add_align_arg(p)
     _add_run_length_args(p)
     p.set_defaults(run=_run_pretrain)
 
@@ -89,6 +90,7 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--freeze-encoder", action="store_true", help="train the heads only (linear probe)")
     p.add_argument("--head-init", choices=("linear-probe", "random"), default="linear-probe",
                    help="start the heads from a linear probe on frozen embeddings (LP-FT, default) or at random")
+    _add_align_arg(p)
     _add_run_length_args(p)
     p.set_defaults(run=_run_finetune)
 
@@ -123,6 +125,13 @@ def _add_reading_frames_arg(p) -> None:
                         "(1 to k; k makes barcodes that start at different positions comparable; k times the compute)")
 
 
+def _add_align_arg(p) -> None:
+    p.add_argument("--align-to-reference", action=argparse.BooleanOptionalAction, default=None,
+                   help="place barcodes in COI-5P reference coordinates before cutting k-mers, so every barcode's "
+                        "k-mers are cut at the same gene positions (saved with the tokenizer; default: the preset's "
+                        "setting, or for finetune the pretrained tokenizer's)")
+
+
 def _add_run_length_args(p) -> None:
     p.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
@@ -136,7 +145,8 @@ def _run_pretrain(args) -> None:
     from .training.pretrain import pretrain
 
     out = pretrain(args.data, args.out, preset=args.preset, k_mer=args.k_mer, mlm_scheme=args.mlm_scheme,
-                   tokenizer_vocabulary=args.tokenizer_vocabulary, epochs=args.epochs, max_steps=args.max_steps,
+                   tokenizer_vocabulary=args.tokenizer_vocabulary, align_to_reference=args.align_to_reference,
+                   epochs=args.epochs, max_steps=args.max_steps,
                    max_barcodes=args.max_barcodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
                    seed=args.seed)
     print(f"pretrained model written to {out}")
@@ -148,7 +158,8 @@ def _run_finetune(args) -> None:
     results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank)), preset=args.preset,
                        epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       freeze_encoder=args.freeze_encoder, head_init=args.head_init, seed=args.seed)
+                       freeze_encoder=args.freeze_encoder, head_init=args.head_init,
+                       align_to_reference=args.align_to_reference, seed=args.seed)
     _print_results(results)
 
 

@@ -106,10 +106,15 @@ def test_pretraining_learns_and_saves_a_complete_folder(tiny_model):
 
 def test_finetune_reports_the_accuracy_of_the_saved_model(tiny_model, sample_root, tmp_path):
     results = finetune(tiny_model, sample_root, tmp_path / "ft", ranks=("genus", "species"), preset="tiny",
-                       max_steps=10)
+                       max_steps=10, align_to_reference=True)
     saved = json.loads((tmp_path / "ft" / "results.json").read_text())
     assert saved["species_test_accuracy"] == results["species_test_accuracy"]
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    # Switched on for fine-tuning, the reference alignment is saved with the model (and named on its card).
+    assert not AutoTokenizer.from_pretrained(tiny_model).align_to_reference
+    assert AutoTokenizer.from_pretrained(tmp_path / "ft").align_to_reference
+    assert "COI-5P reference coordinates" in (tmp_path / "ft" / "README.md").read_text()
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft")
     test = load_barcode_sets(sample_root, roles=("test",))["test"]

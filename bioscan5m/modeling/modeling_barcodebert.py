@@ -147,13 +147,18 @@ class BarcodeBertModel(BarcodeBertPreTrainedModel):
             reading_frames: average the vectors of the barcode read from its first ``reading_frames`` start
                 offsets (1 to ``k_mer``). Non-overlapping k-mers of two barcodes that start one nucleotide apart
                 share no tokens; with ``reading_frames=k_mer`` every relative offset is covered, so similarity
-                no longer depends on where the barcodes start, at ``reading_frames`` times the compute.
+                no longer depends on where the barcodes start, at ``reading_frames`` times the compute. A
+                tokenizer that aligns barcodes to the reference (``align_to_reference``) already reads every barcode
+                in one frame, and refuses more.
         """
         if isinstance(sequences, str):
             raise ValueError("embed() takes a list of sequences; wrap a single barcode in a list.")
         if not 1 <= reading_frames <= self.config.k_mer:
             raise ValueError(f"reading_frames must be between 1 and k_mer={self.config.k_mer}, not {reading_frames}.")
         if reading_frames > 1:
+            if getattr(self.tokenizer, "align_to_reference", False):
+                raise ValueError("This model's tokenizer aligns every barcode to the COI-5P reference, so all start "
+                                 "offsets would be read in the same frame: use reading_frames=1.")
             frames = [self.embed([sequence[offset:] for sequence in sequences], batch_size=batch_size,
                                  progress=progress) for offset in range(reading_frames)]
             pooled = torch.stack(frames).mean(dim=0)

@@ -13,14 +13,17 @@ Input handling (both tokenizers, identical results):
 * lower case is upper-cased; whitespace and alignment gaps (``-`` and ``.``) are removed before cutting k-mers;
 * ``N`` and the IUPAC ambiguity codes ``RYSWKMBDHVN`` keep their place, and any k-mer holding one becomes
   ``[UNK]`` (as in BarcodeBERT, which has no ids for them); a trailing partial k-mer is dropped;
-* any other character (a digit, ``X``, ``U``, punctuation) raises ``ValueError`` naming the sequence.
+* any other character (a digit, ``X``, ``U``, punctuation) raises ``ValueError`` naming the sequence;
+* with ``align_to_reference=True`` each barcode is first placed in the coordinates of a reference COI-5P barcode
+  (``reference_frame.align_to_reference``), so that every barcode's k-mers are cut at the same gene positions.
 
 Speed: the Rust pipeline (``tokenizer.json``) defines the tokenizer and serves every general call (pairs, offsets,
 special-token text, ...). Plain batches of barcodes, the hot path of training and embedding, are encoded by
 ``encode_kmers``, a vectorised NumPy encoder that gives identical ids and masks tens of times faster, because the
 Rust pipeline spends most of its time building per-token strings and offsets that k-mer models never use.
 
-This module imports nothing from ``bioscan5m``: it is copied next to saved models and must run on its own.
+This module imports nothing from ``bioscan5m`` but its sibling ``reference_frame``: both are copied next to saved
+models and must run on their own.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BatchEncoding, PreTrainedTokenizer, PreTrainedTokenizerFast
 from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
+
+from .reference_frame import align_to_reference
 
 VOCABULARIES = ("barcodebert", "standard")
 SPECIAL_TOKENS = {
@@ -142,6 +147,20 @@ def encode_kmers(sequences: list[str], k: int, vocabulary: str = "barcodebert", 
     return ids, valid.astype(np.int64)
 
 
+def _aligned(text, align: bool):
+    """``text`` (one barcode or a list) placed in reference coordinates when ``align``; checked and gap-free first.
+    Text holding special tokens (``[MASK]`` ...) is left as it is: it is not a barcode to place."""
+    if not align or text is None:
+        return text
+    single = isinstance(text, str)
+    sequences = [text] if single else list(text)
+    if not all(isinstance(s, str) for s in sequences) or any("[" in s for s in sequences):
+        return text
+    check_nucleotides(sequences)
+    placed = align_to_reference([_IGNORED.sub("", s) for s in sequences])
+    return placed[0] if single else placed
+
+
 def _special_token_kwargs(vocabulary: str, kwargs: dict) -> None:
     """Fill in the special tokens of ``vocabulary`` unless the caller (or a saved config) gave them."""
     if vocabulary == "barcodebert":
@@ -184,12 +203,14 @@ class KmerTokenizerFast(PreTrainedTokenizerFast):
         k: k-mer length (4 to 8 in practice; BarcodeBERT used 4, 5 and 8).
         vocabulary: ``"barcodebert"`` (ids equal the original BarcodeBERT's) or ``"standard"``.
         max_nucleotides: longest barcode kept; sets ``model_max_length`` (660 as in BarcodeBERT).
+        align_to_reference: place each barcode in COI-5P reference coordinates before cutting k-mers
+            (``reference_frame``); saved with the tokenizer, so a model trained on aligned barcodes reads them so.
     """
 
     model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, tokenizer_object=None, tokenizer_file=None, k: int = 4, vocabulary: str = "barcodebert",
-                 max_nucleotides: int = MAX_NUCLEOTIDES, **kwargs):
+                 max_nucleotides: int = MAX_NUCLEOTIDES, align_to_reference: bool = False, **kwargs):
         if tokenizer_object is None and (tokenizer_file is None or not os.path.isfile(tokenizer_file)):
             tokenizer_object = build_kmer_backend(k, vocabulary)
         _special_token_kwargs(vocabulary, kwargs)
@@ -197,13 +218,16 @@ class KmerTokenizerFast(PreTrainedTokenizerFast):
         self.k = k
         self.vocabulary = vocabulary
         self.max_nucleotides = max_nucleotides
+        self.align_to_reference = align_to_reference
         super().__init__(tokenizer_object=tokenizer_object, tokenizer_file=tokenizer_file, k=k,
-                         vocabulary=vocabulary, max_nucleotides=max_nucleotides, **kwargs)
+                         vocabulary=vocabulary, max_nucleotides=max_nucleotides,
+                         align_to_reference=align_to_reference, **kwargs)
 
     def _encode_plus(self, text, text_pair=None, add_special_tokens: bool = True,
                      padding_strategy=PaddingStrategy.DO_NOT_PAD, truncation_strategy=TruncationStrategy.DO_NOT_TRUNCATE,
                      max_length: int | None = None, is_split_into_words: bool = False, **kwargs):
         if not is_split_into_words:
+            text, text_pair = _aligned(text, self.align_to_reference), _aligned(text_pair, self.align_to_reference)
             fast = self._encode_plain_barcodes(text, text_pair, add_special_tokens, padding_strategy,
                                                truncation_strategy, max_length, kwargs)
             if fast is not None:
@@ -262,7 +286,7 @@ class KmerTokenizer(PreTrainedTokenizer):
     model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, vocab_file: str | None = None, k: int = 4, vocabulary: str = "barcodebert",
-                 max_nucleotides: int = MAX_NUCLEOTIDES, **kwargs):
+                 max_nucleotides: int = MAX_NUCLEOTIDES, align_to_reference: bool = False, **kwargs):
         if vocab_file is not None:
             with open(vocab_file, encoding="utf-8") as handle:
                 self.vocab = json.load(handle)
@@ -272,10 +296,12 @@ class KmerTokenizer(PreTrainedTokenizer):
         self.k = k
         self.vocabulary = vocabulary
         self.max_nucleotides = max_nucleotides
+        self.align_to_reference = align_to_reference
         _special_token_kwargs(vocabulary, kwargs)
         kwargs.setdefault("model_max_length", _default_max_tokens(k, vocabulary, max_nucleotides))
         kwargs.setdefault("special_tokens_pattern", "cls_sep" if vocabulary == "standard" else "none")
-        super().__init__(k=k, vocabulary=vocabulary, max_nucleotides=max_nucleotides, **kwargs)
+        super().__init__(k=k, vocabulary=vocabulary, max_nucleotides=max_nucleotides,
+                         align_to_reference=align_to_reference, **kwargs)
 
     @property
     def vocab_size(self) -> int:
@@ -286,7 +312,7 @@ class KmerTokenizer(PreTrainedTokenizer):
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         check_nucleotides([text])
-        sequence = _IGNORED.sub("", text).translate(_UPPER_CASE)
+        sequence = _aligned(_IGNORED.sub("", text), self.align_to_reference).translate(_UPPER_CASE)
         k = self.k
         return [sequence[start:start + k] for start in range(0, len(sequence) - k + 1, k)]
 

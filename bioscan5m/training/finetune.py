@@ -22,7 +22,7 @@ from .collators import KmerClassificationCollator
 from .data import load_barcode_sets
 from .embeddings import embed_sequences
 from .presets import get_preset
-from .pretrain import training_arguments
+from .pretrain import describe_frame, training_arguments
 
 
 def _records(frame, ranks) -> datasets.Dataset:
@@ -52,7 +52,7 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
              ranks: tuple[str, ...] = ("species",), preset: str = "cpu-small", epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, max_steps: int | None = None,
              max_barcodes: int | None = None, freeze_encoder: bool = False, head_init: str = "linear-probe",
-             seed: int = 0) -> dict:
+             align_to_reference: bool | None = None, seed: int = 0) -> dict:
     """Fine-tune ``model_dir`` to classify ``ranks`` and measure accuracy on ``test``.
 
     Args:
@@ -67,6 +67,9 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
             ("LP-FT", Kumar et al. 2022): fine-tuning then starts from a good classifier instead of pushing
             random-head gradients into the pretrained encoder, which needs far fewer steps; ``"random"``: plain
             fine-tuning.
+        align_to_reference: switch the tokenizer's COI-5P reference alignment on or off for fine-tuning and in the
+            saved model (None: keep the pretrained tokenizer's setting). An encoder pretrained with random start
+            offsets has seen every reading frame, so it can be fine-tuned on aligned barcodes.
 
     Returns:
         ``{"<rank>_test_accuracy": percent, ...}`` plus run details, also in ``out_dir/results.json``.
@@ -84,6 +87,8 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
     model = BarcodeBertForSequenceClassification.from_pretrained(
         str(model_dir), classifier_ranks=list(ranks), rank_labels=rank_labels)
     tokenizer = model.bert.tokenizer
+    if align_to_reference is not None:
+        tokenizer.align_to_reference = tokenizer.init_kwargs["align_to_reference"] = align_to_reference
     if head_init == "linear-probe":
         embeddings = embed_sequences(model.bert, labelled["dna_barcode"], progress=True)
         for rank_name in ranks:
@@ -127,7 +132,8 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
             data=f"{len(labelled):,} unique labelled barcodes of BIOSCAN-5M `train`",
             results={f"{rank_name} accuracy, test (closed world)": results[f"{rank_name}_test_accuracy"]
                      for rank_name in ranks},
-            training={"epochs": settings.finetune_epochs, "steps": train_output.global_step,
+            training={"barcodes": describe_frame(tokenizer), "epochs": settings.finetune_epochs,
+                      "steps": train_output.global_step,
                       "batch size": f"{settings.finetune_batch_size} × {args.world_size} processes",
                       "learning rate": settings.finetune_learning_rate, "time": f"{minutes:.1f} min"},
         )

@@ -15,6 +15,7 @@ class Preset:
     num_attention_heads: int
     intermediate_size: int
     tokenizer_vocabulary: str = "barcodebert"
+    align_to_reference: bool = False                  # place barcodes in COI-5P coordinates (reference_frame)
     # pretraining
     mlm_scheme: str = "barcodebert"
     pretrain_epochs: float = 35

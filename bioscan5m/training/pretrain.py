@@ -60,7 +60,8 @@ def replicas_in_sync(model: torch.nn.Module) -> bool | None:
 def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: str = "cpu-small",
              max_steps: int | None = None, max_barcodes: int | None = None, epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, k_mer: int | None = None,
-             mlm_scheme: str | None = None, tokenizer_vocabulary: str | None = None, seed: int = 0) -> Path:
+             mlm_scheme: str | None = None, tokenizer_vocabulary: str | None = None,
+             align_to_reference: bool | None = None, seed: int = 0) -> Path:
     """Pretrain a BarcodeBERT masked-language model and save it (weights, tokenizer, code, model card).
 
     Args:
@@ -69,13 +70,15 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
         preset: ``paper``, ``cpu-small`` or ``tiny`` (see :mod:`bioscan5m.training.presets`).
         max_steps: stop after this many optimiser steps (overrides ``epochs``).
         max_barcodes: use only the first N unique pretraining barcodes (quick runs).
-        epochs, batch_size, learning_rate, k_mer, mlm_scheme, tokenizer_vocabulary: override the preset.
+        epochs, batch_size, learning_rate, k_mer, mlm_scheme, tokenizer_vocabulary, align_to_reference: override
+            the preset.
         seed: seeds weights, data order and masking.
 
     Returns:
         The output folder.
     """
     settings = get_preset(preset, k_mer=k_mer, mlm_scheme=mlm_scheme, tokenizer_vocabulary=tokenizer_vocabulary,
+                          align_to_reference=align_to_reference,
                           pretrain_epochs=epochs, pretrain_batch_size=batch_size,
                           pretrain_learning_rate=learning_rate)
     out_dir = Path(out_dir)
@@ -86,7 +89,8 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
     train_set = datasets.Dataset.from_dict({"dna_barcode": barcodes.tolist()})
     eval_set = datasets.Dataset.from_dict({"dna_barcode": sets["train"]["dna_barcode"].iloc[:MLM_EVAL_BARCODES].tolist()})
 
-    tokenizer = KmerTokenizerFast(k=settings.k_mer, vocabulary=settings.tokenizer_vocabulary)
+    tokenizer = KmerTokenizerFast(k=settings.k_mer, vocabulary=settings.tokenizer_vocabulary,
+                                  align_to_reference=settings.align_to_reference)
     torch.manual_seed(seed)
     model = BarcodeBertForMaskedLM(BarcodeBertConfig(**settings.model_kwargs()))
     # Each process masks differently; the data order is already sharded by the Trainer.
@@ -118,12 +122,20 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
         write_model_card(
             out_dir, model.config, source="pretrained with masked-language modelling by `bioscan5m pretrain`",
             data=f"{len(train_set):,} unique barcodes of BIOSCAN-5M `pretrain` + `other_heldout`",
-            training={"preset": preset, "MLM scheme": settings.mlm_scheme, "steps": train_output.global_step,
+            training={"preset": preset, "MLM scheme": settings.mlm_scheme, "barcodes": describe_frame(tokenizer),
+                      "steps": train_output.global_step,
                       "batch size": f"{settings.pretrain_batch_size} × {args.world_size} processes",
                       "learning rate": settings.pretrain_learning_rate, "time": f"{minutes:.1f} min",
                       "MLM accuracy on held-out barcodes": f"{100 * metrics['mlm_accuracy']:.1f} %"},
         )
     return out_dir
+
+
+def describe_frame(tokenizer) -> str:
+    """How the tokenizer places barcodes before cutting k-mers, for model cards."""
+    if tokenizer.align_to_reference:
+        return "placed in COI-5P reference coordinates before cutting k-mers (`align_to_reference`)"
+    return "cut into k-mers from their first base"
 
 
 @torch.inference_mode()
