@@ -127,3 +127,12 @@ def test_saved_aligning_model_runs_as_remote_code_with_identical_vectors(barcode
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), expected)
+
+
+def test_switching_alignment_on_a_loaded_tokenizer_is_saved(tmp_path):
+    KmerTokenizerFast(k=6).save_pretrained(tmp_path / "plain")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "plain")
+    assert not tokenizer.align_to_reference
+    tokenizer.align_to_reference = True
+    tokenizer.save_pretrained(tmp_path / "aligned")
+    assert AutoTokenizer.from_pretrained(tmp_path / "aligned").align_to_reference

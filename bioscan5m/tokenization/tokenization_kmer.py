@@ -161,6 +161,18 @@ def _aligned(text, align: bool):
     return placed[0] if single else placed
 
 
+class _ReferenceAlignmentSetting:
+    """``align_to_reference`` lives in ``init_kwargs``, so switching it on a loaded tokenizer is saved with it."""
+
+    @property
+    def align_to_reference(self) -> bool:
+        return bool(getattr(self, "init_kwargs", {}).get("align_to_reference", False))
+
+    @align_to_reference.setter
+    def align_to_reference(self, value: bool) -> None:
+        self.init_kwargs["align_to_reference"] = bool(value)
+
+
 def _special_token_kwargs(vocabulary: str, kwargs: dict) -> None:
     """Fill in the special tokens of ``vocabulary`` unless the caller (or a saved config) gave them."""
     if vocabulary == "barcodebert":
@@ -196,7 +208,7 @@ def build_kmer_backend(k: int, vocabulary: str = "barcodebert") -> Tokenizer:
     return backend
 
 
-class KmerTokenizerFast(PreTrainedTokenizerFast):
+class KmerTokenizerFast(_ReferenceAlignmentSetting, PreTrainedTokenizerFast):
     """Non-overlapping k-mer tokenizer backed by the Rust ``tokenizers`` library.
 
     Args:
@@ -218,7 +230,6 @@ class KmerTokenizerFast(PreTrainedTokenizerFast):
         self.k = k
         self.vocabulary = vocabulary
         self.max_nucleotides = max_nucleotides
-        self.align_to_reference = align_to_reference
         super().__init__(tokenizer_object=tokenizer_object, tokenizer_file=tokenizer_file, k=k,
                          vocabulary=vocabulary, max_nucleotides=max_nucleotides,
                          align_to_reference=align_to_reference, **kwargs)
@@ -279,7 +290,7 @@ class KmerTokenizerFast(PreTrainedTokenizerFast):
         return BatchEncoding(data)
 
 
-class KmerTokenizer(PreTrainedTokenizer):
+class KmerTokenizer(_ReferenceAlignmentSetting, PreTrainedTokenizer):
     """Pure-Python reference of :class:`KmerTokenizerFast`: same vocabulary, same ids, slower."""
 
     vocab_files_names = {"vocab_file": "vocab.json"}
@@ -296,7 +307,6 @@ class KmerTokenizer(PreTrainedTokenizer):
         self.k = k
         self.vocabulary = vocabulary
         self.max_nucleotides = max_nucleotides
-        self.align_to_reference = align_to_reference
         _special_token_kwargs(vocabulary, kwargs)
         kwargs.setdefault("model_max_length", _default_max_tokens(k, vocabulary, max_nucleotides))
         kwargs.setdefault("special_tokens_pattern", "cls_sep" if vocabulary == "standard" else "none")

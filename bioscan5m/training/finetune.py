@@ -88,7 +88,7 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
         str(model_dir), classifier_ranks=list(ranks), rank_labels=rank_labels)
     tokenizer = model.bert.tokenizer
     if align_to_reference is not None:
-        tokenizer.align_to_reference = tokenizer.init_kwargs["align_to_reference"] = align_to_reference
+        tokenizer.align_to_reference = align_to_reference
     if head_init == "linear-probe":
         embeddings = embed_sequences(model.bert, labelled["dna_barcode"], progress=True)
         for rank_name in ranks:
