@@ -11,8 +11,9 @@ every barcode.
 
 The placement is an ungapped match of the barcode's first 150 bases against every shift of the reference (the
 next 150 where those lie upstream of the region): the shift with the highest identity wins. Insect COI-5P barcodes
-have almost no indels, and the true shift scores ~85-90 % identity where wrong ones score ~30 %. Two one-hot matrix products score all shifts of a whole batch.
-Barcodes that match no shift well (``min_identity``; not COI-5P, or too short) are left as they are.
+have almost no indels, and the true shift scores ~85-90 % identity where wrong ones score ~30 %. Two one-hot matrix
+products score all shifts of a whole batch. Barcodes that match no shift well (``min_identity``; not COI-5P, or
+too short) are left as they are.
 
 This module imports nothing from ``bioscan5m``: it is copied next to saved tokenizers and must run on its own.
 """

@@ -322,7 +322,10 @@ class KmerTokenizer(_ReferenceAlignmentSetting, PreTrainedTokenizer):
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         check_nucleotides([text])
-        sequence = _aligned(_IGNORED.sub("", text), self.align_to_reference).translate(_UPPER_CASE)
+        sequence = _IGNORED.sub("", text)
+        if self.align_to_reference:
+            sequence = align_to_reference([sequence])[0]
+        sequence = sequence.translate(_UPPER_CASE)
         k = self.k
         return [sequence[start:start + k] for start in range(0, len(sequence) - k + 1, k)]
 
