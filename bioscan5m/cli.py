@@ -81,15 +81,22 @@ def _add_dna_commands(sub) -> None:
     _add_run_length_args(p)
     p.set_defaults(run=_run_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a BarcodeBERT for taxonomic ranks on train; accuracy on test")
+    p = sub.add_parser("finetune", help="fine-tune a BarcodeBERT on train: taxonomic classifiers (accuracy on test) "
+                                        "or, with --objective contrastive, an embedding for identification")
     p.add_argument("--model", required=True, help="pretrained model folder")
     p.add_argument("--data", required=True, help="release root")
     p.add_argument("--out", required=True, help="fine-tuned model folder to write")
-    p.add_argument("--rank", default="species", help="rank(s) to predict, comma-separated (default species)")
+    p.add_argument("--objective", choices=("classification", "contrastive"), default="classification",
+                   help="classification heads per rank (default), or the supervised contrastive loss on the "
+                        "embeddings (then probed: linear probe species@test, 1-NN genus@test_unseen)")
+    p.add_argument("--rank", default=None, help="rank(s), comma-separated, coarse to fine (default species; "
+                                                "contrastive: genus,species)")
     p.add_argument("--preset", default="cpu-small", help="supplies epochs, batch size, learning rate")
     p.add_argument("--freeze-encoder", action="store_true", help="train the heads only (linear probe)")
     p.add_argument("--head-init", choices=("linear-probe", "random"), default="linear-probe",
                    help="start the heads from a linear probe on frozen embeddings (LP-FT, default) or at random")
+    p.add_argument("--temperature", type=float, default=None, help="contrastive: loss temperature (preset's)")
+    p.add_argument("--group-size", type=int, default=4, help="contrastive: barcodes of one species per group")
     _add_align_arg(p)
     _add_run_length_args(p)
     p.set_defaults(run=_run_finetune)
@@ -153,9 +160,21 @@ def _run_pretrain(args) -> None:
 
 
 def _run_finetune(args) -> None:
+    if args.objective == "contrastive":
+        if args.freeze_encoder or args.align_to_reference is not None:
+            raise SystemExit("--freeze-encoder and --align-to-reference apply to --objective classification only; "
+                             "contrastive fine-tuning keeps the pretrained tokenizer's frame.")
+        from .training.contrastive import contrastive_finetune
+
+        _print_results(contrastive_finetune(
+            args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank or "genus,species")), preset=args.preset,
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            temperature=args.temperature, group_size=args.group_size, max_steps=args.max_steps,
+            max_barcodes=args.max_barcodes, seed=args.seed))
+        return
     from .training.finetune import finetune
 
-    results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank)), preset=args.preset,
+    results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank or "species")), preset=args.preset,
                        epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        freeze_encoder=args.freeze_encoder, head_init=args.head_init,

@@ -25,6 +25,8 @@ _LAZY_EXPORTS = {
     "BarcodeBertForMaskedLM": "modeling_barcodebert",
     "BarcodeBertForSequenceClassification": "modeling_barcodebert",
     "BarcodeBertClassifierOutput": "modeling_barcodebert",
+    "BarcodeBertForContrastiveLearning": "modeling_barcodebert",
+    "BarcodeBertContrastiveOutput": "modeling_barcodebert",
 }
 
 

@@ -24,6 +24,10 @@ class BarcodeBertConfig(BertConfig):
         classifier_ranks: taxonomic ranks predicted by ``BarcodeBertForSequenceClassification``, e.g.
             ``["species"]`` or ``["genus", "species"]``.
         rank_labels: for each of ``classifier_ranks``, the class names in label-index order.
+        contrastive_ranks: taxonomic ranks whose labels ``BarcodeBertForContrastiveLearning`` pulls together, e.g.
+            ``["genus", "species"]`` (one supervised contrastive term per rank).
+        contrastive_rank_weights: weight of each rank's term (default: 1 for every rank).
+        contrastive_temperature: temperature of the supervised contrastive loss.
     """
 
     model_type = "barcodebert"
@@ -43,6 +47,9 @@ class BarcodeBertConfig(BertConfig):
     tie_word_embeddings: bool = False
     classifier_ranks: list[str] | None = None
     rank_labels: dict[str, list[str]] | None = None
+    contrastive_ranks: list[str] | None = None
+    contrastive_rank_weights: list[float] | None = None
+    contrastive_temperature: float = 0.1
 
     def __post_init__(self, **kwargs):
         if self.tokenizer_vocabulary not in SPECIAL_TOKENS_PER_VOCABULARY:
@@ -68,6 +75,13 @@ class BarcodeBertConfig(BertConfig):
         missing = [rank for rank in self.classifier_ranks if rank not in self.rank_labels]
         if missing:
             raise ValueError(f"rank_labels has no class names for the classifier ranks {missing}.")
+        self.contrastive_ranks = list(self.contrastive_ranks or [])
+        self.contrastive_rank_weights = list(self.contrastive_rank_weights or [1.0] * len(self.contrastive_ranks))
+        if len(self.contrastive_rank_weights) != len(self.contrastive_ranks):
+            raise ValueError(f"contrastive_rank_weights has {len(self.contrastive_rank_weights)} weights for "
+                             f"{len(self.contrastive_ranks)} contrastive_ranks {self.contrastive_ranks}.")
+        if self.contrastive_temperature <= 0:
+            raise ValueError(f"contrastive_temperature must be positive, not {self.contrastive_temperature}.")
         super().__post_init__(**kwargs)
 
     @property

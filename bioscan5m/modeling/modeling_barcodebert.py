@@ -246,6 +246,81 @@ class BarcodeBertForSequenceClassification(BarcodeBertPreTrainedModel):
                                            attentions=output.attentions)
 
 
+@dataclass
+class BarcodeBertContrastiveOutput(ModelOutput):
+    """Output of :class:`BarcodeBertForContrastiveLearning`.
+
+    Args:
+        loss: weighted sum over ``config.contrastive_ranks`` of the supervised contrastive loss, when labels are given.
+        rank_losses: each rank's (unweighted, detached) loss, keyed by rank name.
+        embeddings: the L2-normalised mean-pooled encoder output, the vectors ``BarcodeBertModel.embed`` returns
+            up to normalisation.
+    """
+
+    loss: torch.Tensor | None = None
+    rank_losses: dict[str, torch.Tensor] | None = None
+    embeddings: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class BarcodeBertForContrastiveLearning(BarcodeBertPreTrainedModel):
+    """Encoder trained so that the mean-pooled vectors of barcodes of one taxon lie close together.
+
+    The loss is the supervised contrastive loss (Khosla et al. 2020, "SupCon") on L2-normalised mean-pooled
+    embeddings, one term per rank of ``config.contrastive_ranks`` (e.g. genus and species), weighted by
+    ``config.contrastive_rank_weights``. It shapes exactly the vectors that 1-NN identification, retrieval and
+    clustering compare, which a classification head does not. ``labels`` is ``(batch, n_ranks)`` in
+    ``contrastive_ranks`` order; negative labels (a missing rank) take part only as negatives. Each process scores
+    its own batch, so the batch must hold several barcodes per taxon (``KmerGroupedCollator``).
+    """
+
+    def __init__(self, config: BarcodeBertConfig):
+        super().__init__(config)
+        if not config.contrastive_ranks:
+            raise ValueError("BarcodeBertForContrastiveLearning needs config.contrastive_ranks, e.g. ['genus', 'species'].")
+        self.bert = BarcodeBertModel(config)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> BarcodeBertContrastiveOutput:
+        output = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        embeddings = nn.functional.normalize(masked_mean(output.last_hidden_state, attention_mask), dim=-1)
+        loss, rank_losses = None, None
+        if labels is not None:
+            labels = labels.view(labels.size(0), -1)
+            rank_losses = {rank: supervised_contrastive_loss(embeddings, labels[:, column],
+                                                             self.config.contrastive_temperature)
+                           for column, rank in enumerate(self.config.contrastive_ranks)}
+            loss = sum(weight * rank_loss for weight, rank_loss in
+                       zip(self.config.contrastive_rank_weights, rank_losses.values()))
+            rank_losses = {rank: value.detach() for rank, value in rank_losses.items()}
+        return BarcodeBertContrastiveOutput(loss=loss, rank_losses=rank_losses, embeddings=embeddings,
+                                            hidden_states=output.hidden_states, attentions=output.attentions)
+
+
+def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon's L_out: for each anchor with a label and at least one other barcode of that label in the batch, the
+    mean over those positives of -log softmax of their similarity against every other barcode of the batch.
+
+    Args:
+        embeddings: ``(batch, dim)``, L2-normalised.
+        labels: ``(batch,)`` class indices; negative means unknown (never an anchor or a positive).
+    Returns:
+        The mean over anchors; zero (not NaN) when the batch has no positive pair.
+    """
+    logits = embeddings @ embeddings.T / temperature
+    self_pairs = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    logits = logits.masked_fill(self_pairs, torch.finfo(logits.dtype).min)
+    log_probabilities = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0) & ~self_pairs
+    anchors = positives.any(dim=1)
+    if not anchors.any():
+        return embeddings.sum() * 0.0
+    positive_log_probabilities = log_probabilities.masked_fill(~positives, 0.0).sum(dim=1)
+    return -(positive_log_probabilities[anchors] / positives.sum(dim=1)[anchors]).mean()
+
+
 def _rank_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the records that have this rank; zero (not NaN) when none in the batch has it."""
     known = labels >= 0
@@ -255,7 +330,8 @@ def _rank_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["BarcodeBertPreTrainedModel", "BarcodeBertModel", "BarcodeBertForMaskedLM",
-           "BarcodeBertForSequenceClassification", "BarcodeBertClassifierOutput", "masked_mean"]
+           "BarcodeBertForSequenceClassification", "BarcodeBertClassifierOutput", "BarcodeBertForContrastiveLearning",
+           "BarcodeBertContrastiveOutput", "masked_mean", "supervised_contrastive_loss"]
 
 # save_pretrained copies this file (and the config's) next to the weights when the class knows its Auto class.
 BarcodeBertModel.register_for_auto_class("AutoModel")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -85,3 +86,51 @@ class KmerClassificationCollator:
         batch = self.tokenizer(sequences, padding="longest", truncation=True, return_tensors="pt")
         labels = torch.tensor([[example[f"{rank}_index"] for rank in self.ranks] for example in examples])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+
+
+@dataclass
+class KmerGroupedCollator:
+    """Contrastive batches in which every barcode has positives: each example (a ``row`` of ``barcodes``) brings
+    ``group_size - 1`` more barcodes of its own taxon at ``labels[:, group_column]`` (the finest rank by default),
+    drawn without replacement while the taxon has enough barcodes, with replacement after that. A barcode that is
+    alone in its taxon (or unlabelled) comes alone: copies of it would be trivial positives; it serves as a negative.
+
+    Works with any sampler (the Trainer's shuffling, distributed sharding): a batch of ``n`` examples becomes up to
+    ``n * group_size`` barcodes, so ``per_device_train_batch_size`` counts groups.
+    """
+
+    tokenizer: object
+    barcodes: list[str]
+    labels: np.ndarray                     # (n_barcodes, n_ranks) class indices; negative = unknown
+    group_size: int = 4
+    group_column: int = -1
+    random_offset: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be at least 2 (an anchor and a positive), not {self.group_size}.")
+        self.labels = np.asarray(self.labels).reshape(len(self.barcodes), -1)
+        self._rng = random.Random(self.seed)
+        self._members: dict[int, list[int]] = {}
+        for row, label in enumerate(self.labels[:, self.group_column].tolist()):
+            self._members.setdefault(label, []).append(row)
+
+    def _group(self, row: int) -> list[int]:
+        label = int(self.labels[row, self.group_column])
+        others = [member for member in self._members[label] if member != row] if label >= 0 else []
+        wanted = self.group_size - 1
+        if not others:
+            return [row]
+        if len(others) >= wanted:
+            return [row, *self._rng.sample(others, wanted)]
+        return [row, *others, *self._rng.choices(others, k=wanted - len(others))]
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [member for example in examples for member in self._group(int(example["row"]))]
+        sequences = [self.barcodes[row] for row in rows]
+        if self.random_offset:
+            sequences = random_offsets(sequences, self.tokenizer.k, self._rng)
+        batch = self.tokenizer(sequences, padding="longest", truncation=True, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "labels": torch.as_tensor(self.labels[rows], dtype=torch.long)}

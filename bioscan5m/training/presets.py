@@ -27,6 +27,11 @@ class Preset:
     finetune_epochs: float = 15
     finetune_batch_size: int = 32
     finetune_learning_rate: float = 5e-5
+    # contrastive fine-tuning (epochs count groups: each labelled barcode once as an anchor, with its group)
+    contrastive_epochs: float = 10
+    contrastive_batch_size: int = 256                 # barcodes per batch, groups included
+    contrastive_learning_rate: float = 1e-4
+    contrastive_temperature: float = 0.1
 
     def model_kwargs(self) -> dict:
         names = ("k_mer", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -44,10 +49,12 @@ PRESETS = {
     "cpu-small": Preset(k_mer=6, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
                         align_to_reference=True,
                         pretrain_epochs=1, pretrain_batch_size=64, pretrain_learning_rate=1e-3, warmup=0.1,
-                        finetune_epochs=3, finetune_batch_size=64, finetune_learning_rate=1e-4),
+                        finetune_epochs=3, finetune_batch_size=64, finetune_learning_rate=1e-4,
+                        contrastive_epochs=1, contrastive_learning_rate=3e-4),
     "tiny": Preset(k_mer=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                    pretrain_epochs=1, pretrain_batch_size=16, pretrain_learning_rate=1e-3, warmup=0.1,
-                   finetune_epochs=1, finetune_batch_size=16, finetune_learning_rate=1e-3),
+                   finetune_epochs=1, finetune_batch_size=16, finetune_learning_rate=1e-3,
+                   contrastive_epochs=1, contrastive_batch_size=32, contrastive_learning_rate=1e-3),
 }
 
 

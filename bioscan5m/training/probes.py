@@ -21,18 +21,19 @@ from .embeddings import embed_sequences, load_encoder
 
 def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: str | os.PathLike | None = None,
           batch_size: int = 256, species_rank: str = "species", genus_rank: str = "genus",
-          reading_frames: int = 1) -> dict:
+          reading_frames: int = 1, device: str | torch.device | None = None) -> dict:
     """Linear probe (species@test) and 1-NN probe (genus@test_unseen) of a saved BarcodeBERT encoder.
 
     Also reports identification speed: queries per second for embedding the ``test_unseen`` queries and finding
     their nearest ``train`` key, the work a user does to identify new specimens against a key index.
     ``reading_frames`` > 1 averages every barcode's vectors over that many start offsets (``BarcodeBertModel.embed``).
+    ``device``: where the encoder runs (default: the GPU when there is one, else the CPU).
 
     Returns:
         A dict of results (also written as JSON to ``out_path`` when given).
     """
     sets = load_barcode_sets(data_root, roles=("train", "test", "test_unseen"))
-    model = load_encoder(model_dir)
+    model = load_encoder(model_dir, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train = sets.labelled("train", species_rank)
     test = sets.labelled("test", species_rank)
     keys = sets.labelled("train", genus_rank)
@@ -57,7 +58,7 @@ def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: 
         f"knn_{genus_rank}_test_unseen": 100 * knn["micro_top1"],
         "train_barcodes": len(train), "test_queries": len(test), "test_unseen_queries": len(unseen),
         "queries_per_second": len(unseen) / identify_seconds,
-        "torch_threads": torch.get_num_threads(),
+        "device": str(model.device), "torch_threads": torch.get_num_threads(),
     }
     if out_path is not None:
         Path(out_path).write_text(json.dumps(results, indent=2))
