@@ -278,7 +278,8 @@ class BarcodeBertForContrastiveLearning(BarcodeBertPreTrainedModel):
     def __init__(self, config: BarcodeBertConfig):
         super().__init__(config)
         if not config.contrastive_ranks:
-            raise ValueError("BarcodeBertForContrastiveLearning needs config.contrastive_ranks, e.g. ['genus', 'species'].")
+            raise ValueError("BarcodeBertForContrastiveLearning needs config.contrastive_ranks, "
+                             "e.g. ['genus', 'species'].")
         self.bert = BarcodeBertModel(config)
         self.post_init()
 

@@ -60,7 +60,8 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
         labelled = labelled.iloc[:max_barcodes]
     torch.manual_seed(seed)
     model = BarcodeBertForContrastiveLearning.from_pretrained(
-        str(model_dir), contrastive_ranks=list(ranks), contrastive_rank_weights=list(rank_weights or [1.0] * len(ranks)),
+        str(model_dir), contrastive_ranks=list(ranks),
+        contrastive_rank_weights=list(rank_weights or [1.0] * len(ranks)),
         contrastive_temperature=settings.contrastive_temperature)
     tokenizer = model.bert.tokenizer
     rank = int(os.environ.get("RANK", "0"))
