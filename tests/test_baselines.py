@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bioscan5m import read_metadata
-from bioscan5m.evaluation.baselines import (BlastNotFoundError, blast_available, blast_search, kmer_counts,
+from bioscan5m.evaluation.baselines import (BlastNotFoundError, aligned_identity_vectors, blast_available, blast_search, kmer_counts,
                                             kmer_embeddings)
 
 
@@ -57,6 +57,30 @@ needs_blast = pytest.mark.skipif(not blast_available(), reason="blastn/makeblast
 
 
 @needs_blast
+def test_aligned_identity_counts_identical_bases_at_reference_positions(barcodes):
+    from bioscan5m.tokenization.reference_frame import align_to_reference
+
+    sample = [b for b in barcodes[0] if len(b) >= 600][:20]
+    # The same barcodes cut at the front by 1..20 bases (a later start), lower case, one base turned into N.
+    shifted = [b[cut:].lower() for cut, b in enumerate(sample, start=1)]
+    shifted[0] = "N" + shifted[0][1:]
+    vectors, shifted_vectors = aligned_identity_vectors(sample), aligned_identity_vectors(shifted)
+    assert vectors.shape == (len(sample), 4 * 660) and set(np.unique(vectors)) <= {0.0, 1.0}
+
+    aligned = align_to_reference(sample)
+    by_hand = [[sum(x == y and x in "ACGT" for x, y in zip(a[:660], b[:660])) for b in aligned] for a in aligned]
+    np.testing.assert_array_equal(vectors @ vectors.T, np.array(by_hand, dtype=np.float32))
+    # A shifted copy keeps every remaining base at its reference position, so it shares all of them with its
+    # source, which is therefore among its nearest keys (a base-by-base comparison of the raw strings would not).
+    overlap = shifted_vectors @ vectors.T
+    cut = np.arange(1, len(sample) + 1) + (np.arange(len(sample)) == 0)     # bases cut, plus the N of copy 0
+    np.testing.assert_array_equal(np.diag(overlap), shifted_vectors.sum(axis=1))
+    assert (np.diag(overlap) >= vectors.sum(axis=1) - cut).all()
+    assert (np.diag(overlap) == overlap.max(axis=1)).all()
+    unaligned = [sum(x == y for x, y in zip(a.upper(), b)) for a, b in zip(shifted, sample)]
+    assert max(unaligned) < 0.5 * min(np.diag(overlap))
+
+
 def test_blast_top_hit_finds_the_source_barcode(barcodes):
     sequences, species = barcodes
     keys = sequences[:40]

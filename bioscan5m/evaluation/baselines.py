@@ -80,6 +80,26 @@ def l2_normalize_rows(matrix):
     return matrix / norms
 
 
+def aligned_identity_vectors(sequences: Sequence[str], length: int = 660) -> np.ndarray:
+    """The ungapped-identity baseline: one-hot bases in COI-5P reference coordinates, ``(n, 4 * length)`` float32.
+
+    Each barcode is placed by :func:`~bioscan5m.tokenization.reference_frame.align_to_reference` (leading ``N`` or
+    upstream bases dropped), cut or ``N``-padded to ``length``; row ``i`` has a 1 at ``4 * p + b`` when its base at
+    reference position ``p`` is ``b`` (A, C, G, T; ``N`` and other codes have none). The inner product of two rows
+    is the number of positions where both barcodes have the same base, so exact inner-product 1-NN finds the key
+    with the most identical bases without gaps: a BLAST-like nearest barcode at the cost of one matrix product.
+    """
+    from ..tokenization.reference_frame import align_to_reference
+
+    aligned = align_to_reference([str(sequence).upper() for sequence in sequences])
+    text = "".join(sequence[:length].ljust(length, "N") for sequence in aligned)
+    codes = _CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)].reshape(len(aligned), length)
+    vectors = np.zeros((len(aligned), length, 4), dtype=np.float32)
+    rows, positions = np.nonzero(codes < 4)
+    vectors[rows, positions, codes[rows, positions]] = 1.0
+    return vectors.reshape(len(aligned), 4 * length)
+
+
 def kmer_embeddings(sequences: Sequence[str], k: int = 6, svd_dims: int | None = 256, seed: int = 0,
                     fit_sequences: Sequence[str] | None = None) -> np.ndarray:
     """The k-mer baseline embedding: L2-normalised k-mer counts, projected to ``svd_dims`` by a truncated SVD.
