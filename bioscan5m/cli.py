@@ -174,8 +174,8 @@ def _run_finetune(args) -> None:
         return
     from .training.finetune import finetune
 
-    results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank or "species")), preset=args.preset,
-                       epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
+    results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank or "species")),
+                       preset=args.preset, epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        freeze_encoder=args.freeze_encoder, head_init=args.head_init,
                        align_to_reference=args.align_to_reference, seed=args.seed)
