@@ -5,6 +5,8 @@ keys = train). Rows:
 
 * BarcodeBERT pretrained: linear probe species@test, cosine 1-NN genus@test_unseen (the paper's protocol);
 * BarcodeBERT fine-tuned on train species: species@test, and 1-NN genus@test_unseen on its encoder;
+* any further encoders (``--encoders``, e.g. contrastively fine-tuned ones): cosine 1-NN species@test and
+  genus@test_unseen;
 * 6-mer counts (L2-normalised, exact cosine 1-NN), ungapped identity of the barcodes aligned to the COI-5P
   reference (``aligned_identity_vectors``, exact inner-product 1-NN) and BLAST top hit (blastn megablast, keys =
   train).
@@ -14,7 +16,7 @@ beforehand: embedding + exact search for the models and k-mers, ``blastn`` (data
 
     .venv/bin/python bench/bench_dna_quality.py --data ../shared/data/bold-insects \\
         --pretrained runs/bb-cpu-small --probe-results runs/bb-cpu-small-probe.json \\
-        --finetuned runs/bb-cpu-small-species --out runs/dna-quality.json
+        --finetuned runs/bb-cpu-small-species --encoders runs/bb-pp --out runs/dna-quality.json
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ def aligned_identity_1nn(keys, key_labels, queries, query_labels, chunk: int = 5
             "queries_per_second": len(queries) / seconds}
 
 
+def encoder_1nn(encoder, keys, key_labels, queries, query_labels) -> dict:
+    key_x = embed_sequences(encoder, keys, progress=False)
+    started = time.perf_counter()
+    query_x = embed_sequences(encoder, queries, progress=False)
+    knn = knn_probe(key_x, key_labels, query_x, query_labels)
+    seconds = time.perf_counter() - started
+    return {"accuracy": 100 * knn["micro_top1"], "queries_per_second": len(queries) / seconds}
+
+
 def blast_top_hit(keys, key_labels, queries, query_labels, threads: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-blast-") as tmp:
         tmp = Path(tmp)
@@ -88,8 +99,9 @@ def blast_top_hit(keys, key_labels, queries, query_labels, threads: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/bold-insects")
-    parser.add_argument("--pretrained", required=True)
+    parser.add_argument("--pretrained", default=None, help="a self-supervised encoder: linear probe / 1-NN row")
     parser.add_argument("--finetuned", default=None)
+    parser.add_argument("--encoders", nargs="*", default=[], help="further encoder folders: 1-NN rows")
     parser.add_argument("--probe-results", default=None,
                         help="JSON written by `bioscan5m probe --out` for --pretrained (else the probe runs here)")
     parser.add_argument("--out", default=None)
@@ -102,13 +114,12 @@ def main() -> None:
     train, test, unseen = sets.labelled("train", "species"), sets.labelled("test", "species"), \
         sets.labelled("test_unseen", "genus")
     rows = {}
-    if args.probe_results:
-        results = json.loads(Path(args.probe_results).read_text())
-    else:
-        results = probe(args.pretrained, args.data)
-    rows["BarcodeBERT pretrained (linear probe / 1-NN)"] = {
-        "species_test": results["linear_probe_species_test"], "genus_test_unseen": results["knn_genus_test_unseen"],
-        "queries_per_second": results["queries_per_second"]}
+    if args.pretrained:
+        results = json.loads(Path(args.probe_results).read_text()) if args.probe_results else \
+            probe(args.pretrained, args.data)
+        rows["BarcodeBERT pretrained (linear probe / 1-NN)"] = {
+            "species_test": results["linear_probe_species_test"],
+            "genus_test_unseen": results["knn_genus_test_unseen"], "queries_per_second": results["queries_per_second"]}
     if args.finetuned:
         finetuned = json.loads((Path(args.finetuned) / "results.json").read_text())
         encoder = load_encoder(args.finetuned)
@@ -119,6 +130,16 @@ def main() -> None:
         rows["BarcodeBERT fine-tuned on species (classifier / 1-NN)"] = {
             "species_test": finetuned["species_test_accuracy"], "genus_test_unseen": 100 * knn["micro_top1"],
             "queries_per_second": len(unseen) / (time.perf_counter() - started)}
+
+    for folder in args.encoders:
+        encoder = load_encoder(folder, "cpu")
+        species = encoder_1nn(encoder, train.dna_barcode, train.species_index.to_numpy(), test.dna_barcode,
+                              test.species_index.to_numpy())
+        genus = encoder_1nn(encoder, train.dna_barcode, train.genus_index.to_numpy(), unseen.dna_barcode,
+                            unseen.genus_index.to_numpy())
+        rows[f"{folder} ({encoder.config.pooling} pooling, {encoder.config.num_hidden_layers} layers), 1-NN"] = {
+            "species_test": species["accuracy"], "genus_test_unseen": genus["accuracy"],
+            "queries_per_second": genus["queries_per_second"]}
 
     for name, nearest_key in (("6-mer counts, cosine 1-NN", kmer_1nn),
                               ("Aligned ungapped identity, 1-NN", aligned_identity_1nn)):

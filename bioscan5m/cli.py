@@ -97,6 +97,12 @@ def _add_dna_commands(sub) -> None:
                    help="start the heads from a linear probe on frozen embeddings (LP-FT, default) or at random")
     p.add_argument("--temperature", type=float, default=None, help="contrastive: loss temperature (preset's)")
     p.add_argument("--group-size", type=int, default=4, help="contrastive: barcodes of one species per group")
+    p.add_argument("--pooling", choices=("mean", "per_position"), default=None,
+                   help="contrastive: pool token states by their mean or per gene position (aligned models; "
+                        "default: the pretrained model's)")
+    p.add_argument("--per-position-size", type=int, default=None, help="contrastive: values per position (16)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="contrastive: keep only the first N encoder layers (a faster encoder; default all)")
     _add_align_arg(p)
     _add_run_length_args(p)
     p.set_defaults(run=_run_finetune)
@@ -160,6 +166,8 @@ def _run_pretrain(args) -> None:
 
 
 def _run_finetune(args) -> None:
+    contrastive_only = {"--pooling": args.pooling, "--per-position-size": args.per_position_size,
+                        "--layers": args.layers}
     if args.objective == "contrastive":
         if args.freeze_encoder or args.align_to_reference is not None:
             raise SystemExit("--freeze-encoder and --align-to-reference apply to --objective classification only; "
@@ -169,9 +177,13 @@ def _run_finetune(args) -> None:
         _print_results(contrastive_finetune(
             args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank or "genus,species")), preset=args.preset,
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            temperature=args.temperature, group_size=args.group_size, max_steps=args.max_steps,
+            temperature=args.temperature, group_size=args.group_size, pooling=args.pooling,
+            per_position_size=args.per_position_size, num_hidden_layers=args.layers, max_steps=args.max_steps,
             max_barcodes=args.max_barcodes, seed=args.seed))
         return
+    given = [option for option, value in contrastive_only.items() if value is not None]
+    if given:
+        raise SystemExit(f"{', '.join(given)} apply to --objective contrastive only.")
     from .training.finetune import finetune
 
     results = finetune(args.model, args.data, args.out, ranks=tuple(_csv_list(args.rank or "species")),

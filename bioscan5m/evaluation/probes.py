@@ -50,21 +50,22 @@ def knn_probe(train_embeddings, train_labels, query_embeddings, query_labels, k:
 
 
 def fit_linear_classifier(train_x, train_y, num_classes: int, epochs: int = 300, learning_rate: float = 1e-2,
-                          weight_decay: float = 1e-4, seed: int = 0, progress: bool = False):
+                          weight_decay: float = 1e-4, seed: int = 0, progress: bool = False, device=None):
     """Multinomial logistic regression on frozen embeddings: full-batch AdamW on standardised features.
 
-    Returns ``(weight, bias)`` tensors acting on the *raw* embeddings (the standardisation is folded in), ready
-    to be copied into an ``nn.Linear`` (the fine-tuning script starts its heads from them).
+    Returns ``(weight, bias)`` CPU tensors acting on the *raw* embeddings (the standardisation is folded in), ready
+    to be copied into an ``nn.Linear`` (the fine-tuning script starts its heads from them). ``device``: where
+    to fit (default CPU).
     """
     import torch
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
-    x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
+    x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32, device=device)
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
     x = (x - mean) / std
-    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    classifier = torch.nn.Linear(x.shape[1], num_classes)
+    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long, device=device)
+    classifier = torch.nn.Linear(x.shape[1], num_classes, device=device)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=learning_rate, weight_decay=weight_decay)
     for _ in tqdm(range(epochs), desc="linear probe", unit="epoch", disable=not progress, leave=False):
         optimizer.zero_grad()
@@ -72,14 +73,16 @@ def fit_linear_classifier(train_x, train_y, num_classes: int, epochs: int = 300,
         optimizer.step()
     with torch.no_grad():
         weight = classifier.weight / std
-        return weight, classifier.bias - weight @ mean
+        return weight.cpu(), (classifier.bias - weight @ mean).cpu()
 
 
 def linear_probe(train_embeddings, train_labels, query_embeddings, query_labels, epochs: int = 300,
-                 learning_rate: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0, progress: bool = True) -> dict:
+                 learning_rate: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0, progress: bool = True,
+                 device=None) -> dict:
     """A softmax linear classifier (:func:`fit_linear_classifier`) on frozen train embeddings, scored on the queries.
 
-    Query labels absent from the train labels count as errors (the classifier cannot predict them).
+    Query labels absent from the train labels count as errors (the classifier cannot predict them). ``device``:
+    where to fit the classifier (default CPU).
     """
     import torch
 
@@ -89,7 +92,7 @@ def linear_probe(train_embeddings, train_labels, query_embeddings, query_labels,
         raise ValueError(f"query embeddings have {query_x.shape[1]} dimensions but train embeddings have {train_x.shape[1]}.")
     classes, targets = np.unique(train_y, return_inverse=True)
     weight, bias = fit_linear_classifier(train_x, targets, len(classes), epochs=epochs, learning_rate=learning_rate,
-                                         weight_decay=weight_decay, seed=seed, progress=progress)
+                                         weight_decay=weight_decay, seed=seed, progress=progress, device=device)
     with torch.no_grad():
         predicted = (torch.from_numpy(query_x) @ weight.T + bias).argmax(dim=1).numpy()
     return topk_accuracy(classes[predicted], query_labels, top_k=(1,))

@@ -142,7 +142,7 @@ def kmer_source(k: int = 6, svd_dims: int = 256) -> EmbeddingSource:
 
 
 def model_source(model_dir, batch_size: int = 128, reading_frames: int = 1) -> EmbeddingSource:
-    """A saved model folder: ``AutoModel.from_pretrained(model_dir).embed(sequences)`` (mean of the last layer),
+    """A saved model folder: ``AutoModel.from_pretrained(model_dir).embed(sequences)`` (pooled as its config says),
     averaged over ``reading_frames`` start offsets when more than one."""
     model_dir = Path(model_dir).expanduser()
     config_path = model_dir / "config.json"
@@ -169,7 +169,7 @@ def model_source(model_dir, batch_size: int = 128, reading_frames: int = 1) -> E
     weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
     stamp = "|".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in [config_path, *weights])
     described = ", ".join(f"{key} {config[key]}" for key in ("k_mer", "num_hidden_layers", "num_attention_heads",
-                                                             "hidden_size") if key in config)
+                                                             "hidden_size", "pooling") if key in config)
     name = model_dir.name
     if reading_frames > 1:
         described += f"; mean over {reading_frames} reading frames"

@@ -8,6 +8,9 @@ from __future__ import annotations
 from transformers import BertConfig
 
 SPECIAL_TOKENS_PER_VOCABULARY = {"barcodebert": 2, "standard": 5}
+#: Special tokens around every barcode ([CLS] ... [SEP] in the standard vocabulary; none in BarcodeBERT's).
+FRAMING_TOKENS_PER_VOCABULARY = {"barcodebert": 0, "standard": 2}
+POOLINGS = ("mean", "per_position")
 
 
 class BarcodeBertConfig(BertConfig):
@@ -28,6 +31,12 @@ class BarcodeBertConfig(BertConfig):
             ``["genus", "species"]`` (one supervised contrastive term per rank).
         contrastive_rank_weights: weight of each rank's term (default: 1 for every rank).
         contrastive_temperature: temperature of the supervised contrastive loss.
+        pooling: how ``embed`` turns token states into one vector. ``"mean"``: their mean (BarcodeBERT).
+            ``"per_position"``: each token position's state projected to ``per_position_size`` values and
+            L2-normalised, the positions concatenated in order (``embedding_size`` values), so that the cosine of
+            two barcodes is the mean agreement of their states position by position. Made for barcodes aligned
+            to the COI-5P reference (``align_to_reference``), where a token position is a gene position.
+        per_position_size: values per token position with ``pooling="per_position"``.
     """
 
     model_type = "barcodebert"
@@ -50,6 +59,8 @@ class BarcodeBertConfig(BertConfig):
     contrastive_ranks: list[str] | None = None
     contrastive_rank_weights: list[float] | None = None
     contrastive_temperature: float = 0.1
+    pooling: str = "mean"
+    per_position_size: int = 16
 
     def __post_init__(self, **kwargs):
         if self.tokenizer_vocabulary not in SPECIAL_TOKENS_PER_VOCABULARY:
@@ -80,9 +91,25 @@ class BarcodeBertConfig(BertConfig):
         if len(self.contrastive_rank_weights) != len(self.contrastive_ranks):
             raise ValueError(f"contrastive_rank_weights has {len(self.contrastive_rank_weights)} weights for "
                              f"{len(self.contrastive_ranks)} contrastive_ranks {self.contrastive_ranks}.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}.")
+        if self.per_position_size < 1:
+            raise ValueError(f"per_position_size must be at least 1, not {self.per_position_size}.")
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be positive, not {self.contrastive_temperature}.")
         super().__post_init__(**kwargs)
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens of the longest barcode (``max_nucleotides`` cut into k-mers, with [CLS]/[SEP] where used)."""
+        return self.max_nucleotides // self.k_mer + FRAMING_TOKENS_PER_VOCABULARY[self.tokenizer_vocabulary]
+
+    @property
+    def embedding_size(self) -> int:
+        """Length of the vector ``embed`` returns for each barcode."""
+        if self.pooling == "per_position":
+            return self.max_tokens * self.per_position_size
+        return self.hidden_size
 
     @property
     def num_labels_per_rank(self) -> dict[str, int]:

@@ -13,8 +13,11 @@ from transformers import AutoModel, AutoTokenizer
 # With `pip install bioscan5m`, `import bioscan5m` registers the classes; without it, trust the shipped code:
 tokenizer = AutoTokenizer.from_pretrained("{path}", trust_remote_code=True)
 model = AutoModel.from_pretrained("{path}", trust_remote_code=True)
-embeddings = model.embed(["AACATTATATTTTATTTTTGG...", ...])  # (n, {hidden}) mean over real tokens
+embeddings = model.embed(["AACATTATATTTTATTTTTGG...", ...])  # (n, {size}): the embedding above
 ```"""
+
+_POOLED = {"mean": "mean of the last hidden state over real tokens",
+           "per_position": "last hidden state per k-mer position, projected and L2-normalised, positions concatenated"}
 
 _PROTOCOL = """BIOSCAN-5M protocol as in the BarcodeBERT paper: barcodes are cut to {max_nucleotides} nucleotides and
 de-duplicated over the whole release after stripping trailing `N` (first occurrence kept), so every figure is on
@@ -54,8 +57,9 @@ def write_model_card(folder: str | os.PathLike, config: BarcodeBertConfig, sourc
         "|---|---|",
         f"| tokenizer | non-overlapping {config.k_mer}-mers, `{config.tokenizer_vocabulary}` vocabulary "
         f"({config.vocab_size} tokens), up to {config.max_nucleotides} nucleotides |",
-        f"| encoder | {config.num_hidden_layers} layers, {config.num_attention_heads} heads, hidden "
-        f"{config.hidden_size}, intermediate {config.intermediate_size} |",
+        f"| encoder | {config.num_hidden_layers} layer{'s' * (config.num_hidden_layers != 1)}, "
+        f"{config.num_attention_heads} heads, hidden {config.hidden_size}, intermediate {config.intermediate_size} |",
+        f"| embedding | {_POOLED[config.pooling]}, {config.embedding_size} values |",
     ]
     if heads:
         lines.append(f"| classifier heads | {heads}, on the mean of the last hidden state |")
@@ -63,7 +67,7 @@ def write_model_card(folder: str | os.PathLike, config: BarcodeBertConfig, sourc
         lines.append(f"| data | {data} |")
     for name, value in (training or {}).items():
         lines.append(f"| {name} | {value} |")
-    lines += ["", "## Usage", "", _USAGE.format(path=folder.name, hidden=config.hidden_size), "",
+    lines += ["", "## Usage", "", _USAGE.format(path=folder.name, size=config.embedding_size), "",
               "## Evaluation protocol", "", _PROTOCOL.format(max_nucleotides=config.max_nucleotides), ""]
     lines += ["## Results", ""]
     if results:

@@ -20,7 +20,7 @@ from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, 
 from transformers.utils import ModelOutput
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_barcodebert import BarcodeBertConfig
+from .configuration_barcodebert import SPECIAL_TOKENS_PER_VOCABULARY, BarcodeBertConfig
 
 
 #: Every Auto class a saved folder answers to; ``register_for_auto_class`` alone records only the saved class.
@@ -84,12 +84,14 @@ class BarcodeBertPreTrainedModel(PreTrainedModel):
 
 
 class BarcodeBertModel(BarcodeBertPreTrainedModel):
-    """The BarcodeBERT encoder; ``embed`` turns barcodes into one vector each."""
+    """The BarcodeBERT encoder; ``embed`` turns barcodes into one vector each (``pool`` says how)."""
 
     def __init__(self, config: BarcodeBertConfig):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
+        if config.pooling == "per_position":
+            self.per_position_projection = nn.Linear(config.hidden_size, config.per_position_size)
         self._kmer_tokenizer = None
         self.post_init()
 
@@ -111,6 +113,28 @@ class BarcodeBertModel(BarcodeBertPreTrainedModel):
                                                  attention_mask=attention_mask)
         encoder_output = self.encoder(embedding_output, attention_mask=encoder_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=encoder_output.last_hidden_state)
+
+    def pool(self, last_hidden_state: torch.Tensor, input_ids: torch.Tensor,
+             attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """One vector per barcode from its token states, as ``config.pooling`` says: ``(batch, embedding_size)``.
+
+        ``"mean"`` averages the states where ``attention_mask`` is 1. ``"per_position"`` keeps what a mean loses,
+        which gene positions agree between two barcodes: it is to the mean what counting the identical bases of
+        two aligned barcodes is to comparing their k-mer counts. Positions that hold no k-mer (no bases there:
+        [UNK] for N, padding, special tokens) are zeros, so that missing data agrees with nothing.
+        """
+        if self.config.pooling == "mean":
+            return masked_mean(last_hidden_state, attention_mask)
+        positions = last_hidden_state.shape[1]
+        if positions > self.config.max_tokens:
+            raise ValueError(f"per-position pooling takes at most {self.config.max_tokens} tokens, got {positions}.")
+        holds_kmer = input_ids >= SPECIAL_TOKENS_PER_VOCABULARY[self.config.tokenizer_vocabulary]
+        if attention_mask is not None:
+            holds_kmer = holds_kmer & attention_mask.bool()
+        states = nn.functional.normalize(self.per_position_projection(last_hidden_state), dim=-1)
+        states = states * holds_kmer.unsqueeze(-1).to(states.dtype)
+        states = nn.functional.pad(states, (0, 0, 0, self.config.max_tokens - positions))
+        return states.flatten(1)
 
     @property
     def tokenizer(self):
@@ -134,7 +158,7 @@ class BarcodeBertModel(BarcodeBertPreTrainedModel):
     @torch.inference_mode()
     def embed(self, sequences: list[str], batch_size: int = 256, return_numpy: bool = False,
               progress: bool = False, reading_frames: int = 1) -> torch.Tensor | np.ndarray:
-        """One vector per barcode: the attention-mask-aware mean of the last hidden state.
+        """One vector per barcode (``embedding_size`` values): the last hidden state pooled by ``pool``.
 
         Sequences are batched in order of length, so that little compute goes to padding, and the result is
         returned in input order. The model is put in eval mode.
@@ -171,13 +195,17 @@ class BarcodeBertModel(BarcodeBertPreTrainedModel):
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="embedding", unit="batch")
-        pooled = torch.empty((len(order), self.config.hidden_size), device=self.device)
+        if self.config.pooling == "per_position" and not getattr(tokenizer, "align_to_reference", False):
+            raise ValueError("Per-position pooling compares barcodes position by position, which needs a tokenizer "
+                             "that aligns them to the COI-5P reference (align_to_reference=True).")
+        pooled = torch.empty((len(order), self.config.embedding_size), device=self.device)
         for start in batches:
             index = order[start:start + batch_size]
             encoded = tokenizer([sequences[i] for i in index], padding=True, truncation=True, return_tensors="pt")
             encoded = {name: tensor.to(self.device) for name, tensor in encoded.items()}
             hidden = self(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).last_hidden_state
-            pooled[torch.as_tensor(index, device=self.device)] = masked_mean(hidden, encoded["attention_mask"]).float()
+            pooled[torch.as_tensor(index, device=self.device)] = self.pool(hidden, encoded["input_ids"],
+                                                                         encoded["attention_mask"]).float()
         return pooled.cpu().numpy() if return_numpy else pooled
 
 
@@ -267,8 +295,8 @@ class BarcodeBertContrastiveOutput(ModelOutput):
 class BarcodeBertForContrastiveLearning(BarcodeBertPreTrainedModel):
     """Encoder trained so that the mean-pooled vectors of barcodes of one taxon lie close together.
 
-    The loss is the supervised contrastive loss (Khosla et al. 2020, "SupCon") on L2-normalised mean-pooled
-    embeddings, one term per rank of ``config.contrastive_ranks`` (e.g. genus and species), weighted by
+    The loss is the supervised contrastive loss (Khosla et al. 2020, "SupCon") on the L2-normalised pooled
+    embeddings (``BarcodeBertModel.pool``), one term per rank of ``config.contrastive_ranks`` (e.g. genus and species), weighted by
     ``config.contrastive_rank_weights``. It shapes exactly the vectors that 1-NN identification, retrieval and
     clustering compare, which a classification head does not. ``labels`` is ``(batch, n_ranks)`` in
     ``contrastive_ranks`` order; negative labels (a missing rank) take part only as negatives. Each process scores
@@ -286,7 +314,8 @@ class BarcodeBertForContrastiveLearning(BarcodeBertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs) -> BarcodeBertContrastiveOutput:
         output = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        embeddings = nn.functional.normalize(masked_mean(output.last_hidden_state, attention_mask), dim=-1)
+        embeddings = nn.functional.normalize(self.bert.pool(output.last_hidden_state, input_ids, attention_mask),
+                                            dim=-1)
         loss, rank_losses = None, None
         if labels is not None:
             labels = labels.view(labels.size(0), -1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from ..modeling import BarcodeBertForContrastiveLearning
+from ..modeling import BarcodeBertConfig, BarcodeBertForContrastiveLearning
 from ..modeling.model_card import write_model_card
 from .collators import KmerGroupedCollator
 from .data import load_barcode_sets
@@ -29,7 +29,9 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                          ranks: tuple[str, ...] = ("genus", "species"), rank_weights: tuple[float, ...] | None = None,
                          preset: str = "cpu-small", epochs: float | None = None, batch_size: int | None = None,
                          learning_rate: float | None = None, temperature: float | None = None, group_size: int = 4,
-                         max_steps: int | None = None, max_barcodes: int | None = None, seed: int = 0) -> dict:
+                         pooling: str | None = None, per_position_size: int | None = None,
+                         num_hidden_layers: int | None = None, max_steps: int | None = None,
+                         max_barcodes: int | None = None, seed: int = 0) -> dict:
     """Contrastively fine-tune ``model_dir`` on the labelled ``train`` barcodes and probe the result.
 
     Args:
@@ -44,6 +46,9 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
             ``group_size`` times as many barcodes).
         batch_size: barcodes per batch and process, groups included (a multiple of ``group_size``).
         group_size: barcodes of one species per group.
+        pooling / per_position_size: how the encoder pools token states (``BarcodeBertConfig``; default: the
+            pretrained model's). ``"per_position"`` needs a model pretrained on aligned barcodes.
+        num_hidden_layers: keep only the first this many encoder layers (a faster encoder; default all).
         max_steps / max_barcodes: cap the run (quick checks).
 
     Returns:
@@ -59,11 +64,18 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
     if max_barcodes is not None:
         labelled = labelled.iloc[:max_barcodes]
     torch.manual_seed(seed)
-    model = BarcodeBertForContrastiveLearning.from_pretrained(
-        str(model_dir), contrastive_ranks=list(ranks),
-        contrastive_rank_weights=list(rank_weights or [1.0] * len(ranks)),
-        contrastive_temperature=settings.contrastive_temperature)
+    # A new configuration (not from_pretrained's keyword overrides) so that the settings are checked.
+    architecture = {"pooling": pooling, "per_position_size": per_position_size, "num_hidden_layers": num_hidden_layers}
+    config = BarcodeBertConfig(**{
+        **BarcodeBertConfig.from_pretrained(str(model_dir)).to_dict(),
+        **{name: value for name, value in architecture.items() if value is not None},
+        "contrastive_ranks": list(ranks), "contrastive_temperature": settings.contrastive_temperature,
+        "contrastive_rank_weights": list(rank_weights) if rank_weights else None})   # None: 1 per rank
+    model = BarcodeBertForContrastiveLearning.from_pretrained(str(model_dir), config=config)
     tokenizer = model.bert.tokenizer
+    if model.config.pooling == "per_position" and not tokenizer.align_to_reference:
+        raise ValueError(f"{model_dir} reads barcodes from their first base: per-position pooling needs a model "
+                         "pretrained on barcodes aligned to the COI-5P reference (--align-to-reference).")
     rank = int(os.environ.get("RANK", "0"))
     # Aligned barcodes are already in one frame; random start offsets would only be undone by the alignment.
     collator = KmerGroupedCollator(tokenizer, labelled["dna_barcode"].tolist(),

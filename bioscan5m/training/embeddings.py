@@ -34,7 +34,7 @@ def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
 def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=np.float32,
                     out_path: str | os.PathLike | None = None, progress: bool = True,
                     device: str | torch.device | None = None, reading_frames: int = 1) -> np.ndarray:
-    """Embed barcodes with a BarcodeBERT model: one attention-mask-aware mean vector per sequence.
+    """Embed barcodes with a BarcodeBERT model: one pooled vector per sequence (``BarcodeBertModel.embed``).
 
     Sequences are processed in chunks sorted by length; with ``out_path`` the array is written to a ``.npy``
     file (memory-mapped, filled chunk by chunk, so the result need not fit in memory twice).
@@ -50,7 +50,7 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
         reading_frames: average over this many start offsets (see ``BarcodeBertModel.embed``).
 
     Returns:
-        ``(n, hidden)`` array in input order (the memory-mapped file when ``out_path`` is given).
+        ``(n, embedding_size)`` array in input order (the memory-mapped file when ``out_path`` is given).
     """
     model = load_encoder(model_dir_or_model, device)
     sequences = list(sequences)
@@ -58,9 +58,9 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         result = np.lib.format.open_memmap(out_path, mode="w+", dtype=dtype,
-                                           shape=(len(sequences), model.config.hidden_size))
+                                           shape=(len(sequences), model.config.embedding_size))
     else:
-        result = np.empty((len(sequences), model.config.hidden_size), dtype=dtype)
+        result = np.empty((len(sequences), model.config.embedding_size), dtype=dtype)
     # Chunks of many batches: each is length-sorted inside embed(), and progress advances per chunk.
     chunk = batch_size * 16
     starts = range(0, len(sequences), chunk)

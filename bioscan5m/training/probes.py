@@ -42,7 +42,7 @@ def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: 
     train_x = embed_sequences(model, train["dna_barcode"], batch_size=batch_size, reading_frames=reading_frames)
     test_x = embed_sequences(model, test["dna_barcode"], batch_size=batch_size, reading_frames=reading_frames)
     linear = linear_probe(train_x, train[f"{species_rank}_index"].to_numpy(), test_x,
-                          test[f"{species_rank}_index"].to_numpy())
+                          test[f"{species_rank}_index"].to_numpy(), device=model.device)
 
     key_x = train_x if len(keys) == len(train) and (keys.index == train.index).all() else \
         embed_sequences(model, keys["dna_barcode"], batch_size=batch_size, reading_frames=reading_frames)
