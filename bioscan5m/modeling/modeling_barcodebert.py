@@ -281,8 +281,8 @@ class BarcodeBertContrastiveOutput(ModelOutput):
     Args:
         loss: weighted sum over ``config.contrastive_ranks`` of the supervised contrastive loss, when labels are given.
         rank_losses: each rank's (unweighted, detached) loss, keyed by rank name.
-        embeddings: the L2-normalised mean-pooled encoder output, the vectors ``BarcodeBertModel.embed`` returns
-            up to normalisation.
+        embeddings: the L2-normalised pooled encoder output, the vectors ``BarcodeBertModel.embed`` returns up
+            to normalisation.
     """
 
     loss: torch.Tensor | None = None
@@ -293,11 +293,11 @@ class BarcodeBertContrastiveOutput(ModelOutput):
 
 
 class BarcodeBertForContrastiveLearning(BarcodeBertPreTrainedModel):
-    """Encoder trained so that the mean-pooled vectors of barcodes of one taxon lie close together.
+    """Encoder trained so that the pooled vectors of barcodes of one taxon lie close together.
 
     The loss is the supervised contrastive loss (Khosla et al. 2020, "SupCon") on the L2-normalised pooled
-    embeddings (``BarcodeBertModel.pool``), one term per rank of ``config.contrastive_ranks`` (e.g. genus and species), weighted by
-    ``config.contrastive_rank_weights``. It shapes exactly the vectors that 1-NN identification, retrieval and
+    embeddings (``BarcodeBertModel.pool``), one term per rank of ``config.contrastive_ranks`` (e.g. genus and
+    species), weighted by ``config.contrastive_rank_weights``. It shapes exactly the vectors that 1-NN identification, retrieval and
     clustering compare, which a classification head does not. ``labels`` is ``(batch, n_ranks)`` in
     ``contrastive_ranks`` order; negative labels (a missing rank) take part only as negatives. Each process scores
     its own batch, so the batch must hold several barcodes per taxon (``KmerGroupedCollator``).
