@@ -505,10 +505,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group(finished: bool) -> None:
+    """Close the ``torchrun`` process group, if a training command opened one, before the interpreter exits.
+
+    A gloo group left open aborts a process at exit now and then ("terminate called without an active exception",
+    pytorch/pytorch#190489). After a successful run every process first waits for the others, so none exits while
+    rank 0 still saves; after a failure there is no waiting, as the other processes may never arrive.
+    """
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    finished = False
     try:
         args.run(args)
+        finished = True
     except (ValueError, FileNotFoundError, OSError) as error:
         # Input problems get one clear line, not a traceback; BIOSCAN5M_DEBUG=1 shows the traceback.
         import os
@@ -517,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bioscan5m {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group(finished)
     return 0
 
 

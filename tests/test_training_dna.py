@@ -163,3 +163,18 @@ def test_pretrain_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
     assert summary["world_size"] == 2 and summary["steps"] == 3
     assert summary["replicas_in_sync"] is True  # gradients were averaged (DDP over gloo), not two separate runs
     assert AutoModel.from_pretrained(out).embed(["ACGT" * 100]).shape == (1, 32)
+
+
+@pytest.mark.parametrize("arguments", [["sample", "{tmp}/sample", "--records", "200"],
+                                       ["info", "{tmp}/missing"]], ids=["finished", "failed"])
+def test_cli_closes_the_torchrun_process_group_before_exiting(arguments, tmp_path):
+    """An open gloo group can abort a process at exit, so every command, finished or failed, closes it."""
+    script = ("import torch.distributed as dist\n"
+              f"dist.init_process_group('gloo', init_method='file://{tmp_path}/store', rank=0, world_size=1)\n"
+              "from bioscan5m.cli import main\n"
+              f"code = main({[a.format(tmp=tmp_path) for a in arguments]!r})\n"
+              "print(code, dist.is_initialized())\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    code, still_open = result.stdout.split()[-2:]
+    assert (code, still_open) == ("0" if arguments[0] == "sample" else "2", "False")
