@@ -23,9 +23,11 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         data = PAYLOAD
-        start = 0
-        if "Range" in self.headers:
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+        ranged = "Range" in self.headers
+        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if ranged else 0
+        # Recorded before answering: the client may finish reading (and the test check) before this thread resumes.
+        RangeHandler.served.append((self.path, start))
+        if ranged:
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
@@ -33,7 +35,6 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         self.wfile.write(data[start:])
-        RangeHandler.served.append((self.path, start))
 
     def log_message(self, *args):
         pass
