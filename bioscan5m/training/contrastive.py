@@ -113,7 +113,4 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                       "batch size": f"{settings.contrastive_batch_size} × {args.world_size} processes",
                       "learning rate": settings.contrastive_learning_rate, "time": f"{minutes:.1f} min"},
         )
-    # The other processes wait while the first one probes, so that none leaves the process group mid-work
-    # (a gloo process exiting early can abort its peers).
-    trainer.accelerator.wait_for_everyone()
     return results
