@@ -37,7 +37,7 @@ def load_dataset(root, config: str = "cropped_256", split: str | None = None, st
     """
     import datasets
 
-    from .builder import Bioscan5M
+    from .builder import Bioscan5M, prepare
 
     if config not in CONFIG_NAMES:
         raise ValueError(f"Unknown config {config!r}; choose one of {', '.join(CONFIG_NAMES)}.")
@@ -53,7 +53,7 @@ def load_dataset(root, config: str = "cropped_256", split: str | None = None, st
         if split is None:
             return datasets.IterableDatasetDict(parts)
         return parts[splits[0]] if len(parts) == 1 else datasets.concatenate_datasets(list(parts.values()))
-    builder.download_and_prepare()
+    prepare(builder)
     if split is None:
         return builder.as_dataset()
     return builder.as_dataset(split="+".join(splits))

@@ -13,6 +13,7 @@ Most users call :func:`bioscan5m.load_dataset`, which wraps this builder.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import release
-from .image_package import ImagePackage, MissingImageError
+from .image_package import MAX_IMAGE_BYTES, ImagePackage, MissingImageError
 from .metadata import (
     MetadataError,
     barcode_reduction_mask,
-    check_splits,
+    check_max_nucleotides,
+    check_records,
     find_metadata,
     iter_batches,
     label_indices,
@@ -55,6 +57,7 @@ class Bioscan5MConfig(datasets.BuilderConfig):
         reduce_repeated_barcodes: keep one record per barcode, as `bioscan-dataset` does.
         skip_missing_images: skip (and count) records whose image is missing or truncated instead of
             raising. Off by default: a missing image is an error.
+        max_image_bytes: refuse an image file or zip member larger than this (``None``: no limit).
         splits: restrict the generated splits (``None``: all eight).
     """
 
@@ -62,16 +65,33 @@ class Bioscan5MConfig(datasets.BuilderConfig):
     max_nucleotides: int | None = 660
     reduce_repeated_barcodes: bool = False
     skip_missing_images: bool = False
+    max_image_bytes: int | None = MAX_IMAGE_BYTES
     splits: tuple[str, ...] | None = None
 
     def __post_init__(self):
         super().__post_init__()
-        if self.image_package is not None and self.image_package not in release.IMAGE_PACKAGES:
-            raise ValueError(f"Unknown image_package {self.image_package!r}; choose one of {release.IMAGE_PACKAGES} or None.")
-        if self.max_nucleotides is not None and self.max_nucleotides < 1:
-            raise ValueError(f"max_nucleotides must be a positive integer or None, got {self.max_nucleotides!r}.")
+        self.validate()
         if self.splits is not None:
             self.splits = tuple(release.parse_split("+".join(self.splits)))
+
+    def validate(self) -> None:
+        """Refuse option values that mean nothing (datasets sets options after construction, so it is called again)."""
+        if self.image_package is not None and self.image_package not in release.IMAGE_PACKAGES:
+            raise ValueError(f"Unknown image_package {self.image_package!r}; choose one of {release.IMAGE_PACKAGES} or None.")
+        check_max_nucleotides(self.max_nucleotides)
+        if self.max_image_bytes is not None and (not isinstance(self.max_image_bytes, int) or self.max_image_bytes < 1):
+            raise ValueError(f"max_image_bytes must be a positive integer or None, got {self.max_image_bytes!r}.")
+
+
+def prepare(builder: datasets.DatasetBuilder) -> None:
+    """``builder.download_and_prepare()``, raising the problem with the release itself (a `MetadataError`, a
+    missing image ...) rather than the ``DatasetGenerationError`` that ``datasets`` wraps it in."""
+    try:
+        builder.download_and_prepare()
+    except datasets.exceptions.DatasetGenerationError as error:
+        if isinstance(error.__cause__, (ValueError, OSError)):
+            raise error.__cause__ from None
+        raise
 
 
 def features_for(image_package: str | None, vocabularies: dict[str, tuple[str, ...]]) -> datasets.Features:
@@ -103,6 +123,20 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
     ] + [Bioscan5MConfig(name="dna", version=_VERSION, image_package=None,
                          description="Metadata and DNA barcodes only, no images.")]
     DEFAULT_CONFIG_NAME = "cropped_256"
+    #: Options for which ``None`` is a value of its own (whole barcodes, no size cap), not "keep the default".
+    NONE_VALUED_OPTIONS = ("max_nucleotides", "max_image_bytes")
+
+    def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
+        # datasets leaves an option at its default when it is passed as None; here None must mean none.
+        builder_config, config_id = super()._create_builder_config(config_name, custom_features, config_id,
+                                                                   **config_kwargs)
+        explicit_none = [key for key in self.NONE_VALUED_OPTIONS if key in config_kwargs and config_kwargs[key] is None]
+        if explicit_none:
+            builder_config = copy.deepcopy(builder_config)
+            for key in explicit_none:
+                setattr(builder_config, key, None)
+        builder_config.validate()
+        return builder_config, config_id
 
     def _info(self) -> datasets.DatasetInfo:
         if self.config.data_dir is None:
@@ -129,12 +163,15 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         schema = self.info.features.arrow_schema
         keep = (barcode_reduction_mask(source, self.config.max_nucleotides)
                 if self.config.reduce_repeated_barcodes else None)
-        images = ImagePackage(root, self.config.image_package) if self.config.image_package else None
+        images = (ImagePackage(root, self.config.image_package, max_image_bytes=self.config.max_image_bytes)
+                  if self.config.image_package else None)
         skipped: list[str] = []
+        records = 0
         try:
             for batch_index, (first_row, batch) in enumerate(iter_batches(source)):
-                check_splits(source, first_row, batch)
+                check_records(source, first_row, batch)
                 rows = pc.equal(batch.column("split"), split)
+                records += pc.sum(rows).as_py() or 0
                 if keep is not None:
                     rows = pc.and_(rows, pa.array(keep[first_row:first_row + batch.num_rows]))
                 if not pc.any(rows).as_py():
@@ -155,6 +192,11 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         finally:
             if images is not None:
                 images.close()
+        if records == 0:
+            raise MetadataError(f"{source}: split {split!r} is empty: no record of the CSV has split {split!r}.")
+        if skipped and len(skipped) == records:
+            raise MissingImageError(f"split {split!r}: all {records:,} records lack a {self.config.image_package!r} "
+                                    f"image (first: {', '.join(skipped[:5])}); nothing is left to load.")
         if skipped:
             logger.warning(
                 "Skipped %d record(s) of split %r whose %r image is missing or truncated (first: %s).",
@@ -180,4 +222,4 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         return table.append_column("image", pa.array(cells, type=IMAGE_STORAGE))
 
 
-__all__ = ["Bioscan5M", "Bioscan5MConfig", "MetadataError", "MissingImageError", "features_for"]
+__all__ = ["Bioscan5M", "Bioscan5MConfig", "MetadataError", "MissingImageError", "features_for", "prepare"]

@@ -14,6 +14,7 @@ def _add_dataset_commands(sub) -> None:
     p.add_argument("--packages", default="cropped_256,original_256",
                    help="image packages to draw, comma-separated (default cropped_256,original_256)")
     p.add_argument("--seed", type=int, default=0)
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_sample)
 
     p = sub.add_parser("export", help="export a release as Hub-ready Parquet shards with a dataset card")
@@ -21,9 +22,12 @@ def _add_dataset_commands(sub) -> None:
     p.add_argument("out", help="output folder (created atomically)")
     p.add_argument("--configs", default=None, help="comma-separated configs (default: dna + every image package present)")
     p.add_argument("--splits", default="all", help="split expression, e.g. 'train+val' (default all)")
-    p.add_argument("--max-shard-mb", type=int, default=500, help="target Parquet shard size in MB")
+    p.add_argument("--max-shard-mb", type=_positive_int, default=500, help="target Parquet shard size in MB")
+    p.add_argument("--max-nucleotides", type=_nucleotides, default=660,
+                   help="cut barcodes to this many nucleotides ('none' keeps them whole; default 660)")
     p.add_argument("--skip-missing-images", action="store_true", help="skip records without an image and report how many")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the exported folder to this Hub dataset repo")
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_export)
 
     p = sub.add_parser("download", help="download the official release files (resumable, checksum-verified)")
@@ -40,7 +44,8 @@ def _add_dataset_commands(sub) -> None:
 def _run_sample(args) -> None:
     from .sample import make_sample
 
-    root = make_sample(args.out, num_records=args.records, packages=_csv_list(args.packages), seed=args.seed)
+    root = make_sample(args.out, num_records=args.records, packages=_csv_list(args.packages), seed=args.seed,
+                       overwrite=args.overwrite)
     print(f"synthetic release written to {root}")
 
 
@@ -49,7 +54,7 @@ def _run_export(args) -> None:
 
     out = export(args.root, args.out, configs=_csv_list(args.configs) if args.configs else None, split=args.splits,
                  max_shard_bytes=args.max_shard_mb << 20, skip_missing_images=args.skip_missing_images,
-                 push_to_hub=args.push_to_hub)
+                 max_nucleotides=args.max_nucleotides, push_to_hub=args.push_to_hub, overwrite=args.overwrite)
     print(f"exported to {out}")
 
 
@@ -111,8 +116,9 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     _add_reading_frames_arg(p)
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_probe)
 
     p = sub.add_parser("embed", help="embed the barcodes of a split into a .npy array (float16 or float32)")
@@ -121,14 +127,17 @@ def _add_dna_commands(sub) -> None:
     p.add_argument("--split", default="all", help="split expression, e.g. 'train+val' (default all)")
     p.add_argument("--out", required=True, help=".npy file to write; processids go beside it as .txt")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float32")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     _add_reading_frames_arg(p)
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_embed)
 
     p = sub.add_parser("convert-barcodebert", help="convert an original BarcodeBERT checkpoint (.pt/.pth/.safetensors)")
     p.add_argument("checkpoint", help="original checkpoint; .pt/.pth are read with torch.load(weights_only=True)")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--heads", type=int, default=None, help="attention heads, if the checkpoint does not record them")
+    p.add_argument("--heads", type=_positive_int, default=None,
+                   help="attention heads, if the checkpoint does not record them")
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_convert_barcodebert)
 
 
@@ -152,6 +161,7 @@ def _add_run_length_args(p) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
     p.add_argument("--lr", dest="learning_rate", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    _add_overwrite_arg(p)
 
 
 def _run_pretrain(args) -> None:
@@ -161,7 +171,7 @@ def _run_pretrain(args) -> None:
                    tokenizer_vocabulary=args.tokenizer_vocabulary, align_to_reference=args.align_to_reference,
                    epochs=args.epochs, max_steps=args.max_steps,
                    max_barcodes=args.max_barcodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                   seed=args.seed)
+                   seed=args.seed, overwrite=args.overwrite)
     print(f"pretrained model written to {out}")
 
 
@@ -179,7 +189,7 @@ def _run_finetune(args) -> None:
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
             temperature=args.temperature, group_size=args.group_size, pooling=args.pooling,
             per_position_size=args.per_position_size, num_hidden_layers=args.layers, max_steps=args.max_steps,
-            max_barcodes=args.max_barcodes, seed=args.seed))
+            max_barcodes=args.max_barcodes, seed=args.seed, overwrite=args.overwrite))
         return
     given = [option for option, value in contrastive_only.items() if value is not None]
     if given:
@@ -190,7 +200,7 @@ def _run_finetune(args) -> None:
                        preset=args.preset, epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        freeze_encoder=args.freeze_encoder, head_init=args.head_init,
-                       align_to_reference=args.align_to_reference, seed=args.seed)
+                       align_to_reference=args.align_to_reference, seed=args.seed, overwrite=args.overwrite)
     _print_results(results)
 
 
@@ -198,28 +208,33 @@ def _run_probe(args) -> None:
     from .training.probes import probe
 
     _print_results(probe(args.model, args.data, out_path=args.out, batch_size=args.batch_size,
-                         reading_frames=args.reading_frames))
+                         reading_frames=args.reading_frames, overwrite=args.overwrite))
 
 
 def _run_embed(args) -> None:
     import numpy as np
 
     from .metadata import read_metadata
+    from .staging import check_output, staged_file
     from .training.embeddings import embed_sequences
 
-    frame = read_metadata(args.data, split=args.split)
-    embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
-                    out_path=args.out, reading_frames=args.reading_frames)
     ids = str(args.out).removesuffix(".npy") + ".processid.txt"
-    with open(ids, "w") as handle:
-        handle.write("\n".join(frame["processid"]) + "\n")
+    for path in (args.out, ids):
+        check_output(path, args.overwrite)
+    frame = read_metadata(args.data, split=args.split)
+    with staged_file(args.out, args.overwrite) as vectors, staged_file(ids, args.overwrite) as order:
+        embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
+                        out_path=vectors, reading_frames=args.reading_frames)
+        order.write_text("\n".join(frame["processid"]) + "\n")
     print(f"{len(frame)} embeddings written to {args.out} (row order: {ids})")
 
 
 def _run_convert_barcodebert(args) -> None:
     from .modeling.convert_barcodebert import convert_barcodebert
+    from .staging import staged_folder
 
-    convert_barcodebert(args.checkpoint, out_dir=args.out, num_attention_heads=args.heads)
+    with staged_folder(args.out, args.overwrite) as staging:
+        convert_barcodebert(args.checkpoint, out_dir=staging, num_attention_heads=args.heads)
     print(f"converted model written to {args.out}")
 
 
@@ -245,8 +260,9 @@ def _add_evaluation_commands(sub) -> None:
     group.add_argument("--distance-threshold", type=float, default=None, help="cut the Ward tree at this distance instead")
     p.add_argument("--out", default="runs/cluster", help="folder for clustering.json and the UMAP PNG")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128, help="sequences per model forward pass")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="sequences per model forward pass")
     _add_reading_frames_arg(p)
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_cluster)
 
     p = sub.add_parser("retrieve", help="retrieval (CLIBD protocol): top-1/3/5 micro/macro per rank; DNA->DNA, "
@@ -265,7 +281,9 @@ def _add_evaluation_commands(sub) -> None:
     clibd.add_argument("--pairs", default="image->image,dna->dna,image->dna", help="query->key modality pairs")
     clibd.add_argument("--baseline", default=None,
                        help="no-alignment model (default MODEL/no_alignment if present; 'none' to skip)")
-    clibd.add_argument("--max-records-per-split", type=int, default=None, help="random subset per split (quick runs)")
+    clibd.add_argument("--max-records-per-split", type=_positive_int, default=None,
+                       help="random subset per split (quick runs)")
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_retrieve)
 
     p = sub.add_parser("benchmark", help="the benchmark report: classification, clustering, retrieval vs k-mer and BLAST")
@@ -280,8 +298,9 @@ def _add_evaluation_commands(sub) -> None:
     p.add_argument("--max-records-per-split", type=int, default=None, help="first N records of each split (quick runs)")
     p.add_argument("--out", default="runs/benchmark", help="folder for report.md, report.json, plots")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
     _add_reading_frames_arg(p)
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_benchmark)
 
 
@@ -290,7 +309,7 @@ def _run_cluster(args) -> None:
 
     result = cluster_report(args.embeddings, args.data, split=args.split, out_dir=args.out, n_clusters=args.n_clusters,
                             distance_threshold=args.distance_threshold, seed=args.seed, batch_size=args.batch_size,
-                            reading_frames=args.reading_frames)
+                            reading_frames=args.reading_frames, overwrite=args.overwrite)
     print(f"{result['records']:,} records, {result['n_clusters']} clusters ({result['ward']} Ward)")
     for rank, score in result["scores"].items():
         print(f"  AMI {RANK_TITLES[rank]:<10} {100 * score['ami']:6.2f}   ({score['num_classes']} classes)")
@@ -305,7 +324,8 @@ def _run_retrieve(args) -> None:
     out = args.out or "runs/retrieve"
     result = retrieval_report(args.model, args.data, queries=_csv_list(args.queries), keys=args.keys, out_dir=out,
                               top_k=[int(k) for k in _csv_list(args.top_k)], index=args.index,
-                              batch_size=args.batch_size or 128, reading_frames=args.reading_frames)
+                              batch_size=args.batch_size or 128, reading_frames=args.reading_frames,
+                              overwrite=args.overwrite)
     for rank, scores in result["dna->dna"].items():
         for name in result["queries"]:
             cells = "  ".join(f"{key} {100 * value:6.2f}" for key, value in scores[name].items() if key.startswith(("micro_", "macro_")))
@@ -330,7 +350,8 @@ def _run_clibd_retrieval(args) -> None:
     report = clibd_retrieval_report(args.model, args.data, config=args.config, queries=_csv_list(args.queries),
                                     keys=args.keys, baseline_dir=baseline, pairs=_csv_list(args.pairs),
                                     top_k=[int(k) for k in _csv_list(args.top_k)], out_dir=args.out,
-                                    max_records_per_split=args.max_records_per_split, batch_size=args.batch_size or 64)
+                                    max_records_per_split=args.max_records_per_split, batch_size=args.batch_size or 64,
+                                    overwrite=args.overwrite)
     print(markdown_table(report))
     print(f"written to {report['plot'].rsplit('/', 1)[0]}: retrieval_clibd.json, .md, .png")
 
@@ -341,7 +362,7 @@ def _run_benchmark(args) -> None:
     run_benchmark(args.data, models=args.model, out_dir=args.out, blast=args.blast, kmer=args.kmer, dedup=args.dedup,
                   linear_probe=not args.no_linear_probe, seed=args.seed, max_records_per_split=args.max_records_per_split,
                   batch_size=args.batch_size, command=command_line(), tasks=_csv_list(args.tasks),
-                  reading_frames=args.reading_frames)
+                  reading_frames=args.reading_frames, overwrite=args.overwrite)
     print(f"report written to {args.out}/report.md and {args.out}/report.json")
 
 
@@ -368,6 +389,7 @@ def _add_clip_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
     p.add_argument("--lr", dest="learning_rate", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_train_clip)
 
 
@@ -383,7 +405,7 @@ def _run_train_clip(args) -> None:
                           metadata_features=_csv_list(args.metadata), freeze=freeze, epochs=args.epochs,
                           max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                           max_records=args.max_records, augment=not args.no_augment, image_weights=args.image_weights,
-                          num_workers=args.num_workers, seed=args.seed)
+                          num_workers=args.num_workers, seed=args.seed, overwrite=args.overwrite)
     _print_results({"steps": summary["steps"], "train_loss": summary["train_loss"],
                     "seconds_per_step": summary["seconds_per_step"], "written_to": args.out})
 
@@ -404,8 +426,9 @@ def _add_space_commands(sub) -> None:
     p.add_argument("--image-package", default="cropped_256", help="photographs for thumbnails / CLIBD image keys")
     p.add_argument("--no-thumbnails", action="store_true", help="do not store key photographs")
     p.add_argument("--index-type", choices=("flat", "ivf"), default="flat", help="exact flat, or IVF for millions of keys")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    _add_overwrite_arg(p)
     p.set_defaults(run=_run_index_build)
 
     p = sub.add_parser("identify", help="identify one specimen from a barcode (text or FASTA) and/or a photograph")
@@ -414,7 +437,7 @@ def _add_space_commands(sub) -> None:
     p.add_argument("--dna", default=None, help="the barcode, as text")
     p.add_argument("--fasta", default=None, help="a FASTA file holding one barcode")
     p.add_argument("--image", default=None, help="a specimen photograph (needs a CLIBD index)")
-    p.add_argument("--top", type=int, default=10, help="nearest reference specimens to list (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="nearest reference specimens to list (default 10)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(run=_run_identify)
 
@@ -432,7 +455,7 @@ def _run_index_build(args) -> None:
     calibration = None if args.calibration.lower() == "none" else args.calibration
     out = build_index(args.data, args.out, model=args.model, splits=args.splits, calibration=calibration,
                       image_package=args.image_package, thumbnails=not args.no_thumbnails, index_type=args.index_type,
-                      batch_size=args.batch_size, seed=args.seed)
+                      batch_size=args.batch_size, seed=args.seed, overwrite=args.overwrite)
     import json
 
     manifest = json.loads((out / "index.json").read_text())
@@ -489,6 +512,25 @@ def _run_demo(args) -> None:
     run_demo(args.workdir, num_records=args.records, models=not args.dataset_only)
 
 
+def _add_overwrite_arg(p) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (it is replaced only once the new one is complete)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nucleotides(text: str) -> int | None:
+    return None if text.lower() == "none" else _positive_int(text)
+
+
 def _csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -522,19 +564,34 @@ def _leave_process_group(finished: bool) -> None:
         dist.destroy_process_group()
 
 
+def input_problem(error: BaseException) -> BaseException | None:
+    """The problem with the user's input behind ``error`` (the error itself, or the one a library wrapped, as
+    ``datasets`` wraps every error of a builder in ``DatasetGenerationError``), or None for a bug."""
+    import zipfile
+
+    from PIL import Image
+
+    while error is not None:
+        if isinstance(error, (ValueError, OSError, zipfile.BadZipFile, Image.DecompressionBombError)):
+            return error
+        error = error.__cause__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     finished = False
     try:
         args.run(args)
         finished = True
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except Exception as error:
         # Input problems get one clear line, not a traceback; BIOSCAN5M_DEBUG=1 shows the traceback.
         import os
 
-        if os.environ.get("BIOSCAN5M_DEBUG"):
+        problem = input_problem(error)
+        if problem is None or os.environ.get("BIOSCAN5M_DEBUG"):
             raise
-        print(f"bioscan5m {args.command}: error: {error}", file=sys.stderr)
+        print(f"bioscan5m {args.command}: error: {problem}", file=sys.stderr)
         return 2
     finally:
         _leave_process_group(finished)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from . import release
@@ -19,7 +20,7 @@ CHUNK_BYTES = 1 << 20
 
 
 class ChecksumError(ValueError):
-    """A downloaded file does not match its published MD5."""
+    """A downloaded file does not match its published MD5, its recorded size, or is not the archive it should be."""
 
 
 def md5sum(path: Path) -> str:
@@ -65,6 +66,8 @@ def _http_get(url: str, part: Path, timeout: float) -> None:
             for block in iter(lambda: response.read(CHUNK_BYTES), b""):
                 handle.write(block)
                 bar.update(len(block))
+    if total is not None and part.stat().st_size < total:
+        raise TimeoutError(f"the connection closed after {part.stat().st_size:,} of {total:,} bytes")
 
 
 def fetch(remote: RemoteFile, root: str | os.PathLike, timeout: float = 60.0) -> Path:
@@ -72,7 +75,7 @@ def fetch(remote: RemoteFile, root: str | os.PathLike, timeout: float = 60.0) ->
     root = Path(os.path.expanduser(str(root)))
     root.mkdir(parents=True, exist_ok=True)
     destination = root / remote.filename
-    if _is_verified(destination) or (destination.is_file() and remote.md5 is None):
+    if _is_verified(destination):
         return destination
     if destination.is_file():
         part = destination  # verify what is there before downloading anything
@@ -91,21 +94,38 @@ def fetch(remote: RemoteFile, root: str | os.PathLike, timeout: float = 60.0) ->
                 f"download the file elsewhere and place it at {destination} (a partial download is kept at {part} "
                 "and resumed next time)."
             )
-    if remote.md5 is not None:
-        actual = md5sum(part)
-        if actual != remote.md5:
-            if part == destination:  # a file the user placed: report it, never delete it
-                raise ChecksumError(f"{destination}: MD5 {actual} does not match the published {remote.md5}; "
-                                    "the file is corrupt or a different version. Move it away and download again.")
-            part.unlink()
-            raise ChecksumError(
-                f"{destination.name}: MD5 {actual} does not match the published {remote.md5}; the download was "
-                "deleted (corrupt or tampered). Run the download again."
-            )
+    problem = _verification_problem(remote, part)
+    if problem is not None:
+        if part == destination:  # a file the user placed: report it, never delete it
+            raise ChecksumError(f"{destination}: {problem}; the file is corrupt or a different version. Move it "
+                                "away and download again.")
+        part.unlink()
+        raise ChecksumError(f"{destination.name}: {problem}; the download was deleted (corrupt, truncated or not "
+                            "the file asked for). Run the download again.")
     part.replace(destination)
     stat = destination.stat()
     _stamp(destination).write_text(f"{stat.st_size} {stat.st_mtime_ns}")
     return destination
+
+
+def _verification_problem(remote: RemoteFile, path: Path) -> str | None:
+    """What is wrong with a downloaded file, or None: the published MD5 when there is one; otherwise the recorded
+    size, and for an archive that it opens as a zip whose members are all safe to read (an HTML error page, say,
+    is not)."""
+    if remote.md5 is not None:
+        actual = md5sum(path)
+        return None if actual == remote.md5 else f"MD5 {actual} does not match the published {remote.md5}"
+    size = path.stat().st_size
+    if remote.size is not None and size != remote.size:
+        return f"{size:,} bytes, but the release file has {remote.size:,}"
+    if remote.filename.endswith(".zip"):
+        try:
+            with release.open_zip(path) as archive:
+                for name in archive.namelist():
+                    release.check_member_name(path, name)
+        except (zipfile.BadZipFile, release.UnsafeArchiveError, OSError) as error:
+            return f"not a usable zip archive ({error})"
+    return None
 
 
 def download(root: str | os.PathLike, package: str | None = None, split: str = "all", timeout: float = 60.0) -> list[Path]:

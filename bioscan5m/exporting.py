@@ -4,8 +4,8 @@ The result loads with stock ``datasets`` and no code of ours, locally or from th
 
     datasets.load_dataset("./bioscan-5m", "cropped_256", split="key_unseen")
 
-The export is written to a hidden staging folder beside ``out`` and renamed into place only when complete,
-so an interrupted export never leaves a folder that loads as if it were whole.
+The export is written to a hidden staging folder beside ``out`` and renamed into place only when complete
+(:mod:`bioscan5m.staging`), so an interrupted export never leaves a folder that loads as if it were whole.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import logging
 import math
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from . import release
-from .builder import Bioscan5M
+from .builder import Bioscan5M, prepare
 from .card import split_statistics, write_dataset_card
-from .metadata import find_metadata
+from .metadata import check_max_nucleotides, find_metadata
+from .staging import check_output, staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +38,26 @@ def shard_path(config: str, split: str, index: int, count: int) -> str:
 
 def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] | None = None, split: str = "all",
            max_shard_bytes: int = 500 << 20, skip_missing_images: bool = False, max_nucleotides: int | None = 660,
-           push_to_hub: str | None = None, private: bool = False) -> Path:
+           push_to_hub: str | None = None, private: bool = False, overwrite: bool = False) -> Path:
     """Write ``out/{config}/{split}-NNNNN-of-MMMMM.parquet`` and ``out/README.md``; return ``out``.
 
     Args:
         root: the release root.
-        out: the folder to create; it must not exist yet.
+        out: the folder to create; an existing one is refused unless ``overwrite``.
         configs: configs to export (default: ``dna`` and every image package present).
         split: split expression (default: all eight splits).
         max_shard_bytes: target size of one Parquet shard (images embedded).
         skip_missing_images: skip records whose image is missing or truncated; the number skipped per split
             is logged and written into the card. Off by default: a missing image stops the export.
-        max_nucleotides: barcode truncation, as in the builder.
+        max_nucleotides: barcode truncation, as in the builder (``None`` keeps whole barcodes).
         push_to_hub: a Hub dataset repo id to upload the finished folder to.
+        overwrite: replace ``out`` if it exists (only once the new export is complete).
     """
     root = Path(os.path.expanduser(str(root)))
-    out = Path(os.path.expanduser(str(out)))
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; choose a new folder (the export never overwrites).")
+    out = check_output(out, overwrite)
+    if max_shard_bytes is None or int(max_shard_bytes) < 1:
+        raise ValueError(f"max_shard_bytes must be a positive number of bytes, got {max_shard_bytes!r}.")
+    check_max_nucleotides(max_nucleotides)
     find_metadata(root)  # fail before any work if the release is not there
     configs = configs or available_configs(root)
     splits = release.parse_split(split)
@@ -63,15 +65,13 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
         if config not in (*release.IMAGE_PACKAGES, "dna"):
             raise ValueError(f"Unknown config {config!r}; choose from {', '.join((*release.IMAGE_PACKAGES, 'dna'))}.")
 
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out, overwrite) as staging:
         statistics, data_files = {}, {}
         for config in configs:
             cache = staging / ".cache"
             builder = Bioscan5M(config_name=config, data_dir=str(root), cache_dir=str(cache), splits=tuple(splits),
                                 max_nucleotides=max_nucleotides, skip_missing_images=skip_missing_images)
-            builder.download_and_prepare()
+            prepare(builder)
             data_files[config] = {}
             for name in splits:
                 dataset = builder.as_dataset(split=name)
@@ -87,10 +87,6 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
             shutil.rmtree(cache)
         write_dataset_card(staging / "README.md", root, configs, splits, data_files, statistics,
                            max_nucleotides=max_nucleotides)
-        os.replace(staging, out)  # atomic: the folder appears complete or not at all
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if push_to_hub:
         from huggingface_hub import HfApi
 

@@ -30,6 +30,8 @@ species), by Youden's J.
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import os
 import re
@@ -40,6 +42,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .staging import STAGING_MARKER, check_output, staged_folder
+
 if TYPE_CHECKING:
     import pandas as pd
     from PIL import Image
@@ -49,13 +53,19 @@ RANKS = ("order", "family", "genus", "species")
 #: Key columns kept in ``keys.parquet`` and shown with each nearest specimen.
 KEY_COLUMNS = ("processid", "split", *RANKS, "dna_bin", "country", "province_state", "coord-lat", "coord-lon")
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 MANIFEST_NAME = "index.json"
 KEYS_NAME = "keys.parquet"
 DNA_INDEX_NAME = "dna.faiss"
 IMAGE_INDEX_NAME = "image.faiss"
 KMER_PROJECTION_NAME = "kmer_projection.npy"
 THUMBNAIL_DIR = "thumbnails"
+#: The only thumbnail paths an index may name: files the index build wrote, by key row (no id shapes a path).
+_THUMBNAIL_PATH = re.compile(rf"{THUMBNAIL_DIR}/[0-9]{{8}}\.jpg")
+#: Files of a model folder that decide its embeddings; their content hash is recorded in the index manifest.
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+               "preprocessor_config.json", "processor_config.json")
 
 # Input limits. A COI-5P barcode is ~658 bp; BOLD records reach ~1,550 bp. Anything far longer is not a barcode.
 MIN_BARCODE_NUCLEOTIDES = 100
@@ -116,14 +126,18 @@ def parse_barcode(text: str) -> tuple[str | None, str]:
 
 
 def read_fasta_file(path: str | os.PathLike) -> str:
-    """The text of an uploaded FASTA file, refusing files too large or not text."""
+    """The text of an uploaded FASTA file, refusing files too large or not text.
+
+    The size is capped by the bytes actually read, so pipes and devices (``/dev/stdin``) are capped too.
+    """
     path = Path(path)
-    size = path.stat().st_size
-    if size > MAX_FASTA_BYTES:
-        raise InputError(f"The FASTA file is {size / 1e6:.1f} MB; at most {MAX_FASTA_BYTES / 1e6:.0f} MB (one barcode) "
-                         "is accepted.")
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_FASTA_BYTES + 1)
+    if len(data) > MAX_FASTA_BYTES:
+        raise InputError(f"The FASTA file {path.name!r} is over {MAX_FASTA_BYTES / 1e6:.0f} MB; at most "
+                         f"{MAX_FASTA_BYTES / 1e6:.0f} MB (one barcode) is accepted.")
     try:
-        return path.read_bytes().decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"The file {path.name!r} is not a text FASTA file (it is not UTF-8 text).") from None
 
@@ -131,30 +145,41 @@ def read_fasta_file(path: str | os.PathLike) -> str:
 def open_photo(source) -> Image.Image:
     """An uploaded photograph as an RGB PIL image, after checking its file size, format and pixel count.
 
-    ``source`` is a path or a PIL image. Raises `InputError` for files that are too large, not images, or
-    have more than `MAX_PHOTO_PIXELS` pixels (checked from the header, before decoding).
+    ``source`` is a path, the file's bytes or a PIL image. Raises `InputError` for files that are too large, not
+    images, or have more than `MAX_PHOTO_PIXELS` pixels (checked from the header, before decoding).
     """
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
         image = source
     else:
-        path = Path(source)
-        size = path.stat().st_size
+        if isinstance(source, (bytes, bytearray)):
+            name, size, opened = "(photograph)", len(source), io.BytesIO(source)
+        else:
+            path = Path(source)
+            name, size, opened = repr(path.name), path.stat().st_size, path
         if size > MAX_PHOTO_BYTES:
             raise InputError(f"The photograph is {size / 1e6:.1f} MB; at most {MAX_PHOTO_BYTES / 1e6:.0f} MB is accepted.")
         try:
-            image = Image.open(path)
+            image = Image.open(opened)
+        except Image.DecompressionBombError:
+            raise _too_many_pixels(name) from None
         except (UnidentifiedImageError, OSError):
-            raise InputError(f"The file {path.name!r} is not an image PIL can read (JPEG, PNG, TIFF, WebP ...).") from None
+            raise InputError(f"The file {name} is not an image PIL can read (JPEG, PNG, TIFF, WebP ...).") from None
     width, height = image.size
     if width * height > MAX_PHOTO_PIXELS:
-        raise InputError(f"The photograph is {width}x{height} pixels ({width * height / 1e6:.0f} MP); at most "
-                         f"{MAX_PHOTO_PIXELS / 1e6:.0f} MP is accepted. Downscale it first.")
+        raise _too_many_pixels(f"{width}x{height} pixels ({width * height / 1e6:.0f} MP)")
     try:
         return image.convert("RGB")
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(f"{width}x{height} pixels") from None
     except (OSError, ValueError) as error:
         raise InputError(f"The photograph could not be decoded (truncated or corrupt file?): {error}") from None
+
+
+def _too_many_pixels(what: str) -> InputError:
+    return InputError(f"The photograph ({what}) has too many pixels: at most {MAX_PHOTO_PIXELS / 1e6:.0f} MP is "
+                      "accepted. Downscale it first.")
 
 
 # ---------------------------------------------------------------------------------------------- embedding models
@@ -278,6 +303,33 @@ class ClibdEncoder:
         return {"kind": self.kind, "model": self.model_dir}
 
 
+def model_reference(model_dir: str | os.PathLike, index_folder: Path) -> dict:
+    """How the manifest names a model: its path relative to the index folder (so the index answers the same from
+    any working directory, and still does when the two are moved together) and the hash of its content."""
+    model_dir = Path(model_dir).resolve()
+    try:
+        location = os.path.relpath(model_dir, Path(index_folder).resolve())
+    except ValueError:  # another drive (Windows): no relative path exists
+        location = str(model_dir)
+    return {"model": location, "model_sha256": model_fingerprint(model_dir)}
+
+
+def model_fingerprint(model_dir: str | os.PathLike) -> str:
+    """SHA-256 over the files that decide a model's embeddings (weights, configuration, tokenizers)."""
+    from .modeling.modeling_clibd import DNA_TOKENIZER_SUBFOLDER
+
+    digest = hashlib.sha256()
+    for folder in (Path(model_dir), Path(model_dir) / DNA_TOKENIZER_SUBFOLDER):
+        for name in MODEL_FILES:
+            path = folder / name
+            if path.is_file():
+                digest.update(f"{path.relative_to(model_dir).as_posix()}\0".encode())
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+    return digest.hexdigest()
+
+
 def _as_array(features) -> np.ndarray:
     return features.detach().float().cpu().numpy()
 
@@ -345,7 +397,7 @@ class KeyIndex:
 def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None = None, model: str = "kmer",
                 splits: str = "train+key_unseen", calibration: str | None = "val+val_unseen+other_heldout",
                 image_package: str = "cropped_256", thumbnails: bool = True, max_calibration_queries: int = 3000,
-                index_type: str = "flat", batch_size: int = 128, seed: int = 0) -> Path:
+                index_type: str = "flat", batch_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
     """Build a key index from the records of ``splits`` of a release and save it to ``out_dir``.
 
     Args:
@@ -359,6 +411,8 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
         thumbnails: store small key photographs for the nearest-specimen gallery.
         max_calibration_queries: calibration records used at most (a random sample).
         index_type: ``"flat"`` (exact) or ``"ivf"`` (approximate, for millions of keys).
+        overwrite: replace an existing index at ``out_dir`` (only once the new one is complete); otherwise an
+            existing ``out_dir`` is refused.
     """
     from .metadata import read_metadata
 
@@ -366,6 +420,7 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
         if str(model).startswith("kmer"):
             raise ValueError("Give out_dir: the k-mer embedding has no model folder to save the index beside.")
         out_dir = Path(model) / "index"
+    check_output(out_dir, overwrite)  # before any work
     keys = read_metadata(data_root, split=splits, max_nucleotides=MAX_KEY_NUCLEOTIDES)
     if keys.empty:
         raise ValueError(f"No records in split(s) {splits!r} of {data_root}: the index would be empty.")
@@ -380,39 +435,55 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
                           if clibd and calibration_records is not None else None)
     return write_index(keys, out_dir, model=model, calibration_records=calibration_records, images=images,
                        calibration_images=calibration_images, index_type=index_type, batch_size=batch_size, seed=seed,
-                       provenance={"data": str(data_root), "splits": splits, "calibration_splits": calibration,
+                       overwrite=overwrite, provenance={"data": str(data_root), "splits": splits, "calibration_splits": calibration,
                                    "image_package": image_package if images is not None else None})
 
 
 def _release_images(data_root, splits: str, image_package: str):
     """``processid -> PIL image`` over the release's photographs of ``splits``, or None when it has none."""
+    import datasets
+
     from . import load_dataset, release
 
     if not (release.image_package_dir(data_root, image_package).is_dir()
             or release.image_zip_candidates(data_root, image_package)):
         return None
     dataset = load_dataset(data_root, image_package, split=splits, skip_missing_images=True)
-    dataset = dataset.select_columns(["processid", "image"])
-    return {row["processid"]: row["image"] for row in dataset}
+    dataset = dataset.select_columns(["processid", "image"]).cast_column("image", datasets.Image(decode=False))
+    photos = {}
+    for row in dataset:
+        try:
+            photos[row["processid"]] = open_photo(row["image"]["bytes"])
+        except InputError as error:
+            raise InputError(f"record {row['processid']!r} ({row['image']['path']}): {error}") from None
+    return photos
 
 
 def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibration_records=None,
                 images: dict | None = None, calibration_images: dict | None = None, index_type: str = "flat",
-                batch_size: int = 128, seed: int = 0, provenance: dict | None = None) -> Path:
+                batch_size: int = 128, seed: int = 0, provenance: dict | None = None, overwrite: bool = False) -> Path:
     """Embed the ``keys`` records (a metadata DataFrame), calibrate on ``calibration_records`` and save the index.
 
     ``images`` maps processid to a PIL image (thumbnails; CLIBD image keys), ``calibration_images`` likewise for
     the calibration records (photograph queries of a CLIBD index). This is the layer under
-    `build_index` for keys that do not come from one release (benchmarks, merged collections).
+    `build_index` for keys that do not come from one release (benchmarks, merged collections). The index is
+    written to a staging folder and renamed into place when complete: an interrupted build leaves the old index
+    (or none), never new keys under an old manifest.
     """
+    with staged_folder(out_dir, overwrite) as staging:
+        _write_index(keys, staging, Path(out_dir), model, calibration_records, images, calibration_images,
+                     index_type, batch_size, seed, provenance)
+    return Path(out_dir)
+
+
+def _write_index(keys, out: Path, final: Path, model, calibration_records, images, calibration_images, index_type,
+                 batch_size, seed, provenance) -> None:
     import faiss
     import pandas as pd
 
     from .evaluation.retrieval import build_index as build_faiss_index, l2_normalize
 
     started = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     keys = keys.reset_index(drop=True)
     barcodes = keys["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
     encoder = load_encoder(model, fit_sequences=barcodes, seed=seed)
@@ -442,9 +513,12 @@ def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibrati
         table.loc[image_rows, "image_row"] = np.arange(len(image_rows))
     table.to_parquet(out / KEYS_NAME, index=False)
 
+    encoder_spec = encoder.save(out)
+    if "model" in encoder_spec:
+        encoder_spec.update(model_reference(encoder_spec["model"], final))
     manifest = {
         "format": INDEX_FORMAT,
-        "encoder": encoder.save(out),
+        "encoder": encoder_spec,
         "keys": len(table),
         "index_type": index_type,
         "max_nucleotides": MAX_KEY_NUCLEOTIDES,
@@ -457,12 +531,17 @@ def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibrati
     manifest["calibration"] = (calibrate(index, calibration_records, images=calibration_images, batch_size=batch_size)
                                if calibration_records is not None and len(calibration_records) else None)
     manifest["build_seconds"] = round(time.perf_counter() - started, 1)
+    manifest["files"] = {path.name: path.stat().st_size for path in sorted(out.iterdir())
+                         if path.is_file() and path.name != STAGING_MARKER}
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
 
 
 def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None) -> KeyIndex:
-    """Load a saved key index; ``model`` overrides the model folder recorded in it (e.g. after moving it)."""
+    """Load a saved key index; ``model`` overrides the model folder recorded in it (e.g. after moving it).
+
+    The model is found relative to the index folder and must have the content recorded at build time; the key
+    table, vector files and thumbnails must match the manifest. Anything else is refused with an `KeyIndexError`.
+    """
     import faiss
     import pandas as pd
 
@@ -475,25 +554,68 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
     if manifest.get("format") != INDEX_FORMAT:
         raise ValueError(f"{folder}: index format {manifest.get('format')!r}, this bioscan5m reads format {INDEX_FORMAT}; "
                          "rebuild the index.")
+    for name, size in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file() or path.is_symlink() or path.stat().st_size != size:
+            raise KeyIndexError(f"{path}: missing or not the file the manifest records ({size:,} bytes); the index "
+                                "is incomplete or was altered. Rebuild it.")
     spec = manifest["encoder"]
     if spec["kind"] == "kmer":
         encoder = KmerEncoder.load(folder, spec)
     else:
-        encoder = load_encoder(model or spec["model"])
+        model_dir = Path(model) if model is not None else folder / spec["model"]
+        if model_fingerprint(model_dir) != spec.get("model_sha256"):
+            raise KeyIndexError(f"{folder}: the model at {model_dir} is not the one this index was built with (its "
+                                "content differs); pass the right folder with --model, or rebuild the index.")
+        encoder = load_encoder(model_dir)
         if encoder.kind != spec["kind"]:
-            raise ValueError(f"{folder} was built with a {spec['kind']} model but {model} is a {encoder.kind} model.")
+            raise KeyIndexError(f"{folder} was built with a {spec['kind']} model but {model_dir} is a {encoder.kind} "
+                                "model.")
     keys = pd.read_parquet(folder / KEYS_NAME)
     dna_index = faiss.read_index(str(folder / DNA_INDEX_NAME))
     image_index = image_rows = None
     if (folder / IMAGE_INDEX_NAME).is_file():
         image_index = faiss.read_index(str(folder / IMAGE_INDEX_NAME))
         image_rows = np.flatnonzero(keys["image_row"].notna().to_numpy())
+    _check_index_contents(folder, manifest, keys, dna_index, image_index)
     index = KeyIndex(folder, manifest, keys, encoder, dna_index, image_index, image_rows)
     index.columns  # noqa: B018  (build the lookup arrays now, not in the first request)
     probe = encoder.embed_dna(["ACGT" * 40])  # catches a model whose embedding size differs from the index's
     if probe.shape[1] != dna_index.d:
         raise ValueError(f"{folder} holds {dna_index.d}-dimensional keys but the model embeds into {probe.shape[1]}.")
     return index
+
+
+class KeyIndexError(ValueError):
+    """A key index folder whose files do not agree with its manifest, or whose model is not the one it was built
+    with."""
+
+
+def _check_index_contents(folder: Path, manifest: dict, keys, dna_index, image_index) -> None:
+    """The key table, vector indexes and thumbnails must be those the manifest describes, and every thumbnail a
+    regular file the build wrote inside the index folder (the page serves them to any visitor)."""
+    expected = {"key rows": (len(keys), manifest["keys"]), "DNA vectors": (dna_index.ntotal, manifest["keys"]),
+                "image vectors": (0 if image_index is None else image_index.ntotal, manifest["image_keys"])}
+    for what, (found, recorded) in expected.items():
+        if found != recorded:
+            raise KeyIndexError(f"{folder}: {found:,} {what} but the manifest records {recorded:,}; the index is "
+                                "incomplete or was altered. Rebuild it.")
+    thumbnail_dir = folder / THUMBNAIL_DIR
+    if thumbnail_dir.is_symlink():
+        raise KeyIndexError(f"{thumbnail_dir} is a symbolic link; thumbnails must lie inside the index folder.")
+    real_dir = os.path.join(os.path.realpath(thumbnail_dir), "")
+    count = 0
+    for row, name in enumerate(keys["thumbnail"]):
+        if name is None or (isinstance(name, float) and np.isnan(name)):
+            continue
+        path = folder / str(name)
+        if (not _THUMBNAIL_PATH.fullmatch(str(name)) or path.is_symlink() or not path.is_file()
+                or not os.path.realpath(path).startswith(real_dir)):
+            raise KeyIndexError(f"{folder / KEYS_NAME}, row {row}: thumbnail {name!r} is not a photograph file of "
+                                f"this index ({THUMBNAIL_DIR}/NNNNNNNN.jpg, no links); refusing to serve it.")
+        count += 1
+    if count != manifest["thumbnails"]:
+        raise KeyIndexError(f"{folder}: {count:,} thumbnails but the manifest records {manifest['thumbnails']:,}.")
 
 
 # ---------------------------------------------------------------------------------------------- identification
@@ -545,6 +667,9 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
         an `Identification`. Raises `InputError` with a message for the user when the query cannot be answered.
     """
     started = time.perf_counter()
+    for name, value in (("top_k", top_k), ("vote_k", vote_k)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
     if not isinstance(index, KeyIndex):
         index = _cached_index(str(index))
     has_dna = dna is not None and str(dna).strip() != ""
@@ -768,6 +893,6 @@ def format_identification(result: Identification) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["InputError", "KeyIndex", "Identification", "RankPrediction", "Novelty", "build_index", "write_index",
+__all__ = ["InputError", "KeyIndexError", "KeyIndex", "Identification", "RankPrediction", "Novelty", "build_index", "write_index",
            "load_index", "identify", "parse_barcode", "read_fasta_file", "open_photo", "format_identification",
            "MAX_BARCODE_NUCLEOTIDES", "MIN_BARCODE_NUCLEOTIDES", "MAX_PHOTO_BYTES", "MAX_PHOTO_PIXELS"]

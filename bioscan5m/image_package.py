@@ -12,16 +12,32 @@ import zipfile
 from . import release
 
 
+#: Largest image file read, by default: the biggest official photographs (``original_full``, 1024x768 JPEGs) are a
+#: few MB, so this leaves a wide margin while refusing a member that would fill memory (a zip bomb's 600 MB member).
+MAX_IMAGE_BYTES = 32 << 20
+
+
 class MissingImageError(FileNotFoundError):
     """A record's image is absent from the package folder and archives, or is not a complete JPEG."""
+
+
+class ImageTooLargeError(ValueError):
+    """An image file or zip member larger than the size cap (``max_image_bytes``); it is never read whole."""
+
+
+class UnsafeImagePathError(ValueError):
+    """An image path that resolves outside its package folder (through a symlink)."""
 
 
 class ImagePackage:
     """Reads one image package's JPEGs from the extracted folder, else from the official zip archives."""
 
-    def __init__(self, root: str | os.PathLike, package: str):
+    def __init__(self, root: str | os.PathLike, package: str, max_image_bytes: int | None = MAX_IMAGE_BYTES):
         self.package = package
+        self.max_image_bytes = max_image_bytes
         self.folder = release.image_package_dir(root, package)
+        # Every image path must resolve inside this folder (the folder itself may be a link to another disk).
+        self._real_folder = os.path.join(os.path.realpath(self.folder), "")
         self.archives = release.image_zip_candidates(root, package)
         self._members: dict[str, tuple[zipfile.ZipFile, zipfile.ZipInfo]] | None = None
         if not self.folder.is_dir() and not self.archives:
@@ -48,13 +64,20 @@ class ImagePackage:
 
     def read(self, relpath: str) -> tuple[str, bytes]:
         """Return ``(where, jpeg_bytes)``; raises :class:`MissingImageError` naming the file."""
-        # open() straight away: a stat() first would cost a second system call per image.
         path = os.path.join(self.folder, relpath)
+        real = os.path.realpath(path)
+        if not real.startswith(self._real_folder):
+            raise UnsafeImagePathError(f"{path}: resolves to {real}, outside the image folder {self.folder}; "
+                                       "refusing to read it.")
+        # open() straight away: a stat() first would cost a second system call per image.
         try:
-            with open(path, "rb") as handle:
-                where, data = path, handle.read()
+            with open(real, "rb") as handle:
+                cap = self.max_image_bytes
+                where, data = path, handle.read(-1 if cap is None else cap + 1)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             where, data = self._read_from_archives(relpath)
+        else:
+            self._check_size(where, len(data))
         if not is_complete_jpeg(data):
             raise MissingImageError(f"{where}: not a complete JPEG ({len(data)} bytes; truncated or corrupt).")
         return where, data
@@ -65,10 +88,16 @@ class ImagePackage:
             raise MissingImageError(f"image {relpath} of package {self.package!r} not found in {', '.join(places)}.")
         archive, info = self._zip_members()[relpath]
         where = f"{archive.filename}!{info.filename}"
+        self._check_size(where, info.file_size)  # the declared size bounds what zipfile will inflate
         try:
             return where, archive.read(info)
         except (zipfile.BadZipFile, EOFError, OSError) as error:
             raise MissingImageError(f"{where}: unreadable zip member ({error}).") from None
+
+    def _check_size(self, where: str, size: int) -> None:
+        if self.max_image_bytes is not None and size > self.max_image_bytes:
+            raise ImageTooLargeError(f"{where}: {size:,} bytes or more, over the {self.max_image_bytes:,}-byte limit "
+                                     "for one image (max_image_bytes; the official photographs are a few MB).")
 
     def close(self):
         for archive in {id(a): a for a, _ in (self._members or {}).values()}.values():
@@ -80,4 +109,5 @@ def is_complete_jpeg(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
 
 
-__all__ = ["ImagePackage", "MissingImageError", "is_complete_jpeg"]
+__all__ = ["ImagePackage", "MissingImageError", "ImageTooLargeError", "UnsafeImagePathError", "MAX_IMAGE_BYTES",
+           "is_complete_jpeg"]

@@ -26,6 +26,13 @@ from . import release
 
 BATCH_BYTES = 8 << 20
 
+#: ``processid`` and ``chunk`` become parts of image paths, so they are held to plain names: no separators, no
+#: leading dot (hence no ``.`` or ``..``), nothing a file system could read as a path.
+PATH_FIELD_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+#: Value ranges the release's numbers must fall in; non-finite values (nan, inf) are refused in every float column.
+FLOAT_RANGES = {"coord-lat": (-90.0, 90.0), "coord-lon": (-180.0, 180.0), "image_measurement_value": (0.0, None),
+                "area_fraction": (0.0, 1.0), "scale_factor": (0.0, None)}
+
 
 class MetadataError(ValueError):
     """The metadata CSV does not follow the official layout; the message names file, line and field."""
@@ -75,9 +82,27 @@ def find_metadata(root: str | os.PathLike) -> MetadataSource:
     )
 
 
+def check_max_nucleotides(max_nucleotides: int | None) -> None:
+    """``None`` keeps whole barcodes; anything else must be a positive integer (0 would empty every barcode)."""
+    if max_nucleotides is None:
+        return
+    if isinstance(max_nucleotides, bool) or not isinstance(max_nucleotides, (int, np.integer)) or max_nucleotides < 1:
+        raise ValueError(f"max_nucleotides must be a positive integer, or None to keep whole barcodes; "
+                         f"got {max_nucleotides!r}.")
+
+
 def _check_header(source: MetadataSource) -> None:
     with source.open() as handle:
-        header = handle.readline().decode("utf-8-sig").rstrip("\r\n").split(",")
+        line = handle.readline()
+    try:
+        header = line.decode("utf-8-sig").rstrip("\r\n").split(",")
+    except UnicodeDecodeError as error:
+        raise MetadataError(f"{source}, line 1: the header is not UTF-8 text ({error.reason} at byte "
+                            f"{error.start}).") from None
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise MetadataError(f"{source}: column(s) {', '.join(map(repr, repeated))} appear more than once in the "
+                            "header; the official CSV names each column once.")
     missing = [c for c in release.COLUMNS if c not in header]
     extra = [c for c in header if c not in release.COLUMNS]
     if missing or extra:
@@ -122,8 +147,17 @@ def iter_batches(source: MetadataSource, columns: tuple[str, ...] = release.COLU
 def _malformed_row_error(source: MetadataSource, error: Exception) -> MetadataError:
     """pyarrow reports a malformed row without its line number; find it with the csv module (error path only)."""
     with source.open() as handle:
-        rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
+        # Undecodable bytes are kept as surrogates so the search itself cannot fail, then reported as such.
+        rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline=""))
         for fields in rows:
+            for field in fields:
+                try:
+                    field.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    byte = ord(field[bad.start]) - 0xDC00
+                    return MetadataError(f"{source}, line {rows.line_num}: not UTF-8 text (byte 0x{byte:02x} in "
+                                         f"{field[:40].encode('utf-8', 'replace').decode()!r}); the official CSV "
+                                         "is UTF-8.")
             if len(fields) != len(release.COLUMNS):
                 text = ",".join(fields)[:120]
                 return MetadataError(f"{source}, line {rows.line_num}: expected {len(release.COLUMNS)} fields, "
@@ -153,7 +187,24 @@ def typed_columns(source: MetadataSource, first_row: int, batch: pa.RecordBatch)
                 out[name] = pc.cast(values, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise _value_error(source, first_row, batch, name, target) from None
+        if name in release.FLOAT_COLUMNS:
+            _check_range(source, first_row, batch, name, out[name])
     return out
+
+
+def _check_range(source, first_row, batch, name, values: pa.Array) -> None:
+    low, high = FLOAT_RANGES.get(name, (None, None))
+    bad = pc.invert(pc.is_finite(values))
+    if low is not None:
+        bad = pc.or_(bad, pc.less(values, low))
+    if high is not None:
+        bad = pc.or_(bad, pc.greater(values, high))
+    bad = pc.fill_null(bad, False)
+    if pc.any(bad).as_py():
+        i = pc.index(bad, True).as_py()
+        allowed = f"between {low:g} and {high:g}" if high is not None else f"a finite number of at least {low:g}"
+        raise MetadataError(f"{source}, line {first_row + i + 2} (processid {batch.column('processid')[i].as_py()!r}): "
+                            f"column {name!r} is {batch.column(name)[i].as_py()!r}, expected {allowed}.")
 
 
 def _value_error(source, first_row, batch, name, target) -> MetadataError:
@@ -172,8 +223,22 @@ def _value_error(source, first_row, batch, name, target) -> MetadataError:
     return MetadataError(f"{source}: column {name!r} holds a value that is not {kind}.")
 
 
-def check_splits(source: MetadataSource, first_row: int, batch: pa.RecordBatch) -> None:
-    """Refuse records whose ``split`` is not an official split name."""
+def check_records(source: MetadataSource, first_row: int, batch: pa.RecordBatch) -> None:
+    """Refuse records whose ``split`` is not an official split name, or whose ``processid`` or ``chunk`` (parts of
+    the image path) is not a plain name."""
+    for column in ("processid", "chunk"):
+        if column not in batch.schema.names:
+            continue
+        values = batch.column(column)
+        plain = pc.match_substring_regex(values, f"^{PATH_FIELD_PATTERN}$")
+        if column == "chunk":
+            plain = pc.or_(plain, pc.equal(values, ""))
+        if not pc.all(plain).as_py():
+            i = pc.index(plain, False).as_py()
+            raise MetadataError(
+                f"{source}, line {first_row + i + 2}: column {column!r} is {values[i].as_py()!r}, which is not a "
+                "plain name (letters, digits, '_', '.', '-'; no path separators, no leading dot); it would be "
+                "joined into an image path.")
     splits = batch.column("split")
     bad = pc.invert(pc.is_in(splits, value_set=pa.array(release.SPLITS)))
     if pc.any(bad).as_py():
@@ -223,8 +288,8 @@ def label_vocabularies(source: MetadataSource) -> dict[str, tuple[str, ...]]:
 def count_records_per_split(source: MetadataSource) -> dict[str, int]:
     """Number of records per split in the CSV."""
     counts: dict[str, int] = {}
-    for first_row, batch in iter_batches(source, ("processid", "split")):
-        check_splits(source, first_row, batch)
+    for first_row, batch in iter_batches(source, ("processid", "split", "chunk")):
+        check_records(source, first_row, batch)
         for item in pc.value_counts(batch.column("split")).to_pylist():
             counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
     return counts
@@ -263,17 +328,18 @@ def read_metadata(
     """The metadata of ``split`` as a pandas DataFrame, with ``{rank}_index`` targets (-1 = missing).
 
     A convenience for analysis code; the datasets builder streams the same records without holding
-    them all in memory.
+    them all in memory. ``max_nucleotides=None`` keeps whole barcodes.
     """
     import pandas as pd
 
+    check_max_nucleotides(max_nucleotides)
     source = find_metadata(root)
     splits = release.parse_split(split)
     vocab = label_vocabularies(source)
     keep = barcode_reduction_mask(source, max_nucleotides) if reduce_repeated_barcodes else None
     frames = []
     for first_row, batch in iter_batches(source):
-        check_splits(source, first_row, batch)
+        check_records(source, first_row, batch)
         rows = pc.is_in(batch.column("split"), value_set=pa.array(splits))
         if keep is not None:
             rows = pc.and_(rows, pa.array(keep[first_row:first_row + batch.num_rows]))

@@ -192,11 +192,16 @@ HF_REPO = "https://huggingface.co/datasets/bioscan-ml/BIOSCAN-5M/resolve"
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One downloadable file of the release and where it goes under the root."""
+    """One downloadable file of the release and where it goes under the root.
+
+    ``md5`` is the published checksum; without one, ``size`` (bytes, where known) and the archive's structure are
+    what a download is checked against.
+    """
 
     filename: str
     urls: tuple[str, ...]
     md5: str | None
+    size: int | None = None
 
 
 METADATA_REMOTE = RemoteFile(
@@ -206,8 +211,9 @@ METADATA_REMOTE = RemoteFile(
 )
 METADATA_CSV_MD5 = "603020b433ef566946efba7a08dbb23d"
 
-#: Image archives per (package, split group). Only cropped_256 has published checksums; the other
-#: packages are listed with their Hub URLs where known and are verified by size only.
+#: Image archives per (package, split group). Only cropped_256 has published checksums; the other packages are
+#: listed with their Hub URLs where known. Those are checked against their size where it is recorded, and must
+#: open as zip archives whose member names are safe, before they are marked verified.
 IMAGE_REMOTES: dict[tuple[str, str], tuple[RemoteFile, ...]] = {
     ("cropped_256", "pretrain"): (
         RemoteFile("BIOSCAN_5M_cropped_256_pretrain.01.zip",

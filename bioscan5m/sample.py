@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import release
+from .staging import check_output, staged_folder
 
 NUCLEOTIDES = np.array(list("ACGT"))
 IUPAC_AMBIGUITY = list("RYKMSWBDHV")
@@ -59,38 +60,40 @@ class Species:
 
 def make_sample(out: str | os.PathLike, num_records: int = 4000,
                 packages: tuple[str, ...] | list[str] = ("cropped_256", "original_256"),
-                seed: int = 0, folders: bool = True, zips: bool = True) -> Path:
+                seed: int = 0, folders: bool = True, zips: bool = True, overwrite: bool = False) -> Path:
     """Write a synthetic release under ``out`` and return the release root.
 
     Args:
-        out: the release root to create (``out/bioscan5m/...``).
+        out: the release root to create (``out/bioscan5m/...``); an existing folder that is not empty (a real
+            release, say) is refused unless ``overwrite``. The sample appears there whole or not at all.
         num_records: number of specimen records.
         packages: image packages to draw (any of ``release.IMAGE_PACKAGES``); empty for DNA only.
         seed: random seed; the same seed gives the same release.
         folders / zips: write the images as extracted folders and/or as the official split-group zips.
+        overwrite: replace ``out`` if it exists (only once the new sample is complete).
     """
     for package in packages:
         if package not in release.IMAGE_PACKAGES:
             raise ValueError(f"Unknown image package {package!r}; choose from {release.IMAGE_PACKAGES}.")
     if num_records < 200:
         raise ValueError(f"num_records={num_records} is too small to populate all eight splits; use at least 200.")
+    destination = check_output(out, overwrite)
     rng = np.random.default_rng(seed)
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     species = _make_taxonomy(rng, num_records)
     records = _make_records(rng, species, num_records)
     _assign_splits(rng, records)
-    if packages:
-        # Drawing measures each specimen (image_measurement_value, area_fraction, scale_factor), so the
-        # metadata is written after the images.
-        _write_images(root, records, list(packages), folders=folders, zips=zips)
-    _write_metadata(root, records)
-    (root / "SYNTHETIC_DATA.md").write_text(
-        "# Synthetic BIOSCAN-5M sample\n\nEvery record, barcode and image here is SYNTHETIC, made by "
-        f"`bioscan5m sample` (seed {seed}, {num_records} records). It follows the official release layout "
-        "so that code can be exercised end to end; it is not real biodiversity data.\n"
-    )
-    return root
+    with staged_folder(destination, overwrite) as root:
+        if packages:
+            # Drawing measures each specimen (image_measurement_value, area_fraction, scale_factor), so the
+            # metadata is written after the images.
+            _write_images(root, records, list(packages), folders=folders, zips=zips)
+        _write_metadata(root, records)
+        (root / "SYNTHETIC_DATA.md").write_text(
+            "# Synthetic BIOSCAN-5M sample\n\nEvery record, barcode and image here is SYNTHETIC, made by "
+            f"`bioscan5m sample` (seed {seed}, {num_records} records). It follows the official release layout "
+            "so that code can be exercised end to end; it is not real biodiversity data.\n"
+        )
+    return destination
 
 
 # ---------------------------------------------------------------------------------------------- taxonomy
@@ -241,10 +244,49 @@ def _assign_splits(rng, records: list[dict]) -> None:
             test, rest = _take_groups(rng, groups, _test_target(len(members)) if len(groups) > 1 else 0)
             val, rest = _take_groups(rng, rest, max(1, round(0.05 * len(members))) if len(members) >= 12 else 0)
             _label(test, "test"), _label(val, "val"), _label([r for g in rest for r in g], "train")
+    _fill_small_splits(rng, by_species)
+    counts = {split: 0 for split in release.SPLITS}
+    for record in records:
+        counts[record["split"]] += 1
+    empty = [split for split, count in counts.items() if count == 0]
+    if empty:
+        raise ValueError(f"{len(records)} records left split(s) {', '.join(empty)} empty; use more records.")
     for record in records:
         record["taxon"] = record["species"] or record["genus"] or record["subfamily"] or record["family"]
         digest = hashlib.md5(record["processid"].encode()).hexdigest()
         record["chunk"] = {"pretrain": digest[:2], "train": digest[:1], "other_heldout": digest[:1]}.get(record["split"])
+
+
+def _fill_small_splits(rng, by_species: dict[str, list[dict]]) -> None:
+    """In a small sample no undescribed species may be common enough for the unseen splits, nor any species for
+    ``val``: then the commonest described species (by distinct barcodes) becomes undescribed and is divided over the
+    three unseen splits, and one barcode of the commonest training species moves to ``val``."""
+    def barcode_groups(members):
+        groups: dict[str, list[dict]] = {}
+        for record in members:
+            groups.setdefault(record["dna_barcode"].rstrip("N"), []).append(record)
+        return list(groups.values())
+
+    splits = {record["split"] for members in by_species.values() for record in members}
+    described = sorted((members for members in by_species.values()
+                        if not members[0]["species_obj"].heldout_genus and not members[0]["species_obj"].placeholder),
+                       key=lambda members: -len(barcode_groups(members)))
+    if not {"key_unseen", "val_unseen", "test_unseen"} <= splits and len(described) > 1:
+        members = described.pop(0)
+        groups = barcode_groups(members)
+        if len(groups) >= 3:
+            sp = members[0]["species_obj"]
+            sp.placeholder, sp.name = True, f"{sp.genus} sp. BIOUG{rng.integers(10000, 99999)}"
+            for record in members:
+                record["species"] = sp.name
+            _label(groups[0], "test_unseen"), _label(groups[1], "val_unseen")
+            _label([r for g in groups[2:] for r in g], "key_unseen")
+    if "val" not in {record["split"] for members in by_species.values() for record in members}:
+        for members in described:
+            train = barcode_groups([r for r in members if r["split"] == "train"])
+            if len(train) >= 2:
+                _label(train[0], "val")
+                break
 
 
 def _label(records: list[dict], split: str) -> None:

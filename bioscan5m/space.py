@@ -25,6 +25,8 @@ DEMO_DIR = Path(os.environ.get("BIOSCAN5M_SPACE_DIR", Path.home() / ".cache" / "
 DEMO_RECORDS = 1200
 DEMO_EPOCHS = 4  # tiny CLIBD on 1,200 records: about a minute on two CPU cores
 MAX_UPLOAD = "25mb"  # the server refuses larger uploads before they reach identify()
+#: Uploaded files are deleted an hour after upload (checked hourly), so a long-running page does not fill the disk.
+UPLOAD_LIFETIME_SECONDS = 3600
 CONCURRENT_IDENTIFICATIONS = 4
 
 logger = logging.getLogger("bioscan5m.space")
@@ -150,7 +152,8 @@ def collection_map(result):
 def build_demo(index) -> gr.Blocks:
     """The page over a loaded key index (`bioscan5m.load_index`)."""
     photos = "image" in index.modalities
-    with gr.Blocks(title="BIOSCAN-5M specimen identification") as demo:
+    with gr.Blocks(title="BIOSCAN-5M specimen identification",
+                   delete_cache=(UPLOAD_LIFETIME_SECONDS, UPLOAD_LIFETIME_SECONDS)) as demo:
         gr.Markdown("# BIOSCAN-5M: identify an insect from its DNA barcode"
                     + (" or photograph" if photos else "")
                     + f"\nReference library: {index.describe()}.")
@@ -201,9 +204,10 @@ def serve(index: str | os.PathLike | None = None, model: str | None = None, host
     folder = Path(index) if index else demo_index()
     demo = build_demo(bioscan5m.load_index(folder, model=model))
     demo.queue(default_concurrency_limit=CONCURRENT_IDENTIFICATIONS)
-    # The gallery serves the index's thumbnails, which sit outside gradio's own folders.
-    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, allowed_paths=[str(folder.resolve())],
-                **launch_kwargs)
+    # The gallery serves the index's thumbnails, which sit outside gradio's own folders; load_index has checked
+    # that each is a regular file inside it. Nothing else of the index folder is served.
+    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD,
+                allowed_paths=[str((folder / "thumbnails").resolve())], **launch_kwargs)
     return demo
 
 

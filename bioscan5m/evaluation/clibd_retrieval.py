@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..staging import check_output, staged_folder
 from .retrieval import RETRIEVAL_RANKS, evaluate_retrieval
 
 #: ``query->key`` modality pairs CLIBD reports.
@@ -118,20 +119,21 @@ def clibd_retrieval_report(model_dir, data_root, config: str = "cropped_256",
                            queries: Sequence[str] = ("test", "test_unseen"), keys: str = "train+key_unseen",
                            baseline_dir=None, pairs: Sequence[str] = PAIRS, top_k: Sequence[int] = (1, 3, 5),
                            out_dir=None, max_records_per_split: int | None = None, batch_size: int = 64,
-                           cache_dir=None, progress: bool = True) -> dict:
+                           cache_dir=None, progress: bool = True, overwrite: bool = False) -> dict:
     """Retrieval of a CLIBD model and of its no-alignment baseline, written as JSON, Markdown and a bar plot.
 
     Args:
         model_dir: a saved CLIBD model folder.
         baseline_dir: the no-alignment model (default ``model_dir/no_alignment`` when present; ``False``: none).
         out_dir: where ``retrieval_clibd.json``, ``retrieval_clibd.md`` and ``retrieval_clibd.png`` go
-            (default ``model_dir/retrieval``).
+            (default ``model_dir/retrieval``); refused if it exists, unless ``overwrite``.
     """
     from transformers import AutoModel
 
     from .. import modeling  # noqa: F401  (registers CLIBD with AutoModel)
 
     model_dir = Path(model_dir)
+    out_dir = check_output(out_dir or model_dir / "retrieval", overwrite)
     if baseline_dir is None and (model_dir / "no_alignment" / "config.json").is_file():
         baseline_dir = model_dir / "no_alignment"
     sets = load_retrieval_sets(data_root, config, queries, keys, max_records_per_split, cache_dir)
@@ -144,11 +146,11 @@ def clibd_retrieval_report(model_dir, data_root, config: str = "cropped_256",
     for name, folder in models.items():
         model = AutoModel.from_pretrained(str(folder))
         report["results"][name] = retrieval_for_model(model, sets, pairs, top_k, batch_size, progress)
-    out_dir = Path(out_dir) if out_dir else model_dir / "retrieval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "retrieval_clibd.json").write_text(json.dumps(report, indent=2, default=float))
-    (out_dir / "retrieval_clibd.md").write_text(markdown_table(report))
-    report["plot"] = str(plot_retrieval(report, out_dir / "retrieval_clibd.png"))
+    with staged_folder(out_dir, overwrite) as staging:
+        (staging / "retrieval_clibd.json").write_text(json.dumps(report, indent=2, default=float))
+        (staging / "retrieval_clibd.md").write_text(markdown_table(report))
+        plot_retrieval(report, staging / "retrieval_clibd.png")
+    report["plot"] = str(out_dir / "retrieval_clibd.png")
     return report
 
 

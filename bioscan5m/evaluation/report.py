@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shlex
 import sys
@@ -33,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..release import TARGET_COLUMNS
+from ..staging import check_output, staged_folder
 from . import baselines, clustering, probes, retrieval
 from .scoring import topk_accuracy
 
@@ -208,6 +210,13 @@ def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1) -> E
     return model_source(path or spec, batch_size=batch_size, reading_frames=reading_frames)
 
 
+def embedding_cache_dir() -> Path:
+    """Where embeddings of the benchmark's records are kept between runs: beside the ``datasets`` cache."""
+    from datasets import config
+
+    return Path(config.HF_DATASETS_CACHE) / "bioscan5m" / "embeddings"
+
+
 def embed_unique(source: EmbeddingSource, sequences: Sequence[str], cache_dir: Path | None = None) -> dict:
     """Embed each distinct sequence once; returns ``{sequence: row}`` views into one array (cached on disk)."""
     unique = sorted(set(sequences))
@@ -223,7 +232,9 @@ def embed_unique(source: EmbeddingSource, sequences: Sequence[str], cache_dir: P
         raise ValueError(f"{source.name} returned {len(array)} embeddings for {len(unique)} sequences.")
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, array)
+        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npy")  # a killed run leaves no half file
+        np.save(partial, array)
+        os.replace(partial, cache)
     return dict(zip(unique, array))
 
 
@@ -342,24 +353,28 @@ def read_records(root, split: str) -> RecordSet:
 
 def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="runs/cluster",
                    n_clusters: int | None = None, distance_threshold: float | None = None, seed: int = 0,
-                   batch_size: int = 128, reading_frames: int = 1) -> dict:
-    """``bioscan5m cluster``: zero-shot clustering of one embedding source; writes ``clustering.json`` and a UMAP PNG."""
+                   batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
+    """``bioscan5m cluster``: zero-shot clustering of one embedding source; writes ``clustering.json`` and a UMAP PNG
+    into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
+    out_dir = check_output(out_dir, overwrite)
     embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
     records = read_records(root, split)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = run_clustering(embedding_source, records, n_clusters="species" if n_clusters is None else n_clusters,
-                            distance_threshold=distance_threshold, seed=seed,
-                            plot_path=out_dir / f"umap_{_slug(embedding_source.name)}.png")
-    result.update(source=embedding_source.description, data=str(root), split=split, command=command_line())
-    (out_dir / "clustering.json").write_text(json.dumps(result, indent=2, default=_json_default))
+    plot_name = f"umap_{_slug(embedding_source.name)}.png"
+    with staged_folder(out_dir, overwrite) as staging:
+        result = run_clustering(embedding_source, records, n_clusters="species" if n_clusters is None else n_clusters,
+                                distance_threshold=distance_threshold, seed=seed, plot_path=staging / plot_name)
+        result.update(source=embedding_source.description, data=str(root), split=split, command=command_line(),
+                      plot=str(out_dir / plot_name))
+        (staging / "clustering.json").write_text(json.dumps(result, indent=2, default=_json_default))
     return result
 
 
 def retrieval_report(source: str, root, queries: Sequence[str] = ("test", "test_unseen"), keys: str = "train+key_unseen",
                      out_dir="runs/retrieve", top_k: Sequence[int] = (1, 3, 5), index: str = "flat",
-                     batch_size: int = 128, reading_frames: int = 1) -> dict:
-    """``bioscan5m retrieve``: DNA->DNA retrieval of each query split against the keys; writes ``retrieval.json``."""
+                     batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
+    """``bioscan5m retrieve``: DNA->DNA retrieval of each query split against the keys; writes ``retrieval.json``
+    into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
+    out_dir = check_output(out_dir, overwrite)
     embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
     if embedding_source.kind == "file":
         raise ValueError("retrieve needs a model folder or 'kmer[:K]': a .npy file cannot embed both queries and keys.")
@@ -368,9 +383,8 @@ def retrieval_report(source: str, root, queries: Sequence[str] = ("test", "test_
     arrays = retrieval_arrays(table, sets, embedding_source.compact)
     result = {"dna->dna": run_retrieval(arrays, sets, top_k=top_k, index=index), "source": embedding_source.description,
               "data": str(root), "keys": keys, "queries": list(queries), "command": command_line()}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "retrieval.json").write_text(json.dumps(result, indent=2, default=_json_default))
+    with staged_folder(out_dir, overwrite) as staging:
+        (staging / "retrieval.json").write_text(json.dumps(result, indent=2, default=_json_default))
     return result
 
 
@@ -398,26 +412,34 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
                   kmer: int = 6, dedup: str = "barcodebert", linear_probe: bool = True, seed: int = 0,
                   max_records_per_split: int | None = None, batch_size: int = 128, command: str | None = None,
                   tasks: Sequence[str] = ("classification", "clustering", "retrieval"),
-                  reading_frames: int = 1) -> Benchmark:
+                  reading_frames: int = 1, overwrite: bool = False) -> Benchmark:
     """Measure every model and the baselines on one release and write ``report.md``, ``report.json`` and plots.
 
     Args:
         root: release root (DNA metadata is enough).
         models: saved model folders (each ``AutoModel`` with ``.embed``); the k-mer baseline always runs.
-        out_dir: where the report, plots and the embedding cache go.
+        out_dir: the folder for the report and plots (refused if it exists, unless ``overwrite``; it appears only
+            once the report is complete). Embeddings are cached in the ``datasets`` cache, across runs.
         blast: also run the BLAST baseline (needs ``blastn``; skipped with a message when absent).
         kmer: k of the k-mer baseline.
         dedup: unique-barcode protocol for classification, ``"barcodebert"`` or ``"per-split"``.
         max_records_per_split: keep the first N records of each split (quick runs).
         reading_frames: the models embed each barcode from this many start offsets and average (1: as trained).
     """
-    from tqdm.auto import tqdm
-
-    out_dir = Path(out_dir)
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    out_dir = check_output(out_dir, overwrite)
     unknown = set(tasks) - {"classification", "clustering", "retrieval"}
     if unknown:
         raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from classification, clustering, retrieval.")
+    with staged_folder(out_dir, overwrite) as staging:
+        (staging / "plots").mkdir()
+        return _run_benchmark(root, staging, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
+                              batch_size, command, tasks, reading_frames)
+
+
+def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
+                   batch_size, command, tasks, reading_frames) -> Benchmark:
+    from tqdm.auto import tqdm
+
     sources = [model_source(m, batch_size=batch_size, reading_frames=reading_frames) for m in models] + [kmer_source(kmer)]
     sets = load_benchmark_records(root, dedup=dedup, max_records_per_split=max_records_per_split, tasks=tasks)
     report = Benchmark(command=command or "bioscan5m.evaluation.report.run_benchmark(...)",
@@ -430,7 +452,7 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
         report.sources[source.name] = source.description
         steps.set_postfix_str(f"embedding {source.name}")
         start = time.perf_counter()
-        table = embed_unique(source, all_sequences, cache_dir=out_dir / "embeddings")
+        table = embed_unique(source, all_sequences, cache_dir=embedding_cache_dir())
         report.performance.setdefault("embedding_seconds", {})[source.name] = time.perf_counter() - start
         if "classification" in sets:
             steps.set_postfix_str(f"{source.name}: classification")

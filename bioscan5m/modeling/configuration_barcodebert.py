@@ -11,6 +11,8 @@ SPECIAL_TOKENS_PER_VOCABULARY = {"barcodebert": 2, "standard": 5}
 #: Special tokens around every barcode ([CLS] ... [SEP] in the standard vocabulary; none in BarcodeBERT's).
 FRAMING_TOKENS_PER_VOCABULARY = {"barcodebert": 0, "standard": 2}
 POOLINGS = ("mean", "per_position")
+_POSITIVE_INTEGERS = ("k_mer", "max_nucleotides", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "intermediate_size", "max_position_embeddings", "per_position_size")
 
 
 class BarcodeBertConfig(BertConfig):
@@ -63,6 +65,7 @@ class BarcodeBertConfig(BertConfig):
     per_position_size: int = 16
 
     def __post_init__(self, **kwargs):
+        self._check_types()
         if self.tokenizer_vocabulary not in SPECIAL_TOKENS_PER_VOCABULARY:
             raise ValueError(f"tokenizer_vocabulary must be one of {', '.join(SPECIAL_TOKENS_PER_VOCABULARY)}, "
                              f"not {self.tokenizer_vocabulary!r}.")
@@ -98,6 +101,32 @@ class BarcodeBertConfig(BertConfig):
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be positive, not {self.contrastive_temperature}.")
         super().__post_init__(**kwargs)
+
+    def _check_types(self) -> None:
+        """A config.json is data: refuse values of the wrong type before they are used (a string of rank names
+        would be iterated letter by letter, a negative layer count would build an empty encoder)."""
+        for name in _POSITIVE_INTEGERS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BarcodeBertConfig: {name} must be a positive integer, not {value!r}.")
+        for name in ("classifier_ranks", "contrastive_ranks"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(r, str) for r in value)):
+                raise ValueError(f"BarcodeBertConfig: {name} must be a list of rank names, not {value!r}.")
+        labels = self.rank_labels
+        if labels is not None and (not isinstance(labels, dict) or not all(
+                isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names) for names in labels.values())):
+            raise ValueError("BarcodeBertConfig: rank_labels must map each rank to a list of class names.")
+        weights = self.contrastive_rank_weights
+        if weights is not None and (not isinstance(weights, (list, tuple)) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
+            raise ValueError(f"BarcodeBertConfig: contrastive_rank_weights must be a list of numbers, not {weights!r}.")
+        for name in ("pooling", "tokenizer_vocabulary"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"BarcodeBertConfig: {name} must be a string, not {getattr(self, name)!r}.")
+        if not isinstance(self.contrastive_temperature, (int, float)) or isinstance(self.contrastive_temperature, bool):
+            raise ValueError(f"BarcodeBertConfig: contrastive_temperature must be a number, not "
+                             f"{self.contrastive_temperature!r}.")
 
     @property
     def max_tokens(self) -> int:

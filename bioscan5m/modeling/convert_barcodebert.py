@@ -35,9 +35,13 @@ def load_original_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
     if not path.is_file():
         raise FileNotFoundError(f"No BarcodeBERT checkpoint at {path}.")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path)), {}
+        try:
+            return load_file(str(path)), {}
+        except SafetensorError as error:
+            raise ValueError(f"{path}: not a readable safetensors file ({error}).") from None
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,6 +18,7 @@ from transformers import Trainer
 
 from ..modeling import BarcodeBertConfig, BarcodeBertForContrastiveLearning
 from ..modeling.model_card import write_model_card
+from ..staging import check_output, staged_folder
 from .collators import KmerGroupedCollator
 from .data import load_barcode_sets
 from .presets import get_preset
@@ -31,7 +32,7 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                          learning_rate: float | None = None, temperature: float | None = None, group_size: int = 4,
                          pooling: str | None = None, per_position_size: int | None = None,
                          num_hidden_layers: int | None = None, max_steps: int | None = None,
-                         max_barcodes: int | None = None, seed: int = 0) -> dict:
+                         max_barcodes: int | None = None, seed: int = 0, overwrite: bool = False) -> dict:
     """Contrastively fine-tune ``model_dir`` on the labelled ``train`` barcodes and probe the result.
 
     Args:
@@ -59,7 +60,8 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                           contrastive_learning_rate=learning_rate, contrastive_temperature=temperature)
     if settings.contrastive_batch_size % group_size:
         raise ValueError(f"batch_size {settings.contrastive_batch_size} is not a multiple of group_size {group_size}.")
-    ranks, out_dir = tuple(ranks), Path(out_dir)
+    ranks = tuple(ranks)
+    out_dir = check_output(out_dir, overwrite)  # refused before any work, not after training
     labelled = load_barcode_sets(data_root, roles=("train",)).labelled("train", ranks[-1])
     if max_barcodes is not None:
         labelled = labelled.iloc[:max_barcodes]
@@ -81,36 +83,37 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
     collator = KmerGroupedCollator(tokenizer, labelled["dna_barcode"].tolist(),
                                    labelled[[f"{name}_index" for name in ranks]].to_numpy(), group_size=group_size,
                                    random_offset=not tokenizer.align_to_reference, seed=seed + rank)
-    args = training_arguments(out_dir, per_device_train_batch_size=settings.contrastive_batch_size // group_size,
-                              num_train_epochs=settings.contrastive_epochs, max_steps=max_steps or -1,
-                              learning_rate=settings.contrastive_learning_rate, lr_scheduler_type="cosine",
-                              warmup_steps=0.1, weight_decay=0.01, seed=seed)
-    rows = [{"row": row} for row in range(len(labelled))]     # the collator looks the barcodes up by row
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, processing_class=tokenizer)
-    started = time.time()
-    train_output = trainer.train()
-    minutes = (time.time() - started) / 60
+    with staged_folder(out_dir, overwrite, main_process=rank == 0) as staging:
+        args = training_arguments(staging, per_device_train_batch_size=settings.contrastive_batch_size // group_size,
+                                  num_train_epochs=settings.contrastive_epochs, max_steps=max_steps or -1,
+                                  learning_rate=settings.contrastive_learning_rate, lr_scheduler_type="cosine",
+                                  warmup_steps=0.1, weight_decay=0.01, seed=seed)
+        rows = [{"row": row} for row in range(len(labelled))]     # the collator looks the barcodes up by row
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, processing_class=tokenizer)
+        started = time.time()
+        train_output = trainer.train()
+        minutes = (time.time() - started) / 60
 
-    results = {"model": str(model_dir), "ranks": list(ranks), "train_barcodes": len(labelled),
-               "steps": train_output.global_step, "minutes": round(minutes, 1), "world_size": args.world_size,
-               "replicas_in_sync": replicas_in_sync(trainer.model)}
-    if trainer.is_world_process_zero():
-        # The encoder is the product (AutoModel, embed()); the loss has no weights of its own.
-        trainer.model.bert.save_pretrained(str(out_dir))
-        tokenizer.save_pretrained(str(out_dir))
-        results.update({key: value for key, value in probe(out_dir, data_root).items() if key != "model"})
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        write_model_card(
-            out_dir, trainer.model.config, source=f"contrastively fine-tuned from `{model_dir}` by "
-                                                  "`bioscan5m finetune --objective contrastive`",
-            data=f"{len(labelled):,} unique barcodes of BIOSCAN-5M `train` with a {ranks[-1]} label",
-            results={"linear probe, species accuracy, test": results["linear_probe_species_test"],
-                     "1-NN genus accuracy, test_unseen (open world)": results["knn_genus_test_unseen"]},
-            training={"barcodes": describe_frame(tokenizer),
-                      "objective": f"supervised contrastive on {', '.join(ranks)} (temperature "
-                                   f"{settings.contrastive_temperature}), groups of {group_size} per {ranks[-1]}",
-                      "epochs": settings.contrastive_epochs, "steps": train_output.global_step,
-                      "batch size": f"{settings.contrastive_batch_size} × {args.world_size} processes",
-                      "learning rate": settings.contrastive_learning_rate, "time": f"{minutes:.1f} min"},
-        )
+        results = {"model": str(model_dir), "ranks": list(ranks), "train_barcodes": len(labelled),
+                   "steps": train_output.global_step, "minutes": round(minutes, 1), "world_size": args.world_size,
+                   "replicas_in_sync": replicas_in_sync(trainer.model)}
+        if trainer.is_world_process_zero():
+            # The encoder is the product (AutoModel, embed()); the loss has no weights of its own.
+            trainer.model.bert.save_pretrained(str(staging))
+            tokenizer.save_pretrained(str(staging))
+            results.update({key: value for key, value in probe(staging, data_root).items() if key != "model"})
+            (staging / "results.json").write_text(json.dumps(results, indent=2))
+            write_model_card(
+                staging, trainer.model.config, source=f"contrastively fine-tuned from `{model_dir}` by "
+                                                      "`bioscan5m finetune --objective contrastive`",
+                data=f"{len(labelled):,} unique barcodes of BIOSCAN-5M `train` with a {ranks[-1]} label",
+                results={"linear probe, species accuracy, test": results["linear_probe_species_test"],
+                         "1-NN genus accuracy, test_unseen (open world)": results["knn_genus_test_unseen"]},
+                training={"barcodes": describe_frame(tokenizer),
+                          "objective": f"supervised contrastive on {', '.join(ranks)} (temperature "
+                                       f"{settings.contrastive_temperature}), groups of {group_size} per {ranks[-1]}",
+                          "epochs": settings.contrastive_epochs, "steps": train_output.global_step,
+                          "batch size": f"{settings.contrastive_batch_size} × {args.world_size} processes",
+                          "learning rate": settings.contrastive_learning_rate, "time": f"{minutes:.1f} min"},
+            )
     return results

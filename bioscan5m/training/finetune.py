@@ -18,6 +18,7 @@ from transformers import Trainer
 from ..evaluation.probes import fit_linear_classifier
 from ..modeling import BarcodeBertForSequenceClassification
 from ..modeling.model_card import write_model_card
+from ..staging import check_output, staged_folder
 from .collators import KmerClassificationCollator
 from .data import load_barcode_sets
 from .embeddings import embed_sequences
@@ -52,13 +53,14 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
              ranks: tuple[str, ...] = ("species",), preset: str = "cpu-small", epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, max_steps: int | None = None,
              max_barcodes: int | None = None, freeze_encoder: bool = False, head_init: str = "linear-probe",
-             align_to_reference: bool | None = None, seed: int = 0) -> dict:
+             align_to_reference: bool | None = None, seed: int = 0, overwrite: bool = False) -> dict:
     """Fine-tune ``model_dir`` to classify ``ranks`` and measure accuracy on ``test``.
 
     Args:
         model_dir: a pretrained BarcodeBERT folder (MLM or encoder).
         data_root: a BIOSCAN-5M release root.
-        out_dir: where the fine-tuned model folder (with ``results.json`` and model card) is written.
+        out_dir: where the fine-tuned model folder (with ``results.json`` and model card) is written; an existing
+            one is refused unless ``overwrite``, and it appears only once complete.
         ranks: taxonomic ranks to predict, e.g. ``("species",)`` or ``("genus", "species")``.
         preset: supplies epochs, batch size and learning rate unless given here.
         max_steps / max_barcodes: cap the run (quick checks).
@@ -77,7 +79,7 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
     settings = get_preset(preset, finetune_epochs=epochs, finetune_batch_size=batch_size,
                           finetune_learning_rate=learning_rate)
     ranks = tuple(ranks)
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, overwrite)  # refused before any work, not after training
     sets = load_barcode_sets(data_root, roles=("train", "test"))
     labelled = sets["train"][(sets["train"][[f"{rank}_index" for rank in ranks]] >= 0).any(axis=1)]
     if max_barcodes is not None:
@@ -104,37 +106,38 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
         model.bert.requires_grad_(False)
     rank = int(os.environ.get("RANK", "0"))
     collator = KmerClassificationCollator(tokenizer, ranks, random_offset=not freeze_encoder, seed=seed + rank)
-    args = training_arguments(out_dir, per_device_train_batch_size=settings.finetune_batch_size,
-                              num_train_epochs=settings.finetune_epochs, max_steps=max_steps or -1,
-                              learning_rate=settings.finetune_learning_rate, lr_scheduler_type="cosine",
-                              warmup_steps=0.1, weight_decay=0.01, seed=seed)
-    trainer = Trainer(model=model, args=args, train_dataset=_records(labelled, ranks), data_collator=collator,
-                      processing_class=tokenizer)
-    started = time.time()
-    train_output = trainer.train()
-    minutes = (time.time() - started) / 60
+    with staged_folder(out_dir, overwrite, main_process=rank == 0) as staging:
+        args = training_arguments(staging, per_device_train_batch_size=settings.finetune_batch_size,
+                                  num_train_epochs=settings.finetune_epochs, max_steps=max_steps or -1,
+                                  learning_rate=settings.finetune_learning_rate, lr_scheduler_type="cosine",
+                                  warmup_steps=0.1, weight_decay=0.01, seed=seed)
+        trainer = Trainer(model=model, args=args, train_dataset=_records(labelled, ranks), data_collator=collator,
+                          processing_class=tokenizer)
+        started = time.time()
+        train_output = trainer.train()
+        minutes = (time.time() - started) / 60
 
-    results = {"model": str(model_dir), "ranks": list(ranks), "freeze_encoder": freeze_encoder,
-               "train_barcodes": len(labelled), "steps": train_output.global_step, "minutes": round(minutes, 1)}
-    if trainer.is_world_process_zero():
-        predictions = predict_ranks(trainer.model, sets["test"]["dna_barcode"].tolist(), tokenizer=tokenizer)
-        for rank_name in ranks:
-            truth = sets["test"][f"{rank_name}_index"].to_numpy()
-            known = truth >= 0
-            results[f"{rank_name}_test_accuracy"] = 100.0 * float(np.mean(predictions[rank_name][known] == truth[known]))
-            results[f"{rank_name}_test_queries"] = int(known.sum())
-        trainer.save_model(str(out_dir))
-        (out_dir / "training_args.bin").unlink(missing_ok=True)
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        kind = "linear probe (frozen encoder)" if freeze_encoder else "fine-tuned"
-        write_model_card(
-            out_dir, trainer.model.config, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
-            data=f"{len(labelled):,} unique labelled barcodes of BIOSCAN-5M `train`",
-            results={f"{rank_name} accuracy, test (closed world)": results[f"{rank_name}_test_accuracy"]
-                     for rank_name in ranks},
-            training={"barcodes": describe_frame(tokenizer), "epochs": settings.finetune_epochs,
-                      "steps": train_output.global_step,
-                      "batch size": f"{settings.finetune_batch_size} × {args.world_size} processes",
-                      "learning rate": settings.finetune_learning_rate, "time": f"{minutes:.1f} min"},
-        )
+        results = {"model": str(model_dir), "ranks": list(ranks), "freeze_encoder": freeze_encoder,
+                   "train_barcodes": len(labelled), "steps": train_output.global_step, "minutes": round(minutes, 1)}
+        if trainer.is_world_process_zero():
+            predictions = predict_ranks(trainer.model, sets["test"]["dna_barcode"].tolist(), tokenizer=tokenizer)
+            for rank_name in ranks:
+                truth = sets["test"][f"{rank_name}_index"].to_numpy()
+                known = truth >= 0
+                results[f"{rank_name}_test_accuracy"] = 100.0 * float(np.mean(predictions[rank_name][known] == truth[known]))
+                results[f"{rank_name}_test_queries"] = int(known.sum())
+            trainer.save_model(str(staging))
+            (staging / "training_args.bin").unlink(missing_ok=True)
+            (staging / "results.json").write_text(json.dumps(results, indent=2))
+            kind = "linear probe (frozen encoder)" if freeze_encoder else "fine-tuned"
+            write_model_card(
+                staging, trainer.model.config, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
+                data=f"{len(labelled):,} unique labelled barcodes of BIOSCAN-5M `train`",
+                results={f"{rank_name} accuracy, test (closed world)": results[f"{rank_name}_test_accuracy"]
+                         for rank_name in ranks},
+                training={"barcodes": describe_frame(tokenizer), "epochs": settings.finetune_epochs,
+                          "steps": train_output.global_step,
+                          "batch size": f"{settings.finetune_batch_size} × {args.world_size} processes",
+                          "learning rate": settings.finetune_learning_rate, "time": f"{minutes:.1f} min"},
+            )
     return results

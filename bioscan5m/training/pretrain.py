@@ -17,6 +17,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..modeling import BarcodeBertConfig, BarcodeBertForMaskedLM
 from ..modeling.model_card import write_model_card
+from ..staging import check_output, staged_folder
 from ..tokenization import KmerTokenizerFast
 from .collators import KmerMLMCollator
 from .data import load_barcode_sets
@@ -61,18 +62,19 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
              max_steps: int | None = None, max_barcodes: int | None = None, epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, k_mer: int | None = None,
              mlm_scheme: str | None = None, tokenizer_vocabulary: str | None = None,
-             align_to_reference: bool | None = None, seed: int = 0) -> Path:
+             align_to_reference: bool | None = None, seed: int = 0, overwrite: bool = False) -> Path:
     """Pretrain a BarcodeBERT masked-language model and save it (weights, tokenizer, code, model card).
 
     Args:
         data_root: a BIOSCAN-5M release root (e.g. ``~/bioscan``) or its metadata CSV.
-        out_dir: where the model folder is written.
+        out_dir: where the model folder is written (it appears only once complete).
         preset: ``paper``, ``cpu-small`` or ``tiny`` (see :mod:`bioscan5m.training.presets`).
         max_steps: stop after this many optimiser steps (overrides ``epochs``).
         max_barcodes: use only the first N unique pretraining barcodes (quick runs).
         epochs, batch_size, learning_rate, k_mer, mlm_scheme, tokenizer_vocabulary, align_to_reference: override
             the preset.
         seed: seeds weights, data order and masking.
+        overwrite: replace ``out_dir`` if it exists (once the new model is saved); otherwise it is refused.
 
     Returns:
         The output folder.
@@ -81,7 +83,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                           align_to_reference=align_to_reference,
                           pretrain_epochs=epochs, pretrain_batch_size=batch_size,
                           pretrain_learning_rate=learning_rate)
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, overwrite)  # refused before any work, not after training
     sets = load_barcode_sets(data_root, roles=("pretrain", "train"))
     barcodes = sets["pretrain"]["dna_barcode"]
     if max_barcodes is not None:
@@ -96,38 +98,39 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
     # Each process masks differently; the data order is already sharded by the Trainer.
     rank = int(os.environ.get("RANK", "0"))
     collator = KmerMLMCollator(tokenizer, scheme=settings.mlm_scheme, seed=seed + rank)
-    args = training_arguments(out_dir, per_device_train_batch_size=settings.pretrain_batch_size,
-                              per_device_eval_batch_size=settings.pretrain_batch_size * 2,
-                              num_train_epochs=settings.pretrain_epochs, max_steps=max_steps or -1,
-                              learning_rate=settings.pretrain_learning_rate, weight_decay=0.0,
-                              lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed)
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator, processing_class=tokenizer)
-    started = time.time()
-    train_output = trainer.train()
-    minutes = (time.time() - started) / 60
-    in_sync = replicas_in_sync(trainer.model)
-    # MLM accuracy on held-out train barcodes, with the training masking but no offset.
-    eval_collator = KmerMLMCollator(tokenizer, scheme=settings.mlm_scheme, random_offset=False, seed=seed)
-    metrics = mlm_accuracy(trainer.model, eval_set["dna_barcode"], eval_collator, settings.pretrain_batch_size * 2)
+    with staged_folder(out_dir, overwrite, main_process=rank == 0) as staging:
+        args = training_arguments(staging, per_device_train_batch_size=settings.pretrain_batch_size,
+                                  per_device_eval_batch_size=settings.pretrain_batch_size * 2,
+                                  num_train_epochs=settings.pretrain_epochs, max_steps=max_steps or -1,
+                                  learning_rate=settings.pretrain_learning_rate, weight_decay=0.0,
+                                  lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed)
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                          data_collator=collator, processing_class=tokenizer)
+        started = time.time()
+        train_output = trainer.train()
+        minutes = (time.time() - started) / 60
+        in_sync = replicas_in_sync(trainer.model)
+        # MLM accuracy on held-out train barcodes, with the training masking but no offset.
+        eval_collator = KmerMLMCollator(tokenizer, scheme=settings.mlm_scheme, random_offset=False, seed=seed)
+        metrics = mlm_accuracy(trainer.model, eval_set["dna_barcode"], eval_collator, settings.pretrain_batch_size * 2)
 
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(out_dir))          # weights, config, code files and tokenizer
-        (out_dir / "training_args.bin").unlink(missing_ok=True)   # a pickle; the settings go to pretraining.json
-        summary = {"preset": preset, "settings": settings.as_dict(), "pretrain_barcodes": len(train_set),
-                   "steps": train_output.global_step, "train_loss": train_output.training_loss,
-                   "minutes": round(minutes, 1), "world_size": args.world_size, "replicas_in_sync": in_sync,
-                   **metrics}
-        (out_dir / "pretraining.json").write_text(json.dumps(summary, indent=2))
-        write_model_card(
-            out_dir, model.config, source="pretrained with masked-language modelling by `bioscan5m pretrain`",
-            data=f"{len(train_set):,} unique barcodes of BIOSCAN-5M `pretrain` + `other_heldout`",
-            training={"preset": preset, "MLM scheme": settings.mlm_scheme, "barcodes": describe_frame(tokenizer),
-                      "steps": train_output.global_step,
-                      "batch size": f"{settings.pretrain_batch_size} × {args.world_size} processes",
-                      "learning rate": settings.pretrain_learning_rate, "time": f"{minutes:.1f} min",
-                      "MLM accuracy on held-out barcodes": f"{100 * metrics['mlm_accuracy']:.1f} %"},
-        )
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(staging))          # weights, config, code files and tokenizer
+            (staging / "training_args.bin").unlink(missing_ok=True)   # a pickle; the settings go to pretraining.json
+            summary = {"preset": preset, "settings": settings.as_dict(), "pretrain_barcodes": len(train_set),
+                       "steps": train_output.global_step, "train_loss": train_output.training_loss,
+                       "minutes": round(minutes, 1), "world_size": args.world_size, "replicas_in_sync": in_sync,
+                       **metrics}
+            (staging / "pretraining.json").write_text(json.dumps(summary, indent=2))
+            write_model_card(
+                staging, model.config, source="pretrained with masked-language modelling by `bioscan5m pretrain`",
+                data=f"{len(train_set):,} unique barcodes of BIOSCAN-5M `pretrain` + `other_heldout`",
+                training={"preset": preset, "MLM scheme": settings.mlm_scheme, "barcodes": describe_frame(tokenizer),
+                          "steps": train_output.global_step,
+                          "batch size": f"{settings.pretrain_batch_size} × {args.world_size} processes",
+                          "learning rate": settings.pretrain_learning_rate, "time": f"{minutes:.1f} min",
+                          "MLM accuracy on held-out barcodes": f"{100 * metrics['mlm_accuracy']:.1f} %"},
+            )
     return out_dir
 
 

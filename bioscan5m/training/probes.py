@@ -10,18 +10,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import torch
 
 from ..evaluation.probes import knn_probe, linear_probe
+from ..staging import check_output, staged_file
 from .data import load_barcode_sets
 from .embeddings import embed_sequences, load_encoder
 
 
 def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: str | os.PathLike | None = None,
           batch_size: int = 256, species_rank: str = "species", genus_rank: str = "genus",
-          reading_frames: int = 1, device: str | torch.device | None = None) -> dict:
+          reading_frames: int = 1, device: str | torch.device | None = None, overwrite: bool = False) -> dict:
     """Linear probe (species@test) and 1-NN probe (genus@test_unseen) of a saved BarcodeBERT encoder.
 
     Also reports identification speed: queries per second for embedding the ``test_unseen`` queries and finding
@@ -30,8 +30,11 @@ def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: 
     ``device``: where the encoder runs (default: the GPU when there is one, else the CPU).
 
     Returns:
-        A dict of results (also written as JSON to ``out_path`` when given).
+        A dict of results (also written as JSON to ``out_path`` when given; an existing file there is refused
+        unless ``overwrite``).
     """
+    if out_path is not None:
+        check_output(out_path, overwrite)
     sets = load_barcode_sets(data_root, roles=("train", "test", "test_unseen"))
     model = load_encoder(model_dir, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train = sets.labelled("train", species_rank)
@@ -61,5 +64,6 @@ def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: 
         "device": str(model.device), "torch_threads": torch.get_num_threads(),
     }
     if out_path is not None:
-        Path(out_path).write_text(json.dumps(results, indent=2))
+        with staged_file(out_path, overwrite) as staging:
+            staging.write_text(json.dumps(results, indent=2))
     return results

@@ -25,6 +25,7 @@ import torch
 from ..modeling.configuration_clibd import METADATA_FEATURES, ClibdConfig
 from ..modeling.image_processing_clibd import ClibdImageProcessor, train_transform
 from ..modeling.modeling_clibd import DNA_TOKENIZER_SUBFOLDER, ClibdModel
+from ..staging import check_output, staged_folder
 from ..tokenization.tokenization_taxonomy import MAX_TEXT_TOKENS, build_taxonomy_tokenizer, taxonomy_string
 
 #: Columns a training record needs (the rest of the release's columns are dropped before batching).
@@ -216,12 +217,14 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
                 freeze: dict[str, int] | None = None, epochs: float | None = None, max_steps: int | None = None,
                 batch_size: int | None = None, learning_rate: float | None = None, max_records: int | None = None,
                 augment: bool = True, image_weights: str | None = None, save_no_alignment: bool = True,
-                num_workers: int = 0, cache_dir=None, seed: int = 0, **training_kwargs) -> dict:
+                num_workers: int = 0, cache_dir=None, seed: int = 0, overwrite: bool = False,
+                **training_kwargs) -> dict:
     """Train CLIBD contrastively and save it (model, processors, code, ``training.json``).
 
     Args:
         data_root: a BIOSCAN-5M release root with images (e.g. the synthetic sample).
-        out_dir: the model folder to write; ``out_dir/no_alignment`` gets the same model before training.
+        out_dir: the model folder to write; ``out_dir/no_alignment`` gets the same model before training. An
+            existing folder is refused unless ``overwrite``; the folder appears only once training is saved.
         config: the image package (``cropped_256`` as CLIBD, or another).
         dna_model: a pretrained BarcodeBERT folder to start the DNA encoder from (else a fresh preset-sized one).
         preset: ``paper``, ``cpu-small`` or ``tiny`` (model sizes, epochs, batch size, learning rate).
@@ -250,7 +253,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
     if metadata_features and "image" not in modalities:
         raise ValueError("Metadata features are fused into the image embedding; they need the image modality.")
     settings = get_clibd_preset(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, overwrite)  # refused before any work, not after training
     records = load_records(data_root, split, config=config, cache_dir=cache_dir, max_records=max_records, seed=seed)
     text_tokenizer = build_taxonomy_tokenizer([taxonomy_string(r) for r in records.select_columns(
         ["order", "family", "genus", "species"])])
@@ -264,39 +267,40 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         getattr(model, f"{unused}_projection").requires_grad_(False)
     image_processor = settings.image_processor()
     world_process_zero = int(os.environ.get("RANK", "0")) == 0
-    if save_no_alignment and world_process_zero:
-        save_clibd(model, out_dir / NO_ALIGNMENT_SUBFOLDER, image_processor, dna_tokenizer, text_tokenizer)
+    with staged_folder(out_dir, overwrite, main_process=world_process_zero) as staging:
+        if save_no_alignment and world_process_zero:
+            save_clibd(model, staging / NO_ALIGNMENT_SUBFOLDER, image_processor, dna_tokenizer, text_tokenizer)
 
-    collator = ClibdCollator(dna_tokenizer, text_tokenizer, image_transform=train_transform(image_processor, augment),
-                             modalities=modalities, metadata_features=metadata_features)
-    args = training_arguments(out_dir, per_device_train_batch_size=settings.batch_size,
-                              num_train_epochs=settings.epochs, max_steps=max_steps or -1,
-                              learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
-                              lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed,
-                              dataloader_drop_last=True, dataloader_num_workers=num_workers,
-                              logging_steps=training_kwargs.pop("logging_steps", 10), **training_kwargs)
-    if len(records) < settings.batch_size * args.world_size:
-        raise ValueError(f"{len(records)} training records cannot fill one batch of {settings.batch_size} x "
-                         f"{args.world_size} processes; lower the batch size.")
-    trainer = Trainer(model=model, args=args, train_dataset=records, data_collator=collator)
-    started = time.time()
-    result = trainer.train()
-    seconds = time.time() - started
-    summary = {
-        "preset": preset, "settings": asdict(settings), "data": str(data_root), "image_package": config,
-        "split": split, "records": len(records), "modalities": list(modalities),
-        "metadata_features": list(metadata_features), "freeze": dict(freeze or {}),
-        "dna_model": None if dna_model is None else str(dna_model), "image_weights": image_weights,
-        "augment": augment, "steps": result.global_step, "train_loss": result.training_loss,
-        "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(result.global_step, 1), 3),
-        "world_size": args.world_size, "replicas_in_sync": replicas_in_sync(trainer.model),
-        "logit_scale": float(model.logit_scale.detach().exp()),
-        "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
-    }
-    if trainer.is_world_process_zero():
-        save_clibd(trainer.model, out_dir, image_processor, dna_tokenizer, text_tokenizer)
-        (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the settings are in training.json
-        (out_dir / "training.json").write_text(json.dumps(summary, indent=2))
+        collator = ClibdCollator(dna_tokenizer, text_tokenizer, image_transform=train_transform(image_processor, augment),
+                                 modalities=modalities, metadata_features=metadata_features)
+        args = training_arguments(staging, per_device_train_batch_size=settings.batch_size,
+                                  num_train_epochs=settings.epochs, max_steps=max_steps or -1,
+                                  learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
+                                  lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed,
+                                  dataloader_drop_last=True, dataloader_num_workers=num_workers,
+                                  logging_steps=training_kwargs.pop("logging_steps", 10), **training_kwargs)
+        if len(records) < settings.batch_size * args.world_size:
+            raise ValueError(f"{len(records)} training records cannot fill one batch of {settings.batch_size} x "
+                             f"{args.world_size} processes; lower the batch size.")
+        trainer = Trainer(model=model, args=args, train_dataset=records, data_collator=collator)
+        started = time.time()
+        result = trainer.train()
+        seconds = time.time() - started
+        summary = {
+            "preset": preset, "settings": asdict(settings), "data": str(data_root), "image_package": config,
+            "split": split, "records": len(records), "modalities": list(modalities),
+            "metadata_features": list(metadata_features), "freeze": dict(freeze or {}),
+            "dna_model": None if dna_model is None else str(dna_model), "image_weights": image_weights,
+            "augment": augment, "steps": result.global_step, "train_loss": result.training_loss,
+            "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(result.global_step, 1), 3),
+            "world_size": args.world_size, "replicas_in_sync": replicas_in_sync(trainer.model),
+            "logit_scale": float(model.logit_scale.detach().exp()),
+            "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
+        }
+        if trainer.is_world_process_zero():
+            save_clibd(trainer.model, staging, image_processor, dna_tokenizer, text_tokenizer)
+            (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the settings are in training.json
+            (staging / "training.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

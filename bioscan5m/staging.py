@@ -1,0 +1,158 @@
+"""Writing outputs without harming what is already there.
+
+Every command that writes a folder or a file goes through here:
+
+* a path that exists is refused unless the caller passes ``overwrite=True`` (``--overwrite`` on the command line);
+* the output is written to a hidden staging path beside its destination (``.NAME.partial-PID-XXXXXXXX``) and
+  renamed into place only when it is complete, so an interrupted run leaves the old state, or nothing at all;
+* staging left behind by an earlier run that was killed (its process is gone) is removed, and a destination
+  moved aside for ``overwrite`` and never replaced is put back.
+
+    with staged_folder("runs/bb", overwrite=False) as staging:
+        model.save_pretrained(staging)          # runs/bb appears, whole, when the block ends without error
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Written into every staging folder, so that cleaning up never touches a folder this package did not make.
+STAGING_MARKER = ".bioscan5m-staging"
+
+
+class OutputExistsError(FileExistsError):
+    """The destination of an output exists and overwriting it was not asked for."""
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse ``path`` if it exists (unless ``overwrite``); return it as a ``Path``.
+
+    An empty folder counts as free: it holds nothing of the user's (a folder made for the output, say).
+    """
+    path = Path(os.path.expanduser(str(path)))
+    if path.is_symlink() or (path.exists() and not _is_empty_folder(path)):
+        if not overwrite:
+            raise OutputExistsError(f"{path} already exists; choose a new path, or pass --overwrite "
+                                    "(overwrite=True) to replace it.")
+        if path.is_symlink() or not path.is_dir() and not path.is_file():
+            raise OutputExistsError(f"{path} is not a plain file or folder; refusing to replace it.")
+    return path
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike, overwrite: bool = False, main_process: bool = True) -> Iterator[Path]:
+    """Yield a staging folder to write into; on success it replaces ``path``, on any error it is removed.
+
+    ``main_process=False`` (the other processes of a distributed run) only checks ``path`` and yields the staging
+    path without creating it: those processes must not write.
+    """
+    path = check_output(path, overwrite)
+    staging = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if not main_process:
+        yield staging
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(path)
+    staging.mkdir()
+    (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    try:
+        yield staging
+        (staging / STAGING_MARKER).unlink()
+        _publish(staging, path, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging file path beside ``path``; on success it replaces ``path`` (one atomic rename)."""
+    path = check_output(path, overwrite)
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; expected a file path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield staging
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def _publish(staging: Path, path: Path, overwrite: bool) -> None:
+    if not path.exists() or _is_empty_folder(path):
+        os.replace(staging, path)  # rename(2) replaces an empty folder, atomically
+        return
+    assert overwrite  # check_output refused it otherwise
+    # Two renames: the old output is moved aside first and deleted only once the new one is in place. A kill
+    # between the two leaves the old one aside, and the next run puts it back (clean_stale_staging).
+    aside = path.parent / f".{path.name}.replaced-{os.getpid()}"
+    os.replace(path, aside)
+    os.replace(staging, path)
+    if aside.is_dir():
+        shutil.rmtree(aside)
+    else:
+        aside.unlink()
+
+
+def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
+    """Remove staging folders of ``path`` left by runs that were killed; return what was removed.
+
+    Only folders carrying this package's marker (or empty ones), made on this machine by a process that no longer
+    runs, are removed. A destination moved aside for overwriting by such a run is restored when the new output
+    never took its place.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.glob(f".{path.name}.partial-*"):
+        if candidate.is_dir() and not candidate.is_symlink() and _is_abandoned(candidate):
+            shutil.rmtree(candidate)
+            removed.append(candidate)
+    for aside in path.parent.glob(f".{path.name}.replaced-*"):
+        pid = aside.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if not path.exists():
+                os.replace(aside, path)
+            elif aside.is_dir():
+                shutil.rmtree(aside)
+            removed.append(aside)
+    return removed
+
+
+def _is_abandoned(folder: Path) -> bool:
+    marker = folder / STAGING_MARKER
+    if not marker.is_file():
+        return _is_empty_folder(folder)  # killed between making the folder and marking it
+    try:
+        owner = json.loads(marker.read_text())
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
+    return host == socket.gethostname() and not _process_alive(pid)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and next(path.iterdir(), None) is None
+
+
+__all__ = ["OutputExistsError", "check_output", "staged_folder", "staged_file", "clean_stale_staging", "STAGING_MARKER"]
