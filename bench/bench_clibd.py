@@ -152,7 +152,7 @@ def bench_retrieval(root: Path, cache_dir: Path, out: Path, preset: str, epochs:
         folder = out / f"clibd-{preset}-{variant}"
         summary = train_clibd(root, folder, preset=preset, epochs=epochs, metadata_features=features,
                               dna_model=dna_model, cache_dir=cache_dir, seed=seed, save_no_alignment=variant == "none",
-                              disable_tqdm=True)
+                              overwrite=True, disable_tqdm=True)
         training[variant] = {k: summary[k] for k in ("steps", "train_loss", "seconds", "seconds_per_step", "records")}
         model = ClibdModel.from_pretrained(folder)
         results[f"aligned ({variant})" if variant != "none" else "aligned"] = retrieval_for_model(model, sets)

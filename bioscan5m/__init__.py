@@ -53,7 +53,7 @@ def load_dataset(root, config: str = "cropped_256", split: str | None = None, st
         if split is None:
             return datasets.IterableDatasetDict(parts)
         return parts[splits[0]] if len(parts) == 1 else datasets.concatenate_datasets(list(parts.values()))
-    prepare(builder)
+    prepare(builder, splits)
     if split is None:
         return builder.as_dataset()
     return builder.as_dataset(split="+".join(splits))

@@ -83,15 +83,21 @@ class Bioscan5MConfig(datasets.BuilderConfig):
             raise ValueError(f"max_image_bytes must be a positive integer or None, got {self.max_image_bytes!r}.")
 
 
-def prepare(builder: datasets.DatasetBuilder) -> None:
+def prepare(builder: Bioscan5M, splits: list[str]) -> None:
     """``builder.download_and_prepare()``, raising the problem with the release itself (a `MetadataError`, a
-    missing image ...) rather than the ``DatasetGenerationError`` that ``datasets`` wraps it in."""
+    missing image ...) rather than the ``DatasetGenerationError`` that ``datasets`` wraps it in, and naming the
+    file when the requested splits hold no record at all (``datasets`` would only say the split "corresponds to
+    no data")."""
     try:
         builder.download_and_prepare()
     except datasets.exceptions.DatasetGenerationError as error:
         if isinstance(error.__cause__, (ValueError, OSError)):
             raise error.__cause__ from None
         raise
+    if not any(builder.info.splits[name].num_examples for name in splits if name in builder.info.splits):
+        skipped = " (records without an image were skipped)" if builder.config.skip_missing_images else ""
+        raise MetadataError(f"{find_metadata(builder.config.data_dir)}: split {'+'.join(splits)!r} is empty: no "
+                            f"record of the CSV is in it{skipped}.")
 
 
 def features_for(image_package: str | None, vocabularies: dict[str, tuple[str, ...]]) -> datasets.Features:
@@ -166,12 +172,10 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         images = (ImagePackage(root, self.config.image_package, max_image_bytes=self.config.max_image_bytes)
                   if self.config.image_package else None)
         skipped: list[str] = []
-        records = 0
         try:
             for batch_index, (first_row, batch) in enumerate(iter_batches(source)):
                 check_records(source, first_row, batch)
                 rows = pc.equal(batch.column("split"), split)
-                records += pc.sum(rows).as_py() or 0
                 if keep is not None:
                     rows = pc.and_(rows, pa.array(keep[first_row:first_row + batch.num_rows]))
                 if not pc.any(rows).as_py():
@@ -192,11 +196,6 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         finally:
             if images is not None:
                 images.close()
-        if records == 0:
-            raise MetadataError(f"{source}: split {split!r} is empty: no record of the CSV has split {split!r}.")
-        if skipped and len(skipped) == records:
-            raise MissingImageError(f"split {split!r}: all {records:,} records lack a {self.config.image_package!r} "
-                                    f"image (first: {', '.join(skipped[:5])}); nothing is left to load.")
         if skipped:
             logger.warning(
                 "Skipped %d record(s) of split %r whose %r image is missing or truncated (first: %s).",

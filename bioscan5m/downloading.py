@@ -134,18 +134,16 @@ def download(root: str | os.PathLike, package: str | None = None, split: str = "
     Only the groups the requested splits need are downloaded (``pretrain``, ``train``, ``eval``), as in
     `bioscan-dataset`. Returns the local paths.
     """
-    paths = [fetch(release.METADATA_REMOTE, root, timeout)]
-    if package is None:
-        return paths
-    if package not in release.IMAGE_PACKAGES:
+    if package is not None and package not in release.IMAGE_PACKAGES:
         raise ValueError(f"Unknown image package {package!r}; choose from {', '.join(release.IMAGE_PACKAGES)}.")
-    for group in release.split_groups(release.parse_split(split)):
-        remotes = release.IMAGE_REMOTES.get((package, group))
-        if remotes is None:
+    # Every file is known before the first byte is fetched, so a request that cannot be met fails at once.
+    remotes = [release.METADATA_REMOTE]
+    for group in release.split_groups(release.parse_split(split)) if package is not None else ():
+        if (package, group) not in release.IMAGE_REMOTES:
             raise ValueError(
                 f"No published download URL is known for {package!r} images of the {group!r} split group. Get the "
                 f"archive from https://zenodo.org/records/11973457 or https://huggingface.co/datasets/bioscan-ml/BIOSCAN-5M "
                 f"and place it in {root}; the builder reads BIOSCAN_5M_{package}*.zip archives in place."
             )
-        paths += [fetch(remote, root, timeout) for remote in remotes]
-    return paths
+        remotes += release.IMAGE_REMOTES[(package, group)]
+    return [fetch(remote, root, timeout) for remote in remotes]

@@ -71,7 +71,7 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
             cache = staging / ".cache"
             builder = Bioscan5M(config_name=config, data_dir=str(root), cache_dir=str(cache), splits=tuple(splits),
                                 max_nucleotides=max_nucleotides, skip_missing_images=skip_missing_images)
-            prepare(builder)
+            prepare(builder, splits)
             data_files[config] = {}
             for name in splits:
                 dataset = builder.as_dataset(split=name)

@@ -84,12 +84,14 @@ def test_interrupted_export_leaves_nothing_that_loads(sample_root, tmp_path, mon
 
 def test_export_refuses_to_overwrite(sample_root, tmp_path):
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "README.md").write_text("somebody's export")
     with pytest.raises(FileExistsError, match="already exists"):
         bioscan5m.export(sample_root, tmp_path / "out")
 
 
 def test_cli_reports_errors_in_one_line(sample_root, tmp_path):
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "README.md").write_text("somebody's export")
     result = subprocess.run([sys.executable, "-m", "bioscan5m.cli", "export", str(sample_root), str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2

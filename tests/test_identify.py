@@ -17,6 +17,7 @@ from bioscan5m.identification import (
     MAX_PHOTO_BYTES,
     MAX_PHOTO_PIXELS,
     InputError,
+    model_fingerprint,
     open_photo,
     parse_barcode,
     read_fasta_file,
@@ -70,7 +71,7 @@ def test_read_fasta_file_refuses_binary_and_oversized_files(tmp_path):
     big = tmp_path / "genome.fasta"
     with open(big, "wb") as handle:
         handle.truncate(2_100_000)
-    with pytest.raises(InputError, match="2.1 MB"):
+    with pytest.raises(InputError, match="over 1 MB"):
         read_fasta_file(big)
 
 
@@ -177,7 +178,9 @@ def test_barcodebert_index_finds_a_key_from_its_own_barcode(sample_root, tmp_pat
                                    thumbnails=False)
     assert folder == model_dir / "index"  # saved beside the model by default
     index = bioscan5m.load_index(folder)
-    assert index.manifest["encoder"] == {"kind": "barcodebert", "model": str(model_dir)}
+    encoder = index.manifest["encoder"]  # the model is named relative to the index folder, with its content hash
+    assert encoder["kind"] == "barcodebert" and (index.folder / encoder["model"]).resolve() == model_dir.resolve()
+    assert encoder["model_sha256"] == model_fingerprint(model_dir)
     key = index.keys.iloc[7]
     barcode = bioscan5m.read_metadata(sample_root, split="key_unseen")["dna_barcode"].iloc[7]
     result = bioscan5m.identify(index, dna=barcode)

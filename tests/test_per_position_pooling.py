@@ -131,7 +131,7 @@ def test_contrastive_finetune_checks_the_pooling_settings(aligned_tiny_model, sa
     with pytest.raises(ValueError, match="aligned to the COI-5P reference"):
         contrastive_finetune(unaligned, sample_root, tmp_path / "x", preset="tiny", max_steps=1,
                              pooling="per_position")
-    with pytest.raises(ValueError, match="per_position_size must be at least 1"):
+    with pytest.raises(ValueError, match="per_position_size must be an integer of at least 1"):
         contrastive_finetune(aligned_tiny_model, sample_root, tmp_path / "y", preset="tiny", max_steps=1,
                              pooling="per_position", per_position_size=0)
     with pytest.raises(SystemExit, match="--layers apply to --objective contrastive only"):

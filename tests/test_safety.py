@@ -509,9 +509,9 @@ def test_the_smallest_documented_sample_fills_every_split(tmp_path):
     assert all(counts.get(split, 0) > 0 for split in release.SPLITS), counts
 
 
-@pytest.mark.parametrize("field, value, words", [("k_mer", "six", "k_mer must be a positive integer"),
+@pytest.mark.parametrize("field, value, words", [("k_mer", "six", "k_mer must be an integer of at least 1"),
                                                  ("classifier_ranks", "species", "classifier_ranks must be a list"),
-                                                 ("num_hidden_layers", -1, "num_hidden_layers must be a positive")])
+                                                 ("num_hidden_layers", -1, "num_hidden_layers must be an integer")])
 def test_a_config_json_with_wrong_types_is_refused(tmp_path, field, value, words):
     from transformers import AutoConfig
 

@@ -11,8 +11,10 @@ SPECIAL_TOKENS_PER_VOCABULARY = {"barcodebert": 2, "standard": 5}
 #: Special tokens around every barcode ([CLS] ... [SEP] in the standard vocabulary; none in BarcodeBERT's).
 FRAMING_TOKENS_PER_VOCABULARY = {"barcodebert": 0, "standard": 2}
 POOLINGS = ("mean", "per_position")
-_POSITIVE_INTEGERS = ("k_mer", "max_nucleotides", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "max_position_embeddings", "per_position_size")
+#: Integer fields and their least value (no encoder layers: the embeddings alone, a model of its own).
+_INTEGER_MINIMUMS = {"k_mer": 1, "max_nucleotides": 1, "hidden_size": 1, "num_hidden_layers": 0,
+                     "num_attention_heads": 1, "intermediate_size": 1, "max_position_embeddings": 1,
+                     "per_position_size": 1}
 
 
 class BarcodeBertConfig(BertConfig):
@@ -96,8 +98,6 @@ class BarcodeBertConfig(BertConfig):
                              f"{len(self.contrastive_ranks)} contrastive_ranks {self.contrastive_ranks}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}.")
-        if self.per_position_size < 1:
-            raise ValueError(f"per_position_size must be at least 1, not {self.per_position_size}.")
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be positive, not {self.contrastive_temperature}.")
         super().__post_init__(**kwargs)
@@ -105,10 +105,10 @@ class BarcodeBertConfig(BertConfig):
     def _check_types(self) -> None:
         """A config.json is data: refuse values of the wrong type before they are used (a string of rank names
         would be iterated letter by letter, a negative layer count would build an empty encoder)."""
-        for name in _POSITIVE_INTEGERS:
+        for name, least in _INTEGER_MINIMUMS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BarcodeBertConfig: {name} must be a positive integer, not {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"BarcodeBertConfig: {name} must be an integer of at least {least}, not {value!r}.")
         for name in ("classifier_ranks", "contrastive_ranks"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(r, str) for r in value)):
