@@ -222,19 +222,22 @@ def _run_embed(args) -> None:
     for path in (args.out, ids):
         check_output(path, args.overwrite)
     frame = read_metadata(args.data, split=args.split)
-    with staged_file(args.out, args.overwrite) as vectors, staged_file(ids, args.overwrite) as order:
-        embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
-                        out_path=vectors, reading_frames=args.reading_frames)
+    embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
+                    out_path=args.out, reading_frames=args.reading_frames, overwrite=args.overwrite)
+    with staged_file(ids, args.overwrite) as order:
         order.write_text("\n".join(frame["processid"]) + "\n")
     print(f"{len(frame)} embeddings written to {args.out} (row order: {ids})")
 
 
 def _run_convert_barcodebert(args) -> None:
+    from pathlib import Path
+
     from .modeling.convert_barcodebert import convert_barcodebert
     from .staging import staged_folder
 
     with staged_folder(args.out, args.overwrite) as staging:
-        convert_barcodebert(args.checkpoint, out_dir=staging, num_attention_heads=args.heads)
+        convert_barcodebert(args.checkpoint, out_dir=staging, num_attention_heads=args.heads,
+                            name=Path(args.out).name)
     print(f"converted model written to {args.out}")
 
 

@@ -54,7 +54,7 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
         overwrite: replace ``out`` if it exists (only once the new export is complete).
     """
     root = Path(os.path.expanduser(str(root)))
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, inputs=(root,))
     if max_shard_bytes is None or int(max_shard_bytes) < 1:
         raise ValueError(f"max_shard_bytes must be a positive number of bytes, got {max_shard_bytes!r}.")
     check_max_nucleotides(max_nucleotides)

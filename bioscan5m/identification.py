@@ -62,10 +62,10 @@ KMER_PROJECTION_NAME = "kmer_projection.npy"
 THUMBNAIL_DIR = "thumbnails"
 #: The only thumbnail paths an index may name: files the index build wrote, by key row (no id shapes a path).
 _THUMBNAIL_PATH = re.compile(rf"{THUMBNAIL_DIR}/[0-9]{{8}}\.jpg")
-#: Files of a model folder that decide its embeddings; their content hash is recorded in the index manifest.
-MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
-               "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-               "preprocessor_config.json", "processor_config.json")
+#: Files of a model folder that decide its embeddings (with every ``*.safetensors`` weight file, sharded or not);
+#: their content hash is recorded in the index manifest.
+MODEL_FILES = ("config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "vocab.txt", "vocab.json", "preprocessor_config.json", "processor_config.json")
 
 # Input limits. A COI-5P barcode is ~658 bp; BOLD records reach ~1,550 bp. Anything far longer is not a barcode.
 MIN_BARCODE_NUCLEOTIDES = 100
@@ -318,9 +318,12 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
     """SHA-256 over the files that decide a model's embeddings (weights, configuration, tokenizers)."""
     from .modeling.modeling_clibd import DNA_TOKENIZER_SUBFOLDER
 
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"No model at {model_dir} (no config.json there).")
     digest = hashlib.sha256()
     for folder in (Path(model_dir), Path(model_dir) / DNA_TOKENIZER_SUBFOLDER):
-        for name in MODEL_FILES:
+        weights = sorted(path.name for path in folder.glob("*.safetensors"))
+        for name in (*MODEL_FILES, *weights):
             path = folder / name
             if path.is_file():
                 digest.update(f"{path.relative_to(model_dir).as_posix()}\0".encode())
@@ -420,7 +423,7 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
         if str(model).startswith("kmer"):
             raise ValueError("Give out_dir: the k-mer embedding has no model folder to save the index beside.")
         out_dir = Path(model) / "index"
-    check_output(out_dir, overwrite)  # before any work
+    check_output(out_dir, overwrite, inputs=(data_root, model))  # before any work
     keys = read_metadata(data_root, split=splits, max_nucleotides=MAX_KEY_NUCLEOTIDES)
     if keys.empty:
         raise ValueError(f"No records in split(s) {splits!r} of {data_root}: the index would be empty.")
@@ -435,7 +438,9 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
                           if clibd and calibration_records is not None else None)
     return write_index(keys, out_dir, model=model, calibration_records=calibration_records, images=images,
                        calibration_images=calibration_images, index_type=index_type, batch_size=batch_size, seed=seed,
-                       overwrite=overwrite, provenance={"data": str(data_root), "splits": splits, "calibration_splits": calibration,
+                       overwrite=overwrite,
+                       provenance={"data": str(Path(os.path.expanduser(str(data_root))).resolve()), "splits": splits,
+                                   "calibration_splits": calibration,
                                    "image_package": image_package if images is not None else None})
 
 
@@ -540,9 +545,8 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
     """Load a saved key index; ``model`` overrides the model folder recorded in it (e.g. after moving it).
 
     The model is found relative to the index folder and must have the content recorded at build time; the key
-    table, vector files and thumbnails must match the manifest. Anything else is refused with an `KeyIndexError`.
+    table, vector files and thumbnails must match the manifest. Anything else is refused with a `KeyIndexError`.
     """
-    import faiss
     import pandas as pd
 
     folder = Path(folder)
@@ -550,10 +554,15 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{folder} is not a key index (no {MANIFEST_NAME}); build one with "
                                 "`bioscan5m index build`.")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != INDEX_FORMAT:
-        raise ValueError(f"{folder}: index format {manifest.get('format')!r}, this bioscan5m reads format {INDEX_FORMAT}; "
-                         "rebuild the index.")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise KeyIndexError(f"{manifest_path}: not valid JSON ({error}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise KeyIndexError(f"{folder}: index format {found!r}, this bioscan5m reads format {INDEX_FORMAT}; "
+                            "rebuild the index.")
+    _check_manifest(manifest_path, manifest)
     for name, size in manifest.get("files", {}).items():
         path = folder / name
         if not path.is_file() or path.is_symlink() or path.stat().st_size != size:
@@ -564,6 +573,8 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
         encoder = KmerEncoder.load(folder, spec)
     else:
         model_dir = Path(model) if model is not None else folder / spec["model"]
+        if not (model_dir / "config.json").is_file():
+            raise KeyIndexError(f"{folder}: its model is not at {model_dir} (moved?); pass its folder with --model.")
         if model_fingerprint(model_dir) != spec.get("model_sha256"):
             raise KeyIndexError(f"{folder}: the model at {model_dir} is not the one this index was built with (its "
                                 "content differs); pass the right folder with --model, or rebuild the index.")
@@ -572,10 +583,10 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
             raise KeyIndexError(f"{folder} was built with a {spec['kind']} model but {model_dir} is a {encoder.kind} "
                                 "model.")
     keys = pd.read_parquet(folder / KEYS_NAME)
-    dna_index = faiss.read_index(str(folder / DNA_INDEX_NAME))
+    dna_index = _read_faiss(folder / DNA_INDEX_NAME)
     image_index = image_rows = None
     if (folder / IMAGE_INDEX_NAME).is_file():
-        image_index = faiss.read_index(str(folder / IMAGE_INDEX_NAME))
+        image_index = _read_faiss(folder / IMAGE_INDEX_NAME)
         image_rows = np.flatnonzero(keys["image_row"].notna().to_numpy())
     _check_index_contents(folder, manifest, keys, dna_index, image_index)
     index = KeyIndex(folder, manifest, keys, encoder, dna_index, image_index, image_rows)
@@ -591,6 +602,37 @@ class KeyIndexError(ValueError):
     with."""
 
 
+def _read_faiss(path: Path):
+    import faiss
+
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as error:  # faiss reports a damaged file as a RuntimeError from its C++ reader
+        raise KeyIndexError(f"{path}: not a readable FAISS index ({str(error).splitlines()[0]}).") from None
+
+
+#: Manifest fields a loaded index relies on, and their types.
+_MANIFEST_FIELDS = {"encoder": dict, "keys": int, "image_keys": int, "thumbnails": int, "files": dict,
+                    "max_nucleotides": int}
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    for name, kind in _MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(name), kind) or isinstance(manifest.get(name), bool):
+            raise KeyIndexError(f"{path}: field {name!r} is {manifest.get(name)!r}, expected {kind.__name__}; the "
+                                "manifest was altered. Rebuild the index.")
+    encoder = manifest["encoder"]
+    if encoder.get("kind") not in ("kmer", "barcodebert", "clibd"):
+        raise KeyIndexError(f"{path}: unknown encoder kind {encoder.get('kind')!r}.")
+    needed = {"k": int} if encoder["kind"] == "kmer" else {"model": str, "model_sha256": str}
+    for name, kind in needed.items():
+        if not isinstance(encoder.get(name), kind):
+            raise KeyIndexError(f"{path}: encoder field {name!r} is {encoder.get(name)!r}, expected {kind.__name__}.")
+    for name, size in manifest["files"].items():
+        if "/" in name or "\\" in name or name.startswith(".") or not isinstance(size, int):
+            raise KeyIndexError(f"{path}: files lists {name!r}, which is not a file of this folder.")
+
+
 def _check_index_contents(folder: Path, manifest: dict, keys, dna_index, image_index) -> None:
     """The key table, vector indexes and thumbnails must be those the manifest describes, and every thumbnail a
     regular file the build wrote inside the index folder (the page serves them to any visitor)."""
@@ -600,6 +642,8 @@ def _check_index_contents(folder: Path, manifest: dict, keys, dna_index, image_i
         if found != recorded:
             raise KeyIndexError(f"{folder}: {found:,} {what} but the manifest records {recorded:,}; the index is "
                                 "incomplete or was altered. Rebuild it.")
+    if "thumbnail" not in keys.columns:
+        raise KeyIndexError(f"{folder / KEYS_NAME}: no 'thumbnail' column; rebuild the index.")
     thumbnail_dir = folder / THUMBNAIL_DIR
     if thumbnail_dir.is_symlink():
         raise KeyIndexError(f"{thumbnail_dir} is a symbolic link; thumbnails must lie inside the index folder.")

@@ -6,6 +6,7 @@ a builder's module with URL-aware versions, which cost more than reading a 256-p
 
 from __future__ import annotations
 
+import errno
 import os
 import zipfile
 
@@ -15,6 +16,10 @@ from . import release
 #: Largest image file read, by default: the biggest official photographs (``original_full``, 1024x768 JPEGs) are a
 #: few MB, so this leaves a wide margin while refusing a member that would fill memory (a zip bomb's 600 MB member).
 MAX_IMAGE_BYTES = 32 << 20
+
+
+#: Open image files without following a final symbolic link (where the platform can), so links are checked.
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class MissingImageError(FileNotFoundError):
@@ -36,8 +41,11 @@ class ImagePackage:
         self.package = package
         self.max_image_bytes = max_image_bytes
         self.folder = release.image_package_dir(root, package)
-        # Every image path must resolve inside this folder (the folder itself may be a link to another disk).
+        # Every image path must resolve inside this folder (the folder itself may be a link to another disk). Each
+        # sub-folder is resolved once; each file is opened without following a link, so the check costs nothing
+        # per image unless the image is a link.
         self._real_folder = os.path.join(os.path.realpath(self.folder), "")
+        self._checked_folders: set[str] = set()
         self.archives = release.image_zip_candidates(root, package)
         self._members: dict[str, tuple[zipfile.ZipFile, zipfile.ZipInfo]] | None = None
         if not self.folder.is_dir() and not self.archives:
@@ -65,15 +73,9 @@ class ImagePackage:
     def read(self, relpath: str) -> tuple[str, bytes]:
         """Return ``(where, jpeg_bytes)``; raises :class:`MissingImageError` naming the file."""
         path = os.path.join(self.folder, relpath)
-        real = os.path.realpath(path)
-        if not real.startswith(self._real_folder):
-            raise UnsafeImagePathError(f"{path}: resolves to {real}, outside the image folder {self.folder}; "
-                                       "refusing to read it.")
         # open() straight away: a stat() first would cost a second system call per image.
         try:
-            with open(real, "rb") as handle:
-                cap = self.max_image_bytes
-                where, data = path, handle.read(-1 if cap is None else cap + 1)
+            where, data = path, self._read_file(path, relpath)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             where, data = self._read_from_archives(relpath)
         else:
@@ -81,6 +83,29 @@ class ImagePackage:
         if not is_complete_jpeg(data):
             raise MissingImageError(f"{where}: not a complete JPEG ({len(data)} bytes; truncated or corrupt).")
         return where, data
+
+    def _read_file(self, path: str, relpath: str) -> bytes:
+        folder = relpath.rpartition("/")[0]
+        if folder not in self._checked_folders:
+            self._check_inside(os.path.join(self.folder, folder))
+            self._checked_folders.add(folder)
+        if not _NO_FOLLOW:
+            self._check_inside(path)
+        try:
+            descriptor = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            self._check_inside(path)  # a link: read only when it stays inside the folder
+            descriptor = os.open(path, os.O_RDONLY)
+        with os.fdopen(descriptor, "rb") as handle:
+            return handle.read(-1 if self.max_image_bytes is None else self.max_image_bytes + 1)
+
+    def _check_inside(self, path: str) -> None:
+        real = os.path.realpath(path)
+        if not os.path.join(real, "").startswith(self._real_folder):
+            raise UnsafeImagePathError(f"{path}: resolves to {real}, outside the image folder {self.folder}; "
+                                       "refusing to read it.")
 
     def _read_from_archives(self, relpath: str) -> tuple[str, bytes]:
         if relpath not in self._zip_members():

@@ -25,6 +25,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
+from .image_package import MAX_IMAGE_BYTES
+
 #: Images per thread-pool task: large enough that task overhead is negligible, small enough to balance threads.
 _TASK_IMAGES = 16
 #: An EXIF block may rotate the image; those few take PIL's path, which applies it as datasets does.
@@ -53,7 +55,9 @@ def decode_image(image: dict | bytes, max_pixels: int | None = MAX_IMAGE_PIXELS,
             if image.get("path") is None:
                 raise ImageDecodeError("An image cell holds neither bytes nor a path.")
             with open(image["path"], "rb") as handle:
-                data = handle.read()
+                data = handle.read(MAX_IMAGE_BYTES + 1)
+            if len(data) > MAX_IMAGE_BYTES:
+                raise ImageDecodeError(f"image {image['path']}: over the {MAX_IMAGE_BYTES:,}-byte limit for one image.")
     else:
         data, where = image, "<bytes>"
     name = f"{name} ({where})" if name else where

@@ -40,15 +40,16 @@ def demo_index(folder: Path = DEMO_DIR) -> Path:
     """
     from bioscan5m.training.train_clibd import train_clibd
 
+    # The folder is this page's own cache: whatever in it is incomplete is made again (overwrite=True).
     index_dir = folder / "index"
     if not (index_dir / "index.json").is_file():
         root = folder / "release"
         if not (root / "bioscan5m").is_dir():
-            bioscan5m.make_sample(root, num_records=DEMO_RECORDS, packages=("cropped_256",), seed=0)
+            bioscan5m.make_sample(root, num_records=DEMO_RECORDS, packages=("cropped_256",), seed=0, overwrite=True)
         model_dir = folder / "clibd"
         if not (model_dir / "model.safetensors").is_file():
-            train_clibd(root, model_dir, preset="tiny", epochs=DEMO_EPOCHS, save_no_alignment=False)
-        bioscan5m.build_index(root, index_dir, model=str(model_dir), splits="train+key_unseen")
+            train_clibd(root, model_dir, preset="tiny", epochs=DEMO_EPOCHS, save_no_alignment=False, overwrite=True)
+        bioscan5m.build_index(root, index_dir, model=str(model_dir), splits="train+key_unseen", overwrite=True)
     return index_dir
 
 

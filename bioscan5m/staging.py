@@ -15,6 +15,7 @@ Every command that writes a folder or a file goes through here:
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -31,12 +32,21 @@ class OutputExistsError(FileExistsError):
     """The destination of an output exists and overwriting it was not asked for."""
 
 
-def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse ``path`` if it exists (unless ``overwrite``); return it as a ``Path``.
+def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=()) -> Path:
+    """Refuse ``path`` if it exists (unless ``overwrite``), or if it is, or holds, one of the command's ``inputs``;
+    return it as a ``Path``. Staging left at ``path`` by a killed run is cleaned up first.
 
     An empty folder counts as free: it holds nothing of the user's (a folder made for the output, say).
     """
     path = Path(os.path.expanduser(str(path)))
+    clean_stale_staging(path)
+    target = path.resolve()
+    for given in inputs:
+        if not isinstance(given, (str, os.PathLike)):
+            continue
+        source = Path(os.path.expanduser(str(given))).resolve()
+        if source == target or target in source.parents:
+            raise OutputExistsError(f"{path} is, or holds, this command's input {given}; choose another output path.")
     if path.is_symlink() or (path.exists() and not _is_empty_folder(path)):
         if not overwrite:
             raise OutputExistsError(f"{path} already exists; choose a new path, or pass --overwrite "
@@ -54,21 +64,22 @@ def staged_folder(path: str | os.PathLike, overwrite: bool = False, main_process
     path without creating it: those processes must not write.
     """
     path = check_output(path, overwrite)
-    staging = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = _staging_path(path)
     if not main_process:
         yield staging
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(path)
     staging.mkdir()
     (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     try:
         yield staging
-        (staging / STAGING_MARKER).unlink()
         _publish(staging, path, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    # Unmarked only once in place: a kill before this leaves a complete output with a stray hidden file, never a
+    # staging folder that cleaning could not recognise.
+    (path / STAGING_MARKER).unlink()
 
 
 @contextlib.contextmanager
@@ -78,7 +89,7 @@ def staged_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     if path.is_dir():
         raise OutputExistsError(f"{path} is a folder; expected a file path.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = _staging_path(path)
     try:
         yield staging
         os.replace(staging, path)
@@ -87,11 +98,17 @@ def staged_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise
 
 
+def _staging_path(path: Path) -> Path:
+    # Host and process in the name, so that cleaning up can tell a dead run's staging from a live one's.
+    return path.parent / f".{path.name}.partial-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def _publish(staging: Path, path: Path, overwrite: bool) -> None:
     if not path.exists() or _is_empty_folder(path):
         os.replace(staging, path)  # rename(2) replaces an empty folder, atomically
         return
-    assert overwrite  # check_output refused it otherwise
+    if not overwrite:  # something appeared at the path while this run was writing
+        raise OutputExistsError(f"{path} appeared while this output was being written; it was left as it is.")
     # Two renames: the old output is moved aside first and deleted only once the new one is in place. A kill
     # between the two leaves the old one aside, and the next run puts it back (clean_stale_staging).
     aside = path.parent / f".{path.name}.replaced-{os.getpid()}"
@@ -114,18 +131,30 @@ def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
     removed = []
     if not path.parent.is_dir():
         return removed
-    for candidate in path.parent.glob(f".{path.name}.partial-*"):
-        if candidate.is_dir() and not candidate.is_symlink() and _is_abandoned(candidate):
+    name = glob.escape(path.name)
+    for candidate in path.parent.glob(f".{name}.partial-*"):
+        if candidate.is_symlink():
+            continue
+        if candidate.is_dir() and _is_abandoned(candidate):
             shutil.rmtree(candidate)
-            removed.append(candidate)
-    for aside in path.parent.glob(f".{path.name}.replaced-*"):
+        elif candidate.is_file() and _owner_is_gone(candidate.name):
+            candidate.unlink()
+        else:
+            continue
+        removed.append(candidate)
+    for aside in path.parent.glob(f".{name}.replaced-*"):
         pid = aside.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            if not path.exists():
-                os.replace(aside, path)
-            elif aside.is_dir():
-                shutil.rmtree(aside)
-            removed.append(aside)
+        if aside.is_symlink() or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        if _is_empty_folder(path):
+            path.rmdir()
+        if not path.exists():
+            os.replace(aside, path)  # the new output never took its place: the old one comes back
+        elif aside.is_dir():
+            shutil.rmtree(aside)
+        else:
+            aside.unlink()
+        removed.append(aside)
     return removed
 
 
@@ -139,6 +168,13 @@ def _is_abandoned(folder: Path) -> bool:
     except (ValueError, KeyError, TypeError, OSError):
         return False
     return host == socket.gethostname() and not _process_alive(pid)
+
+
+def _owner_is_gone(staging_name: str) -> bool:
+    """Whether the run that made a staging file (``.NAME.partial-HOST-PID-XXXXXXXX``) was on this machine and is gone."""
+    host_and_pid, _, _ = staging_name.rpartition("-")
+    host, _, pid = host_and_pid.rpartition("-")
+    return host.endswith(f".partial-{socket.gethostname()}") and pid.isdigit() and not _process_alive(int(pid))
 
 
 def _process_alive(pid: int) -> bool:

@@ -19,7 +19,6 @@ import zlib
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -110,8 +109,8 @@ def test_sample_overwrite_replaces_only_when_asked(tmp_path):
 
 @pytest.mark.parametrize("command", [
     ["pretrain", "--data", "{data}", "--out", "{out}", "--preset", "tiny"],
-    ["finetune", "--model", "{out}", "--data", "{data}", "--out", "{out}", "--preset", "tiny"],
-    ["finetune", "--objective", "contrastive", "--model", "{out}", "--data", "{data}", "--out", "{out}"],
+    ["finetune", "--model", "{model}", "--data", "{data}", "--out", "{out}", "--preset", "tiny"],
+    ["finetune", "--objective", "contrastive", "--model", "{model}", "--data", "{data}", "--out", "{out}"],
     ["train-clip", "--data", "{data}", "--out", "{out}", "--preset", "tiny"],
     ["index", "build", "--data", "{data}", "--out", "{out}"],
     ["benchmark", "--data", "{data}", "--out", "{out}"],
@@ -122,10 +121,26 @@ def test_every_command_that_writes_a_folder_refuses_an_existing_one(command, sam
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("my work")
-    code, err = _cli(capsys, *[word.format(data=sample_root, out=out) for word in command])
+    code, err = _cli(capsys, *[word.format(data=sample_root, out=out, model=tmp_path / "model") for word in command])
     assert code == 2
     _one_clear_line(err, str(out), "already exists", "--overwrite")
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my work"
+
+
+@pytest.mark.parametrize("command", [["export", "{root}", "{root}"], ["export", "{root}", "{parent}"],
+                                     ["pretrain", "--data", "{root}", "--out", "{root}"],
+                                     ["index", "build", "--data", "{root}", "--model", "{model}", "--out", "{model}"]],
+                         ids=["export-into-itself", "export-over-its-parent", "pretrain", "index-build"])
+def test_overwrite_never_replaces_the_commands_own_input(command, tmp_path, capsys):
+    root = _release(tmp_path / "parent" / "release", [_row()])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    argv = [word.format(root=root, parent=tmp_path / "parent", model=model) for word in command]
+    code, err = _cli(capsys, *argv, "--overwrite")
+    assert code == 2
+    _one_clear_line(err, "this command's input")
+    assert (root / release.METADATA_RELPATH).is_file() and (model / "config.json").is_file()
 
 
 def test_file_outputs_are_refused_too(sample_root, tmp_path, capsys):
@@ -190,6 +205,26 @@ def test_export_killed_mid_way_leaves_nothing_that_loads_and_is_cleaned_next_tim
     bioscan5m.export(sample_root, out, configs=["dna"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bioscan-5m"]  # the killed run's staging is gone
     assert datasets.get_dataset_config_names(str(out)) == ["dna"]
+
+
+def test_a_kill_between_the_two_renames_of_an_overwrite_restores_the_old_output(tmp_path):
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    aside = tmp_path / f".out.replaced-{dead}"  # the old output, moved aside by a run killed right after
+    aside.mkdir()
+    (aside / "weights").write_text("old")
+    staging = tmp_path / f".out.partial-{os.uname().nodename}-{dead}-0badc0de"  # the new one, never put in place
+    staging.mkdir()
+    (staging / ".bioscan5m-staging").write_text(json.dumps({"pid": int(dead), "host": os.uname().nodename}))
+    half = tmp_path / f".emb.npy.partial-{os.uname().nodename}-{dead}-0badc0de"  # a killed run's staging file
+    half.write_bytes(b"\0" * 100)
+    with pytest.raises(OutputExistsError, match="already exists"):  # the old output is back, so it is refused
+        with staged_folder(out):
+            pass
+    assert (out / "weights").read_text() == "old" and not aside.exists() and not staging.exists()
+    clean_stale_staging(tmp_path / "emb.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_cleaning_never_touches_staging_of_a_live_run_or_of_another_program(tmp_path):

@@ -101,7 +101,10 @@ def test_pretraining_learns_and_saves_a_complete_folder(tiny_model):
     summary = json.loads((tiny_model / "pretraining.json").read_text())
     assert summary["steps"] == 30
     assert summary["train_loss"] < math.log(4 ** 4)            # better than guessing k-mers uniformly
-    assert f"{summary['pretrain_barcodes']:,} unique barcodes" in (tiny_model / "README.md").read_text()
+    card = (tiny_model / "README.md").read_text()
+    assert f"{summary['pretrain_barcodes']:,} unique barcodes" in card
+    assert 'from_pretrained("model", trust_remote_code=True)' in card and ".partial" not in card  # its final name
+    assert not any(path.name.startswith(".") for path in tiny_model.iterdir())  # no staging marker left
 
 
 def test_finetune_reports_the_accuracy_of_the_saved_model(tiny_model, sample_root, tmp_path):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shlex
 import sys
@@ -34,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..release import TARGET_COLUMNS
-from ..staging import check_output, staged_folder
+from ..staging import check_output, staged_file, staged_folder
 from . import baselines, clustering, probes, retrieval
 from .scoring import topk_accuracy
 
@@ -232,9 +231,8 @@ def embed_unique(source: EmbeddingSource, sequences: Sequence[str], cache_dir: P
         raise ValueError(f"{source.name} returned {len(array)} embeddings for {len(unique)} sequences.")
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npy")  # a killed run leaves no half file
-        np.save(partial, array)
-        os.replace(partial, cache)
+        with staged_file(cache, overwrite=True) as staging, open(staging, "wb") as handle:
+            np.save(handle, array)  # a killed run leaves no half-written cache file
     return dict(zip(unique, array))
 
 
@@ -356,7 +354,7 @@ def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="
                    batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
     """``bioscan5m cluster``: zero-shot clustering of one embedding source; writes ``clustering.json`` and a UMAP PNG
     into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
-    out_dir = check_output(out_dir, overwrite)
+    out_dir = check_output(out_dir, overwrite, inputs=(root, source))
     embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
     records = read_records(root, split)
     plot_name = f"umap_{_slug(embedding_source.name)}.png"
@@ -374,7 +372,7 @@ def retrieval_report(source: str, root, queries: Sequence[str] = ("test", "test_
                      batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
     """``bioscan5m retrieve``: DNA->DNA retrieval of each query split against the keys; writes ``retrieval.json``
     into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
-    out_dir = check_output(out_dir, overwrite)
+    out_dir = check_output(out_dir, overwrite, inputs=(root, source))
     embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
     if embedding_source.kind == "file":
         raise ValueError("retrieve needs a model folder or 'kmer[:K]': a .npy file cannot embed both queries and keys.")
@@ -426,7 +424,7 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
         max_records_per_split: keep the first N records of each split (quick runs).
         reading_frames: the models embed each barcode from this many start offsets and average (1: as trained).
     """
-    out_dir = check_output(out_dir, overwrite)
+    out_dir = check_output(out_dir, overwrite, inputs=(root, *models))
     unknown = set(tasks) - {"classification", "clustering", "retrieval"}
     if unknown:
         raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from classification, clustering, retrieval.")

@@ -66,6 +66,22 @@ class ClibdConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        # A config.json is data: wrong types are refused here, not met as a TypeError deep in the model.
+        for name in ("image_size", "projection_dim", "metadata_hidden_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"ClibdConfig: {name} must be an integer, not {value!r}.")
+        for name in ("logit_scale_init_value", "max_logit_scale", "size_log_mean", "size_log_std", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"ClibdConfig: {name} must be a number, not {value!r}.")
+        if not isinstance(self.image_model_name, str):
+            raise ValueError(f"ClibdConfig: image_model_name must be a timm model name, not {self.image_model_name!r}.")
+        if self.metadata_features is not None and (not isinstance(self.metadata_features, (list, tuple))
+                                                   or not all(isinstance(f, str) for f in self.metadata_features)):
+            raise ValueError(f"ClibdConfig: metadata_features must be a list of names, not {self.metadata_features!r}.")
+        if self.image_model_kwargs is not None and not isinstance(self.image_model_kwargs, dict):
+            raise ValueError(f"ClibdConfig: image_model_kwargs must be a dict, not {self.image_model_kwargs!r}.")
         self.image_model_kwargs = dict(self.image_model_kwargs or {})
         self.metadata_features = list(self.metadata_features or [])
         unknown = [f for f in self.metadata_features if f not in METADATA_FEATURES]

@@ -51,6 +51,9 @@ def load_original_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
     options = {}
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
         saved_config = payload.get("config")
+        if not isinstance(saved_config, (argparse.Namespace, dict, type(None))):
+            raise ValueError(f"{path}: its 'config' entry is a {type(saved_config).__name__}, expected the training "
+                             "options (a dict or argparse.Namespace).")
         options = vars(saved_config) if isinstance(saved_config, argparse.Namespace) else dict(saved_config or {})
         payload = payload["model"]
     if not isinstance(payload, dict) or not all(isinstance(value, torch.Tensor) for value in payload.values()):
@@ -103,9 +106,13 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], config: BarcodeBertC
 
 
 def convert_barcodebert(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                        num_attention_heads: int | None = None) -> BarcodeBertForMaskedLM:
-    """Load an original BarcodeBERT checkpoint as :class:`BarcodeBertForMaskedLM`; with ``out_dir``, save it there
-    together with its tokenizer, code and model card, ready for ``AutoModel.from_pretrained(out_dir)``."""
+                        num_attention_heads: int | None = None, name: str | None = None) -> BarcodeBertForMaskedLM:
+    """Load an original BarcodeBERT checkpoint as :class:`BarcodeBertForMaskedLM`; with ``out_dir`` (a new or empty
+    folder), save it there together with its tokenizer, code and model card, ready for
+    ``AutoModel.from_pretrained(out_dir)``. ``name`` is the model's name in the card (default: the folder's)."""
+    if out_dir is not None and Path(out_dir).exists() and (
+            not Path(out_dir).is_dir() or any(not p.name.startswith(".") for p in Path(out_dir).iterdir())):
+        raise FileExistsError(f"{out_dir} already exists; choose a new folder.")
     state_dict, options = load_original_checkpoint(checkpoint)
     if "bert.embeddings.word_embeddings.weight" not in state_dict:
         raise ValueError(f"{checkpoint}: no 'bert.embeddings.word_embeddings.weight'; not a BarcodeBERT checkpoint.")
@@ -126,5 +133,5 @@ def convert_barcodebert(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         KmerTokenizerFast(k=config.k_mer, vocabulary="barcodebert",
                           max_nucleotides=config.max_nucleotides).save_pretrained(out_dir)
         write_model_card(out_dir, config, source=f"converted from the original BarcodeBERT checkpoint "
-                                                 f"`{Path(checkpoint).name}`", results=None)
+                                                 f"`{Path(checkpoint).name}`", results=None, name=name)
     return model

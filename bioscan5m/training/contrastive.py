@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import torch
 from transformers import Trainer
@@ -61,7 +60,7 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
     if settings.contrastive_batch_size % group_size:
         raise ValueError(f"batch_size {settings.contrastive_batch_size} is not a multiple of group_size {group_size}.")
     ranks = tuple(ranks)
-    out_dir = check_output(out_dir, overwrite)  # refused before any work, not after training
+    out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # refused before any work, not after training
     labelled = load_barcode_sets(data_root, roles=("train",)).labelled("train", ranks[-1])
     if max_barcodes is not None:
         labelled = labelled.iloc[:max_barcodes]
@@ -104,7 +103,7 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
             results.update({key: value for key, value in probe(staging, data_root).items() if key != "model"})
             (staging / "results.json").write_text(json.dumps(results, indent=2))
             write_model_card(
-                staging, trainer.model.config, source=f"contrastively fine-tuned from `{model_dir}` by "
+                staging, trainer.model.config, name=out_dir.name, source=f"contrastively fine-tuned from `{model_dir}` by "
                                                       "`bioscan5m finetune --objective contrastive`",
                 data=f"{len(labelled):,} unique barcodes of BIOSCAN-5M `train` with a {ranks[-1]} label",
                 results={"linear probe, species accuracy, test": results["linear_probe_species_test"],

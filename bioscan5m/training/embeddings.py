@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..staging import check_output, staged_file
 
 
 def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
@@ -33,7 +34,8 @@ def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
 
 def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=np.float32,
                     out_path: str | os.PathLike | None = None, progress: bool = True,
-                    device: str | torch.device | None = None, reading_frames: int = 1) -> np.ndarray:
+                    device: str | torch.device | None = None, reading_frames: int = 1,
+                    overwrite: bool = False) -> np.ndarray:
     """Embed barcodes with a BarcodeBERT model: one pooled vector per sequence (``BarcodeBertModel.embed``).
 
     Sequences are processed in chunks sorted by length; with ``out_path`` the array is written to a ``.npy``
@@ -44,7 +46,8 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
         sequences: DNA barcodes (list, tuple, pandas Series or numpy array of strings).
         batch_size: sequences per forward pass.
         dtype: ``np.float32`` or ``np.float16`` for the returned / written array.
-        out_path: optional ``.npy`` destination.
+        out_path: optional ``.npy`` destination; an existing file is refused unless ``overwrite``, and the file
+            appears only once every vector is written.
         progress: show a tqdm progress bar.
         device: where to run (default: where the model already is).
         reading_frames: average over this many start offsets (see ``BarcodeBertModel.embed``).
@@ -52,15 +55,23 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
     Returns:
         ``(n, embedding_size)`` array in input order (the memory-mapped file when ``out_path`` is given).
     """
+    if out_path is not None:
+        check_output(out_path, overwrite)
     model = load_encoder(model_dir_or_model, device)
     sequences = list(sequences)
-    if out_path is not None:
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        result = np.lib.format.open_memmap(out_path, mode="w+", dtype=dtype,
+    if out_path is None:
+        return _embed_into(np.empty((len(sequences), model.config.embedding_size), dtype=dtype), model, sequences,
+                           batch_size, dtype, progress, reading_frames)
+    with staged_file(out_path, overwrite) as staging:
+        result = np.lib.format.open_memmap(staging, mode="w+", dtype=dtype,
                                            shape=(len(sequences), model.config.embedding_size))
-    else:
-        result = np.empty((len(sequences), model.config.embedding_size), dtype=dtype)
+        _embed_into(result, model, sequences, batch_size, dtype, progress, reading_frames)
+        result.flush()
+    return result
+
+
+def _embed_into(result: np.ndarray, model, sequences: list, batch_size: int, dtype, progress: bool,
+                reading_frames: int) -> np.ndarray:
     # Chunks of many batches: each is length-sorted inside embed(), and progress advances per chunk.
     chunk = batch_size * 16
     starts = range(0, len(sequences), chunk)
@@ -71,8 +82,6 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
     for start in starts:
         result[start:start + chunk] = model.embed(sequences[start:start + chunk], batch_size=batch_size,
                                                   return_numpy=True, reading_frames=reading_frames).astype(dtype)
-    if out_path is not None:
-        result.flush()
     return result
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -79,7 +78,7 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
     settings = get_preset(preset, finetune_epochs=epochs, finetune_batch_size=batch_size,
                           finetune_learning_rate=learning_rate)
     ranks = tuple(ranks)
-    out_dir = check_output(out_dir, overwrite)  # refused before any work, not after training
+    out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # refused before any work, not after training
     sets = load_barcode_sets(data_root, roles=("train", "test"))
     labelled = sets["train"][(sets["train"][[f"{rank}_index" for rank in ranks]] >= 0).any(axis=1)]
     if max_barcodes is not None:
@@ -131,7 +130,7 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
             (staging / "results.json").write_text(json.dumps(results, indent=2))
             kind = "linear probe (frozen encoder)" if freeze_encoder else "fine-tuned"
             write_model_card(
-                staging, trainer.model.config, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
+                staging, trainer.model.config, name=out_dir.name, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
                 data=f"{len(labelled):,} unique labelled barcodes of BIOSCAN-5M `train`",
                 results={f"{rank_name} accuracy, test (closed world)": results[f"{rank_name}_test_accuracy"]
                          for rank_name in ranks},

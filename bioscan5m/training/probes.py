@@ -34,7 +34,7 @@ def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: 
         unless ``overwrite``).
     """
     if out_path is not None:
-        check_output(out_path, overwrite)
+        check_output(out_path, overwrite, inputs=(model_dir, data_root))
     sets = load_barcode_sets(data_root, roles=("train", "test", "test_unseen"))
     model = load_encoder(model_dir, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train = sets.labelled("train", species_rank)
