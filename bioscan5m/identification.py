@@ -65,7 +65,8 @@ _THUMBNAIL_PATH = re.compile(rf"{THUMBNAIL_DIR}/[0-9]{{8}}\.jpg")
 #: Files of a model folder that decide its embeddings (with every ``*.safetensors`` weight file, sharded or not);
 #: their content hash is recorded in the index manifest.
 MODEL_FILES = ("config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "vocab.txt", "vocab.json", "preprocessor_config.json", "processor_config.json")
+               "special_tokens_map.json", "vocab.txt", "vocab.json", "preprocessor_config.json",
+               "processor_config.json")
 
 # Input limits. A COI-5P barcode is ~658 bp; BOLD records reach ~1,550 bp. Anything far longer is not a barcode.
 MIN_BARCODE_NUCLEOTIDES = 100

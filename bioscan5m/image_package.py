@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import zipfile
 
 from . import release
@@ -78,8 +79,6 @@ class ImagePackage:
             where, data = path, self._read_file(path, relpath)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             where, data = self._read_from_archives(relpath)
-        else:
-            self._check_size(where, len(data))
         if not is_complete_jpeg(data):
             raise MissingImageError(f"{where}: not a complete JPEG ({len(data)} bytes; truncated or corrupt).")
         return where, data
@@ -98,8 +97,13 @@ class ImagePackage:
                 raise
             self._check_inside(path)  # a link: read only when it stays inside the folder
             descriptor = os.open(path, os.O_RDONLY)
-        with os.fdopen(descriptor, "rb") as handle:
-            return handle.read(-1 if self.max_image_bytes is None else self.max_image_bytes + 1)
+        with open(descriptor, "rb") as handle:
+            # The size from fstat, not a capped read(n): read(n) allocates n bytes whatever the file holds.
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
+                raise MissingImageError(f"{path}: not a regular file.")
+            self._check_size(path, status.st_size)
+            return handle.read()
 
     def _check_inside(self, path: str) -> None:
         real = os.path.realpath(path)

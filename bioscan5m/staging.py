@@ -171,7 +171,8 @@ def _is_abandoned(folder: Path) -> bool:
 
 
 def _owner_is_gone(staging_name: str) -> bool:
-    """Whether the run that made a staging file (``.NAME.partial-HOST-PID-XXXXXXXX``) was on this machine and is gone."""
+    """Whether the run that made a staging file (``.NAME.partial-HOST-PID-XXXXXXXX``) ran on this machine and is
+    gone."""
     host_and_pid, _, _ = staging_name.rpartition("-")
     host, _, pid = host_and_pid.rpartition("-")
     return host.endswith(f".partial-{socket.gethostname()}") and pid.isdigit() and not _process_alive(int(pid))

@@ -111,7 +111,8 @@ class BarcodeBertConfig(BertConfig):
                 raise ValueError(f"BarcodeBertConfig: {name} must be an integer of at least {least}, not {value!r}.")
         for name in ("classifier_ranks", "contrastive_ranks"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(r, str) for r in value)):
+            if value is not None and (not isinstance(value, (list, tuple))
+                                      or not all(isinstance(rank, str) for rank in value)):
                 raise ValueError(f"BarcodeBertConfig: {name} must be a list of rank names, not {value!r}.")
         labels = self.rank_labels
         if labels is not None and (not isinstance(labels, dict) or not all(

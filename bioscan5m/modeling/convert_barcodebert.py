@@ -133,5 +133,5 @@ def convert_barcodebert(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         KmerTokenizerFast(k=config.k_mer, vocabulary="barcodebert",
                           max_nucleotides=config.max_nucleotides).save_pretrained(out_dir)
         write_model_card(out_dir, config, source=f"converted from the original BarcodeBERT checkpoint "
-                                                 f"`{Path(checkpoint).name}`", results=None, name=name)
+                                                 f"`{Path(checkpoint).name}`", results=None, model_name=name)
     return model

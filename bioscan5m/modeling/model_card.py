@@ -28,7 +28,7 @@ probe whose keys are the `train` embeddings (open world)."""
 
 def write_model_card(folder: str | os.PathLike, config: BarcodeBertConfig, source: str,
                      results: dict[str, float] | None = None, data: str | None = None,
-                     training: dict[str, object] | None = None, name: str | None = None) -> Path:
+                     training: dict[str, object] | None = None, model_name: str | None = None) -> Path:
     """Write ``folder/README.md``.
 
     Args:
@@ -38,7 +38,7 @@ def write_model_card(folder: str | os.PathLike, config: BarcodeBertConfig, sourc
         results: metric name → value in percent, as measured; omitted from the card when None.
         data: the data the model was trained on.
         training: training settings worth reporting (preset, epochs, batch size, learning rate, time).
-        name: the model's name in the usage example (default: the folder's; give it when writing to a staging
+        model_name: the model's name in the usage example (default: the folder's; give it when writing to a staging
             folder that is renamed afterwards).
     """
     folder = Path(folder)
@@ -69,7 +69,7 @@ def write_model_card(folder: str | os.PathLike, config: BarcodeBertConfig, sourc
         lines.append(f"| data | {data} |")
     for name, value in (training or {}).items():
         lines.append(f"| {name} | {value} |")
-    lines += ["", "## Usage", "", _USAGE.format(path=name or folder.name, size=config.embedding_size), "",
+    lines += ["", "## Usage", "", _USAGE.format(path=model_name or folder.name, size=config.embedding_size), "",
               "## Evaluation protocol", "", _PROTOCOL.format(max_nucleotides=config.max_nucleotides), ""]
     lines += ["## Results", ""]
     if results:

@@ -60,7 +60,7 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
     if settings.contrastive_batch_size % group_size:
         raise ValueError(f"batch_size {settings.contrastive_batch_size} is not a multiple of group_size {group_size}.")
     ranks = tuple(ranks)
-    out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # refused before any work, not after training
+    out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # before any work
     labelled = load_barcode_sets(data_root, roles=("train",)).labelled("train", ranks[-1])
     if max_barcodes is not None:
         labelled = labelled.iloc[:max_barcodes]
@@ -88,7 +88,8 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                                   learning_rate=settings.contrastive_learning_rate, lr_scheduler_type="cosine",
                                   warmup_steps=0.1, weight_decay=0.01, seed=seed)
         rows = [{"row": row} for row in range(len(labelled))]     # the collator looks the barcodes up by row
-        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, processing_class=tokenizer)
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator,
+                          processing_class=tokenizer)
         started = time.time()
         train_output = trainer.train()
         minutes = (time.time() - started) / 60
@@ -103,7 +104,8 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
             results.update({key: value for key, value in probe(staging, data_root).items() if key != "model"})
             (staging / "results.json").write_text(json.dumps(results, indent=2))
             write_model_card(
-                staging, trainer.model.config, name=out_dir.name, source=f"contrastively fine-tuned from `{model_dir}` by "
+                staging, trainer.model.config,
+                model_name=out_dir.name, source=f"contrastively fine-tuned from `{model_dir}` by "
                                                       "`bioscan5m finetune --objective contrastive`",
                 data=f"{len(labelled):,} unique barcodes of BIOSCAN-5M `train` with a {ranks[-1]} label",
                 results={"linear probe, species accuracy, test": results["linear_probe_species_test"],

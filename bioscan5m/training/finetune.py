@@ -78,7 +78,7 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
     settings = get_preset(preset, finetune_epochs=epochs, finetune_batch_size=batch_size,
                           finetune_learning_rate=learning_rate)
     ranks = tuple(ranks)
-    out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # refused before any work, not after training
+    out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # before any work
     sets = load_barcode_sets(data_root, roles=("train", "test"))
     labelled = sets["train"][(sets["train"][[f"{rank}_index" for rank in ranks]] >= 0).any(axis=1)]
     if max_barcodes is not None:
@@ -123,14 +123,16 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
             for rank_name in ranks:
                 truth = sets["test"][f"{rank_name}_index"].to_numpy()
                 known = truth >= 0
-                results[f"{rank_name}_test_accuracy"] = 100.0 * float(np.mean(predictions[rank_name][known] == truth[known]))
+                correct = predictions[rank_name][known] == truth[known]
+                results[f"{rank_name}_test_accuracy"] = 100.0 * float(np.mean(correct))
                 results[f"{rank_name}_test_queries"] = int(known.sum())
             trainer.save_model(str(staging))
             (staging / "training_args.bin").unlink(missing_ok=True)
             (staging / "results.json").write_text(json.dumps(results, indent=2))
             kind = "linear probe (frozen encoder)" if freeze_encoder else "fine-tuned"
             write_model_card(
-                staging, trainer.model.config, name=out_dir.name, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
+                staging, trainer.model.config,
+                model_name=out_dir.name, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
                 data=f"{len(labelled):,} unique labelled barcodes of BIOSCAN-5M `train`",
                 results={f"{rank_name} accuracy, test (closed world)": results[f"{rank_name}_test_accuracy"]
                          for rank_name in ranks},

@@ -83,7 +83,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                           align_to_reference=align_to_reference,
                           pretrain_epochs=epochs, pretrain_batch_size=batch_size,
                           pretrain_learning_rate=learning_rate)
-    out_dir = check_output(out_dir, overwrite, inputs=(data_root,))  # refused before any work, not after training
+    out_dir = check_output(out_dir, overwrite, inputs=(data_root,))  # before any work
     sets = load_barcode_sets(data_root, roles=("pretrain", "train"))
     barcodes = sets["pretrain"]["dna_barcode"]
     if max_barcodes is not None:
@@ -123,7 +123,8 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                        **metrics}
             (staging / "pretraining.json").write_text(json.dumps(summary, indent=2))
             write_model_card(
-                staging, model.config, name=out_dir.name, source="pretrained with masked-language modelling by `bioscan5m pretrain`",
+                staging, model.config,
+                model_name=out_dir.name, source="pretrained with masked-language modelling by `bioscan5m pretrain`",
                 data=f"{len(train_set):,} unique barcodes of BIOSCAN-5M `pretrain` + `other_heldout`",
                 training={"preset": preset, "MLM scheme": settings.mlm_scheme, "barcodes": describe_frame(tokenizer),
                           "steps": train_output.global_step,
