@@ -79,7 +79,7 @@ def staged_folder(path: str | os.PathLike, overwrite: bool = False, main_process
         raise
     # Unmarked only once in place: a kill before this leaves a complete output with a stray hidden file, never a
     # staging folder that cleaning could not recognise.
-    (path / STAGING_MARKER).unlink()
+    (path / STAGING_MARKER).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
