@@ -169,8 +169,8 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         schema = self.info.features.arrow_schema
         keep = (barcode_reduction_mask(source, self.config.max_nucleotides)
                 if self.config.reduce_repeated_barcodes else None)
-        images = (ImagePackage(root, self.config.image_package, max_image_bytes=self.config.max_image_bytes)
-                  if self.config.image_package else None)
+        images = (ImagePackage(root, self.config.image_package, max_image_bytes=self.config.max_image_bytes,
+                               splits=(split,)) if self.config.image_package else None)
         skipped: list[str] = []
         try:
             for batch_index, (first_row, batch) in enumerate(iter_batches(source)):

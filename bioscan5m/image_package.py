@@ -9,9 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import zipfile
+from pathlib import Path
 
 from . import release
+from .zip_index import ZipIndex, ZipIndexError
 
 
 #: Largest image file read, by default: the biggest official photographs (``original_full``, 1024x768 JPEGs) are a
@@ -38,7 +39,11 @@ class UnsafeImagePathError(ValueError):
 class ImagePackage:
     """Reads one image package's JPEGs from the extracted folder, else from the official zip archives."""
 
-    def __init__(self, root: str | os.PathLike, package: str, max_image_bytes: int | None = MAX_IMAGE_BYTES):
+    def __init__(self, root: str | os.PathLike, package: str, max_image_bytes: int | None = MAX_IMAGE_BYTES,
+                 splits=None, cache_dir: str | os.PathLike | None = None):
+        """``splits``: read only these splits' images, so only the archives holding them are opened (a ``test``
+        record never costs the index of the 4.7 M ``pretrain`` members); ``None``: every split.
+        ``cache_dir``: where the archives' member indexes are cached (default: beside the ``datasets`` cache)."""
         self.package = package
         self.max_image_bytes = max_image_bytes
         self.folder = release.image_package_dir(root, package)
@@ -48,28 +53,43 @@ class ImagePackage:
         self._real_folder = os.path.join(os.path.realpath(self.folder), "")
         self._checked_folders: set[str] = set()
         self.archives = release.image_zip_candidates(root, package)
-        self._members: dict[str, tuple[zipfile.ZipFile, zipfile.ZipInfo]] | None = None
         if not self.folder.is_dir() and not self.archives:
             raise FileNotFoundError(
                 f"Image package {package!r} not found: neither the folder {self.folder} nor an archive "
                 f"BIOSCAN_5M_{package}*.zip under {root}. Use the 'dna' config for barcodes and metadata only."
             )
+        wanted = set(release.SPLITS if splits is None else splits)
+        self._archive_splits = {path: set(release.archive_splits(path, package)) & wanted for path in self.archives}
+        self.archives = [path for path, held in self._archive_splits.items() if held]
+        self._cache_dir = cache_dir
+        self._indexes: dict[Path, tuple[ZipIndex, int]] = {}  # opened on first use: (index, file descriptor)
 
-    def _zip_members(self):
-        if self._members is None:
-            self._members = {}
-            for path in self.archives:
-                archive = release.open_zip(path)
-                for name, info in release.index_image_zip(archive, self.package).items():
-                    self._members[name] = (archive, info)
-        return self._members
+    def _archive(self, path: Path) -> tuple[ZipIndex, int]:
+        if path not in self._indexes:
+            index = ZipIndex.open(path, self.package, self._cache_dir)
+            self._indexes[path] = (index, os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)))
+        return self._indexes[path]
 
     def relpaths(self) -> set[str]:
         """Every image this package holds, as ``{split}/[{chunk}/]{processid}.jpg``."""
-        found = set(self._zip_members())
+        found = {name.decode() for path in self.archives for name in self._archive(path)[0].names}
         if self.folder.is_dir():
             found |= {path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*.jpg")}
         return found
+
+    def count_per_split(self) -> dict[str, int]:
+        """Images per split; from the archives' indexes alone when there is no extracted folder to merge."""
+        if self.folder.is_dir():
+            counts: dict[str, int] = {}
+            for relpath in self.relpaths():
+                split = relpath.split("/", 1)[0]
+                counts[split] = counts.get(split, 0) + 1
+            return counts
+        counts = {}
+        for path in self.archives:
+            for split, count in self._archive(path)[0].count_per_split().items():
+                counts[split] = counts.get(split, 0) + count
+        return counts
 
     def read(self, relpath: str) -> tuple[str, bytes]:
         """Return ``(where, jpeg_bytes)``; raises :class:`MissingImageError` naming the file."""
@@ -112,16 +132,22 @@ class ImagePackage:
                                        "refusing to read it.")
 
     def _read_from_archives(self, relpath: str) -> tuple[str, bytes]:
-        if relpath not in self._zip_members():
-            places = [str(self.folder)] + [str(a) for a in self.archives]
-            raise MissingImageError(f"image {relpath} of package {self.package!r} not found in {', '.join(places)}.")
-        archive, info = self._zip_members()[relpath]
-        where = f"{archive.filename}!{info.filename}"
-        self._check_size(where, info.file_size)  # the declared size bounds what zipfile will inflate
-        try:
-            return where, archive.read(info)
-        except (zipfile.BadZipFile, EOFError, OSError) as error:
-            raise MissingImageError(f"{where}: unreadable zip member ({error}).") from None
+        split = relpath.split("/", 1)[0]
+        for path in self.archives:
+            if split not in self._archive_splits[path]:
+                continue
+            index, descriptor = self._archive(path)
+            row = index.find(relpath)
+            if row is None:
+                continue
+            where = index.where(row)
+            self._check_size(where, int(index.sizes[row]))  # the declared size bounds what is inflated
+            try:
+                return where, index.read(row, descriptor)
+            except (ZipIndexError, OSError) as error:
+                raise MissingImageError(f"{where}: unreadable zip member ({error}).") from None
+        places = [str(self.folder)] + [str(a) for a in self.archives]
+        raise MissingImageError(f"image {relpath} of package {self.package!r} not found in {', '.join(places)}.")
 
     def _check_size(self, where: str, size: int) -> None:
         if self.max_image_bytes is not None and size > self.max_image_bytes:
@@ -129,8 +155,9 @@ class ImagePackage:
                                      "for one image (max_image_bytes; the official photographs are a few MB).")
 
     def close(self):
-        for archive in {id(a): a for a, _ in (self._members or {}).values()}.values():
-            archive.close()
+        for _, descriptor in self._indexes.values():
+            os.close(descriptor)
+        self._indexes.clear()
 
 
 def is_complete_jpeg(data: bytes) -> bool:

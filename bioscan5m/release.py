@@ -182,6 +182,14 @@ def image_zip_candidates(root: str | os.PathLike, package: str) -> list[Path]:
     return found
 
 
+def archive_splits(path: str | os.PathLike, package: str) -> tuple[str, ...]:
+    """The splits an official image archive of ``package`` holds, from its name: ``..._{group}[.NN].zip`` holds
+    that split group's, ``BIOSCAN_5M_{package}.zip`` every split."""
+    rest = Path(path).name[len(f"BIOSCAN_5M_{package}"):]
+    group = rest.split(".")[0].lstrip("_")
+    return SPLIT_GROUPS.get(group, SPLITS)
+
+
 # ----------------------------------------------------------------------------------------------
 # Downloads (official URLs and MD5 checksums, from bioscan-dataset v1.3.0)
 # ----------------------------------------------------------------------------------------------
@@ -267,21 +275,3 @@ def open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as error:
         raise zipfile.BadZipFile(f"{path}: not a valid zip archive (truncated or corrupt download?): {error}") from None
-
-
-def index_image_zip(archive: zipfile.ZipFile, package: str) -> dict[str, zipfile.ZipInfo]:
-    """Map ``{split}/[{chunk}/]{processid}.jpg`` to the zip entry holding it, for one package.
-
-    Members are matched by the ``images/{package}/`` part of their path, so archives that put the
-    release folder at the top (``bioscan5m/images/...``) or not (``images/...``) both work.
-    """
-    marker = f"images/{package}/"
-    index = {}
-    for info in archive.infolist():
-        name = check_member_name(archive.filename, info.filename)
-        if info.is_dir():
-            continue
-        position = name.find(marker)
-        if position == 0 or (position > 0 and name[position - 1] == "/"):
-            index[name[position + len(marker):]] = info
-    return index

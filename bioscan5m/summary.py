@@ -26,9 +26,9 @@ def summarize_release(root: str | os.PathLike) -> str:
     for package in release.IMAGE_PACKAGES:
         if release.image_package_dir(root, package).is_dir() or release.image_zip_candidates(root, package):
             store = ImagePackage(root, package)
-            names = store.relpaths()
+            counts = store.count_per_split()
             store.close()
-            packages[package] = {s: sum(1 for n in names if n.split("/", 1)[0] == s) for s in release.SPLITS}
+            packages[package] = {s: counts.get(s, 0) for s in release.SPLITS}
     header = ["split", "records"] + [f"{p} images" for p in packages]
     rows = [[s, f"{counts.get(s, 0):,}"] + [f"{packages[p][s]:,}" for p in packages] for s in release.SPLITS]
     rows.append(["total", f"{sum(counts.values()):,}"] + [f"{sum(packages[p].values()):,}" for p in packages])
