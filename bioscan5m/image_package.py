@@ -7,6 +7,7 @@ a builder's module with URL-aware versions, which cost more than reading a 256-p
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from pathlib import Path
@@ -62,12 +63,11 @@ class ImagePackage:
         self._archive_splits = {path: set(release.archive_splits(path, package)) & wanted for path in self.archives}
         self.archives = [path for path, held in self._archive_splits.items() if held]
         self._cache_dir = cache_dir
-        self._indexes: dict[Path, tuple[ZipIndex, int]] = {}  # opened on first use: (index, file descriptor)
+        self._indexes: dict[Path, tuple[ZipIndex, io.RawIOBase]] = {}  # opened on first use: (index, file)
 
-    def _archive(self, path: Path) -> tuple[ZipIndex, int]:
+    def _archive(self, path: Path) -> tuple[ZipIndex, io.RawIOBase]:
         if path not in self._indexes:
-            index = ZipIndex.open(path, self.package, self._cache_dir)
-            self._indexes[path] = (index, os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)))
+            self._indexes[path] = (ZipIndex.open(path, self.package, self._cache_dir), open(path, "rb", buffering=0))
         return self._indexes[path]
 
     def relpaths(self) -> set[str]:
@@ -136,14 +136,14 @@ class ImagePackage:
         for path in self.archives:
             if split not in self._archive_splits[path]:
                 continue
-            index, descriptor = self._archive(path)
+            index, archive = self._archive(path)
             row = index.find(relpath)
             if row is None:
                 continue
             where = index.where(row)
             self._check_size(where, int(index.sizes[row]))  # the declared size bounds what is inflated
             try:
-                return where, index.read(row, descriptor)
+                return where, index.read(row, archive.fileno())
             except (ZipIndexError, OSError) as error:
                 raise MissingImageError(f"{where}: unreadable zip member ({error}).") from None
         places = [str(self.folder)] + [str(a) for a in self.archives]
@@ -155,8 +155,8 @@ class ImagePackage:
                                      "for one image (max_image_bytes; the official photographs are a few MB).")
 
     def close(self):
-        for _, descriptor in self._indexes.values():
-            os.close(descriptor)
+        for _, archive in self._indexes.values():
+            archive.close()
         self._indexes.clear()
 
 
