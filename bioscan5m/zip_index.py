@@ -18,6 +18,7 @@ import hashlib
 import os
 import struct
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,8 @@ class ZipIndex:
         if (folder / "names.npy").is_file():
             try:
                 arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
-                return cls(path, **arrays)
+                if len({len(values) for values in arrays.values()}) == 1:
+                    return cls(path, **arrays)
             except (OSError, ValueError):
                 pass  # a damaged cache entry is rebuilt below
         index = cls.parse(path, package)
@@ -87,7 +89,7 @@ class ZipIndex:
         with open(path, "rb") as handle:
             directory, base, count = _central_directory(path, handle)
         fields = _parse_entries(path, directory, count)
-        names = fields.pop("names")
+        names = [_as_utf8(path, name, flags) for name, flags in zip(fields.pop("names"), fields["flags"].tolist())]
         _check_names(path, names)
         marker = f"images/{package}/".encode()
         keep, keys = [], []
@@ -99,6 +101,9 @@ class ZipIndex:
         keep = np.asarray(keep, dtype=np.int64)
         keys = np.array(keys, dtype=f"S{max((len(k) for k in keys), default=1)}")
         order = np.argsort(keys, kind="stable")
+        # One member per path, the last in the archive, as zipfile (and a later update of an archive) has it.
+        last = np.r_[keys[order][1:] != keys[order][:-1], True] if len(order) else np.zeros(0, dtype=bool)
+        order = order[last]
         selected = {name: values[keep][order] for name, values in fields.items()}
         selected["offsets"] = selected["offsets"] + np.uint64(base)
         return cls(path, keys[order], **selected)
@@ -124,6 +129,11 @@ class ZipIndex:
         if int(self.flags[row]) & _ENCRYPTED:
             raise ZipIndexError(f"{where}: encrypted member; the official archives are not encrypted.")
         offset, compressed = int(self.offsets[row]), int(self.compressed_sizes[row])
+        method = int(self.methods[row])
+        # Deflate grows incompressible data by a few bytes per 16 KiB block at most; anything larger is a lie that
+        # would make the read below allocate it.
+        if compressed > (size if method == _STORED else size + size // 100 + 1024):
+            raise ZipIndexError(f"{where}: declares {compressed:,} compressed bytes for {size:,}; corrupt directory.")
         header = os.pread(descriptor, _LOCAL.size, offset)
         if len(header) < _LOCAL.size or header[:4] != b"PK\x03\x04":
             raise ZipIndexError(f"{where}: no local file header at offset {offset} (truncated or corrupt archive).")
@@ -131,7 +141,6 @@ class ZipIndex:
         data = os.pread(descriptor, compressed, offset + _LOCAL.size + name_length + extra_length)
         if len(data) < compressed:
             raise ZipIndexError(f"{where}: the archive ends inside this member (truncated download?).")
-        method = int(self.methods[row])
         if method == _DEFLATED:
             inflater = zlib.decompressobj(-15)
             data = inflater.decompress(data, size + 1)  # never more than declared (+1 to see a lie)
@@ -143,9 +152,8 @@ class ZipIndex:
 
     def count_per_split(self) -> dict[str, int]:
         """Members per split folder (the first component of each path)."""
-        splits = np.strings.partition(self.names, b"/")[0] if len(self.names) else np.array([], dtype="S1")
-        values, counts = np.unique(splits, return_counts=True)
-        return {value.decode(): int(count) for value, count in zip(values, counts)}
+        counts = Counter(name.partition(b"/")[0] for name in self.names.tolist())
+        return {split.decode(): count for split, count in sorted(counts.items())}
 
 
 def _cache_folder(path: Path, package: str, cache_dir) -> Path:
@@ -175,13 +183,17 @@ def _central_directory(path: Path, handle) -> tuple[bytes, int, int]:
         raise _bad_zip(path, "no end-of-central-directory record")
     _, _, _, _, count, directory_size, directory_offset, _ = _EOCD.unpack_from(tail, at)
     record_position = size - tail_length + at
-    if count == 0xFFFF or directory_size == 0xFFFFFFFF or directory_offset == 0xFFFFFFFF:
-        locator_position = record_position - _ZIP64_LOCATOR.size
+    # A zip64 locator right before the record is authoritative whatever the record says (writers switch to zip64
+    # below the 32-bit limits, CPython at 2 GiB), as zipfile reads it.
+    locator_position = record_position - _ZIP64_LOCATOR.size
+    locator = b""
+    if locator_position >= 0:
         handle.seek(locator_position)
         locator = handle.read(_ZIP64_LOCATOR.size)
-        if locator[:4] != b"PK\x06\x07":
-            raise _bad_zip(path, "a zip64 archive without its zip64 locator")
+    if locator[:4] == b"PK\x06\x07":
         record_position = locator_position - _ZIP64_EOCD.size
+        if record_position < 0:
+            raise _bad_zip(path, "missing zip64 end-of-central-directory record")
         handle.seek(record_position)
         record = handle.read(_ZIP64_EOCD.size)
         if record[:4] != b"PK\x06\x06":
@@ -214,11 +226,12 @@ def _parse_entries(path: Path, directory: bytes, count: int) -> dict[str, np.nda
 
     starts = starts[starts + _CENTRAL.size <= len(directory)]
     lengths = _CENTRAL.size + field(28, 2, starts) + field(30, 2, starts) + field(32, 2, starts)
+    lengths = lengths.astype(np.int64)
     chained = len(starts) == count and (count == 0 or (
-        starts[0] == 0 and np.array_equal(starts[1:], (starts[:-1] + lengths[:-1]).astype(np.int64))
-        and int(starts[-1] + lengths[-1]) <= len(directory)))
-    if not chained:
-        starts = _walk_entries(path, directory, count)
+        starts[0] == 0 and np.array_equal(starts[1:], starts[:-1] + lengths[:-1])
+        and int(starts[-1] + lengths[-1]) == len(directory)))
+    if not chained:  # a name holding the signature, an entry count stored modulo 65,536, ...: walk the chain
+        starts = _walk_entries(path, directory)
     name_lengths = field(28, 2, starts).astype(np.int64)
     names = [directory[start + _CENTRAL.size:start + _CENTRAL.size + length]
              for start, length in zip(starts.tolist(), name_lengths.tolist())]
@@ -240,9 +253,10 @@ def _parse_entries(path: Path, directory: bytes, count: int) -> dict[str, np.nda
     return fields
 
 
-def _walk_entries(path: Path, directory: bytes, count: int) -> np.ndarray:
+def _walk_entries(path: Path, directory: bytes) -> np.ndarray:
+    """Entry positions, reading entries until the directory is used up (as zipfile does, whatever the count says)."""
     starts, position = [], 0
-    for _ in range(count):
+    while position < len(directory):
         if directory[position:position + 4] != b"PK\x01\x02" or position + _CENTRAL.size > len(directory):
             raise _bad_zip(path, f"central directory entry {len(starts)} is corrupt")
         starts.append(position)
@@ -262,16 +276,24 @@ def _zip64_extra(path: Path, extra: bytes) -> list[int]:
     raise _bad_zip(path, "a zip64 entry without its zip64 extra field")
 
 
+def _as_utf8(path: Path, name: bytes, flags: int) -> bytes:
+    """A member name as UTF-8 bytes, decoded as zipfile does (UTF-8 when flag bit 11 says so, else cp437)."""
+    if b"\0" in name:
+        raise _bad_zip(path, f"member name {name!r} holds a NUL byte")
+    if name.isascii():
+        return name
+    try:
+        return name.decode("utf-8" if flags & 0x800 else "cp437").encode()
+    except UnicodeDecodeError:
+        raise _bad_zip(path, f"member name {name!r} is not valid UTF-8") from None
+
+
 def _check_names(path: Path, names: list[bytes]) -> None:
     """Refuse the archive if any member name could escape the folder it is read into."""
     for name in names:
         # Fast path: a name with no backslash, no leading '/', no ':' and no '..' is safe; others get the full check.
         if b"\\" in name or name[:1] == b"/" or b":" in name or b".." in name:
-            try:
-                text = name.decode("utf-8")
-            except UnicodeDecodeError:
-                text = name.decode("cp437")
-            release.check_member_name(path, text)
+            release.check_member_name(path, name.decode())
 
 
 __all__ = ["ZipIndex", "ZipIndexError", "INDEX_FORMAT"]

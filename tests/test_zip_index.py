@@ -143,3 +143,55 @@ def test_release_archive_splits_follow_the_official_grouping():
     assert release.archive_splits(f"BIOSCAN_5M_{PACKAGE}_pretrain.02.zip", PACKAGE) == ("pretrain",)
     assert release.archive_splits(f"BIOSCAN_5M_{PACKAGE}_eval.zip", PACKAGE) == release.SPLIT_GROUPS["eval"]
     assert release.archive_splits(f"BIOSCAN_5M_{PACKAGE}.zip", PACKAGE) == release.SPLITS
+
+
+def test_zip64_records_written_below_the_32_bit_limits_are_read(tmp_path, monkeypatch):
+    # CPython switches to zip64 at 2 GiB while the classic record still holds real values; mimic it on a small file.
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 100)
+    members = {_member("test", f"P{i}"): _jpeg(i) for i in range(3)}
+    path = _archive(tmp_path / "a.zip", members, force_zip64=True)
+    monkeypatch.undo()
+    assert b"PK\x06\x06" in path.read_bytes()[-200:]
+    index = ZipIndex.parse(path, PACKAGE)
+    import os
+
+    descriptor = os.open(path, os.O_RDONLY)
+    assert [index.read(index.find(n.split("cropped_256/")[1]), descriptor) for n in members] == list(members.values())
+    os.close(descriptor)
+
+
+def _patch_directory(path: Path, offset_in_entry: int, fmt: str, value: int, entry: int = 0) -> None:
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    at = -1
+    for _ in range(entry + 1):
+        at = raw.find(b"PK\x01\x02", at + 1)
+    struct.pack_into(fmt, raw, at + offset_in_entry, value)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_lying_compressed_size_is_refused_before_it_is_read(tmp_path):
+    path = _archive(tmp_path / f"BIOSCAN_5M_{PACKAGE}_eval.zip", {_member("test", "P1"): _jpeg(1)})
+    _patch_directory(path, 20, "<L", 0xFFFFFFF0)
+    store = ImagePackage(tmp_path, PACKAGE, cache_dir=tmp_path / "cache")
+    with pytest.raises(MissingImageError, match="compressed bytes .* corrupt directory"):
+        store.read("test/P1.jpg")
+
+
+def test_entries_beyond_a_wrong_count_and_repeated_names_are_read_as_zipfile_does(tmp_path):
+    import struct
+
+    path = _archive(tmp_path / "a.zip", {"readme": b"x", _member("test", "A"): b"first"})
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr(_member("test", "A"), b"second")  # an update of the archive: the later member wins
+    raw = bytearray(path.read_bytes())
+    end = raw.rfind(b"PK\x05\x06")
+    struct.pack_into("<2H", raw, end + 8, 1, 1)  # a count stored modulo 65,536 by some writers
+    path.write_bytes(bytes(raw))
+    index = ZipIndex.parse(path, PACKAGE)
+    import os
+
+    descriptor = os.open(path, os.O_RDONLY)
+    assert len(index) == 1 and index.read(index.find("test/A.jpg"), descriptor) == b"second"
+    os.close(descriptor)
