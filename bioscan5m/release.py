@@ -172,22 +172,24 @@ def image_zip_candidates(root: str | os.PathLike, package: str) -> list[Path]:
 
     Official names are ``BIOSCAN_5M_{package}.zip`` and ``BIOSCAN_5M_{package}_{group}[.NN].zip``.
     """
-    found = []
-    for folder in (Path(root), Path(root) / RELEASE_FOLDER):
-        for path in sorted(folder.glob(f"BIOSCAN_5M_{package}*.zip")):
-            rest = path.name[len(f"BIOSCAN_5M_{package}"):]
-            # 'cropped' must not pick up 'cropped_256' archives.
-            if rest == ".zip" or rest.split(".")[0] in {f"_{g}" for g in SPLIT_GROUPS}:
-                found.append(path)
-    return found
+    # The glob also matches other packages ('cropped' would pick up 'cropped_256'); the name check sorts them out.
+    return [path for folder in (Path(root), Path(root) / RELEASE_FOLDER)
+            for path in sorted(folder.glob(f"BIOSCAN_5M_{package}*.zip")) if _archive_group(path, package) is not None]
 
 
 def archive_splits(path: str | os.PathLike, package: str) -> tuple[str, ...]:
     """The splits an official image archive of ``package`` holds, from its name: ``..._{group}[.NN].zip`` holds
     that split group's, ``BIOSCAN_5M_{package}.zip`` every split."""
+    return SPLIT_GROUPS.get(_archive_group(path, package), SPLITS)
+
+
+def _archive_group(path: str | os.PathLike, package: str) -> str | None:
+    """``""`` for the single-archive name, the split group for a group archive, None for any other name."""
     rest = Path(path).name[len(f"BIOSCAN_5M_{package}"):]
-    group = rest.split(".")[0].lstrip("_")
-    return SPLIT_GROUPS.get(group, SPLITS)
+    if rest == ".zip":
+        return ""
+    group = rest.split(".")[0]
+    return group[1:] if group.startswith("_") and group[1:] in SPLIT_GROUPS else None
 
 
 # ----------------------------------------------------------------------------------------------

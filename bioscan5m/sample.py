@@ -228,10 +228,7 @@ def _assign_splits(rng, records: list[dict]) -> None:
             by_species.setdefault(record["species"], []).append(record)
     for members in by_species.values():
         sp = members[0]["species_obj"]
-        groups: dict[str, list[dict]] = {}
-        for record in members:
-            groups.setdefault(record["dna_barcode"].rstrip("N"), []).append(record)
-        groups = list(groups.values())
+        groups = _barcode_groups(members)
         if sp.heldout_genus:
             _label(members, "other_heldout")
         elif sp.placeholder and len(members) >= 8:
@@ -261,19 +258,13 @@ def _fill_small_splits(rng, by_species: dict[str, list[dict]]) -> None:
     """In a small sample no undescribed species may be common enough for the unseen splits, nor any species for
     ``val``: then the commonest described species (by distinct barcodes) becomes undescribed and is divided over the
     three unseen splits, and one barcode of the commonest training species moves to ``val``."""
-    def barcode_groups(members):
-        groups: dict[str, list[dict]] = {}
-        for record in members:
-            groups.setdefault(record["dna_barcode"].rstrip("N"), []).append(record)
-        return list(groups.values())
-
     splits = {record["split"] for members in by_species.values() for record in members}
     described = sorted((members for members in by_species.values()
                         if not members[0]["species_obj"].heldout_genus and not members[0]["species_obj"].placeholder),
-                       key=lambda members: -len(barcode_groups(members)))
+                       key=lambda members: -len(_barcode_groups(members)))
     if not {"key_unseen", "val_unseen", "test_unseen"} <= splits and len(described) > 1:
         members = described.pop(0)
-        groups = barcode_groups(members)
+        groups = _barcode_groups(members)
         if len(groups) >= 3:
             sp = members[0]["species_obj"]
             sp.placeholder, sp.name = True, f"{sp.genus} sp. BIOUG{rng.integers(10000, 99999)}"
@@ -283,10 +274,18 @@ def _fill_small_splits(rng, by_species: dict[str, list[dict]]) -> None:
             _label([r for g in groups[2:] for r in g], "key_unseen")
     if "val" not in {record["split"] for members in by_species.values() for record in members}:
         for members in described:
-            train = barcode_groups([r for r in members if r["split"] == "train"])
+            train = _barcode_groups([r for r in members if r["split"] == "train"])
             if len(train) >= 2:
                 _label(train[0], "val")
                 break
+
+
+def _barcode_groups(members: list[dict]) -> list[list[dict]]:
+    """Records grouped by barcode (trailing N stripped): identical barcodes go to one split together."""
+    groups: dict[str, list[dict]] = {}
+    for record in members:
+        groups.setdefault(record["dna_barcode"].rstrip("N"), []).append(record)
+    return list(groups.values())
 
 
 def _label(records: list[dict], split: str) -> None:
