@@ -47,9 +47,9 @@ def reference_dataset(root, split, modality, image_package="cropped_256"):
 
 def forget_label_vocabularies(on_disk: bool) -> None:
     source = bioscan5m.metadata.find_metadata(BOLD)
-    bioscan5m.metadata._label_vocabularies.cache_clear()
+    bioscan5m.metadata._profile.cache_clear()
     if on_disk:
-        bioscan5m.metadata._vocabulary_cache_path(source.stamp()).unlink(missing_ok=True)
+        bioscan5m.metadata._derived_cache_path("metadata-profile", source.stamp(), ".json").unlink(missing_ok=True)
 
 
 def time_reference_dna(root, split, limit):

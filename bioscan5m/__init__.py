@@ -4,7 +4,9 @@
     ds = bioscan5m.load_dataset("~/bioscan", "cropped_256", split="train+val")
     it = bioscan5m.load_dataset("~/bioscan", "dna", split="pretrain", streaming=True)
 
-Heavy dependencies (torch, transformers, timm, faiss, umap, gradio) load only where they are used.
+Heavy dependencies (torch, transformers, timm, faiss, umap, gradio) load only where they are used: the model
+classes join the transformers Auto classes when ``bioscan5m.modeling`` is imported (every model-loading function of
+the package does so), not on ``import bioscan5m``, which stays a one-second import for data loading.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import os
 
 from . import release
-from . import modeling  # registers the BarcodeBERT (and later CLIBD) classes with the transformers Auto classes
 from .release import IMAGE_PACKAGES, SPLITS, parse_split
 
 __version__ = "0.1.0"
@@ -63,6 +64,9 @@ def __getattr__(name):
     # The public API beyond loading is imported on first use, so `import bioscan5m` stays light.
     lazy = {
         "read_metadata": ("metadata", "read_metadata"),
+        "BIOSCAN5M": ("torch_dataset", "BIOSCAN5M"),
+        "RGB_MEAN": ("torch_dataset", "RGB_MEAN"),
+        "RGB_STDEV": ("torch_dataset", "RGB_STDEV"),
         "Bioscan5M": ("builder", "Bioscan5M"),
         "Bioscan5MConfig": ("builder", "Bioscan5MConfig"),
         "export": ("exporting", "export"),
@@ -76,6 +80,10 @@ def __getattr__(name):
         "InputError": ("identification", "InputError"),
         "read_fasta_file": ("identification", "read_fasta_file"),
     }
+    if name in ("modeling", "evaluation", "training", "tokenization"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name in lazy:
         import importlib
 
@@ -84,4 +92,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'bioscan5m' has no attribute {name!r}")
 
 
-__all__ = ["load_dataset", "read_metadata", "parse_split", "SPLITS", "IMAGE_PACKAGES", "CONFIG_NAMES", "release"]
+__all__ = ["load_dataset", "BIOSCAN5M", "read_metadata", "parse_split", "SPLITS", "IMAGE_PACKAGES", "CONFIG_NAMES", "release"]

@@ -1,4 +1,4 @@
-"""The BIOSCAN-5M datasets builder (the design card's ``bioscan5m.py``).
+"""The BIOSCAN-5M datasets builder.
 
 Reads an official release root: the metadata CSV (or the official metadata zip) and one image package,
 either extracted (``bioscan5m/images/{package}/{split}/[{chunk}/]{processid}.jpg``) or still inside the
@@ -16,8 +16,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import datasets
 from datasets.builder import Key
@@ -30,12 +32,10 @@ from .metadata import (
     MetadataError,
     barcode_reduction_mask,
     check_max_nucleotides,
-    check_records,
     find_metadata,
     iter_batches,
-    label_indices,
     label_vocabularies,
-    typed_columns,
+    record_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,28 @@ def features_for(image_package: str | None, vocabularies: dict[str, tuple[str, .
     return datasets.Features(features)
 
 
+@dataclass
+class _RoutedSplits:
+    """Splits whose records the first split's pass over the CSV wrote to ``folder``, one Arrow file each."""
+
+    folder: Path
+    splits: tuple[str, ...]
+    complete: bool = False  # set once that pass has read the whole CSV
+
+    def path(self, split: str) -> Path:
+        return self.folder / f"{split}.arrow"
+
+    def read(self, split: str) -> Iterator[tuple[int, pa.Table]]:
+        if not self.complete:
+            raise RuntimeError(f"split {split!r} was generated before the pass that routes its records.")
+        if not self.path(split).exists():  # the pass found no record of this split
+            return
+        with pa.memory_map(str(self.path(split))) as file:
+            reader = pa.ipc.open_file(file)
+            for batch_index in range(reader.num_record_batches):
+                yield batch_index, pa.Table.from_batches([reader.get_batch(batch_index)])
+
+
 class Bioscan5M(datasets.ArrowBasedBuilder):
     """BIOSCAN-5M from the official release files."""
 
@@ -131,6 +153,8 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
     DEFAULT_CONFIG_NAME = "cropped_256"
     #: Options for which ``None`` is a value of its own (whole barcodes, no size cap), not "keep the default".
     NONE_VALUED_OPTIONS = ("max_nucleotides", "max_image_bytes")
+    #: While several splits are prepared: the splits generated from files the first split's pass routed them to.
+    _routed: _RoutedSplits | None = None
 
     def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
         # datasets leaves an option at its default when it is passed as None; here None must mean none.
@@ -160,32 +184,72 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         splits = self.config.splits or release.SPLITS
         return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split}) for split in splits]
 
+    def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        # Every split's records are spread over the whole CSV, so generating the splits one after the other would
+        # read it once per split. Instead the first split generated reads the CSV and routes the other splits'
+        # records to one Arrow file each, and those splits are then generated from their files. The files live in
+        # datasets' incomplete output folder and are removed before that folder is renamed into place.
+        splits = self.config.splits or release.SPLITS
+        if len(splits) > 1:
+            folder = Path(self._output_dir) / ".records-by-split"
+            shutil.rmtree(folder, ignore_errors=True)  # left by a killed run: datasets reuses its incomplete folder
+            folder.mkdir(parents=True)
+            self._routed = _RoutedSplits(folder, tuple(splits[1:]))
+        try:
+            super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        finally:
+            if self._routed is not None:
+                shutil.rmtree(self._routed.folder, ignore_errors=True)
+            self._routed = None
+
+    def _metadata_tables(self) -> Iterator[pa.Table]:
+        """The whole CSV as typed record tables (before any split filter), with the barcode reduction applied."""
+        source = find_metadata(self.config.data_dir)
+        vocabularies = label_vocabularies(source)
+        keep = (barcode_reduction_mask(source, self.config.max_nucleotides)
+                if self.config.reduce_repeated_barcodes else None)
+        for first_row, batch in iter_batches(source):
+            table = record_table(source, first_row, batch, vocabularies, self.config.max_nucleotides)
+            if keep is not None:
+                table = table.filter(pa.array(keep[first_row:first_row + batch.num_rows]))
+            yield table
+
+    def _split_records(self, split: str) -> Iterator[tuple[int, pa.Table]]:
+        """The typed records of one split, read from the CSV (routing the other splits' on the way when several
+        are being prepared) or from the file routed for it."""
+        routed = self._routed
+        if routed is not None and split in routed.splits:
+            yield from routed.read(split)
+            return
+        writers: dict[str, pa.ipc.RecordBatchFileWriter] = {}
+        try:
+            for batch_index, table in enumerate(self._metadata_tables()):
+                split_of = table.column("split")
+                for other in routed.splits if routed is not None else ():
+                    part = table.filter(pc.equal(split_of, other))
+                    if part.num_rows:
+                        if other not in writers:
+                            writers[other] = pa.ipc.new_file(routed.path(other), part.schema)
+                        writers[other].write_table(part)
+                own = table.filter(pc.equal(split_of, split))
+                if own.num_rows:
+                    yield batch_index, own
+            if routed is not None:
+                routed.complete = True
+        finally:
+            for writer in writers.values():
+                writer.close()
+
     def _generate_tables(self, split: str):
         # Records are produced as Arrow tables, as datasets' own csv/parquet builders do: encoding features
         # one Python dict at a time cost ~0.7 ms per record (profiled), most of the time of a full pass.
-        root = Path(os.path.expanduser(self.config.data_dir))
-        source = find_metadata(root)
-        vocabularies = label_vocabularies(source)
         schema = self.info.features.arrow_schema
-        keep = (barcode_reduction_mask(source, self.config.max_nucleotides)
-                if self.config.reduce_repeated_barcodes else None)
-        images = (ImagePackage(root, self.config.image_package, max_image_bytes=self.config.max_image_bytes,
-                               splits=(split,)) if self.config.image_package else None)
+        images = (ImagePackage(Path(os.path.expanduser(self.config.data_dir)), self.config.image_package,
+                               max_image_bytes=self.config.max_image_bytes, splits=(split,))
+                  if self.config.image_package else None)
         skipped: list[str] = []
         try:
-            for batch_index, (first_row, batch) in enumerate(iter_batches(source)):
-                check_records(source, first_row, batch)
-                rows = pc.equal(batch.column("split"), split)
-                if keep is not None:
-                    rows = pc.and_(rows, pa.array(keep[first_row:first_row + batch.num_rows]))
-                if not pc.any(rows).as_py():
-                    continue
-                columns = typed_columns(source, first_row, batch)
-                if self.config.max_nucleotides is not None:
-                    columns["dna_barcode"] = pc.utf8_slice_codeunits(columns["dna_barcode"], 0, self.config.max_nucleotides)
-                for column in release.TARGET_COLUMNS:
-                    columns[f"{column}_index"] = label_indices(columns[column], vocabularies[column])
-                table = pa.table(columns).filter(rows)
+            for batch_index, table in self._split_records(split):
                 if images is None:
                     yield Key(batch_index, 0), table.select(schema.names).cast(schema)
                     continue

@@ -19,6 +19,10 @@ from .zip_index import ZipIndex, ZipIndexError
 #: Largest image file read, by default: the biggest official photographs (``original_full``, 1024x768 JPEGs) are a
 #: few MB, so this leaves a wide margin while refusing a member that would fill memory (a zip bomb's 600 MB member).
 MAX_IMAGE_BYTES = 32 << 20
+#: Most pixels an image may have to be decoded, on every path (libjpeg-turbo and PIL alike), read from the header
+#: before decoding: 40 MP is far above any BIOSCAN photograph (1024x768) and stops a small file that would inflate
+#: to gigabytes.
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 #: Open image files without following a final symbolic link (where the platform can), so links are checked.

@@ -25,7 +25,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
-from .image_package import MAX_IMAGE_BYTES
+from .image_package import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 #: Images per thread-pool task: large enough that task overhead is negligible, small enough to balance threads.
 _TASK_IMAGES = 16
@@ -33,10 +33,6 @@ _TASK_IMAGES = 16
 _EXIF_MARKER = b"Exif\x00\x00"
 #: JPEG colour spaces that libjpeg-turbo turns into exactly the RGB pixels PIL gives.
 _PLAIN_JPEG_COLOURS = ("YCbCr", "Gray", "RGB")
-#: Most pixels an image may have to be decoded, on every path (libjpeg-turbo and PIL alike), read from the header
-#: before decoding: 40 MP is far above any BIOSCAN photograph (1024x768) and stops a small file that would inflate
-#: to gigabytes.
-MAX_IMAGE_PIXELS = 40_000_000
 
 
 class ImageDecodeError(ValueError):

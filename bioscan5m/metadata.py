@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from . import release
+from .caching import cache_folder, write_atomically
 
 BATCH_BYTES = 8 << 20
 
@@ -250,49 +251,77 @@ def check_records(source: MetadataSource, first_row: int, batch: pa.RecordBatch)
         )
 
 
-def _vocabulary_cache_path(stamp: tuple[str, int, int]) -> Path:
-    from datasets import config
-
-    key = hashlib.sha1(repr(stamp).encode()).hexdigest()[:16]
-    return Path(config.HF_DATASETS_CACHE) / "bioscan5m" / f"label-vocabularies-{key}.json"
+def _derived_cache_path(kind: str, key: tuple, suffix: str) -> Path:
+    """Where data derived from one CSV is kept: the datasets cache, keyed by the CSV's path, size, modification
+    time and the options it depends on, so a changed file or option never reads a stale result."""
+    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+    return cache_folder("metadata") / f"{kind}-{digest}{suffix}"
 
 
 @functools.lru_cache(maxsize=8)
-def _label_vocabularies(stamp: tuple[str, int, int], source: MetadataSource) -> dict[str, tuple[str, ...]]:
-    # Collecting the labels takes one pass over the whole CSV (seconds on the full release), so the result is
-    # kept in the datasets cache, keyed by the file's path, size and modification time.
-    cache = _vocabulary_cache_path(stamp)
-    if cache.is_file():
-        return {c: tuple(v) for c, v in json.loads(cache.read_text()).items()}
+def _profile(stamp: tuple[str, int, int], source: MetadataSource) -> dict:
+    # One pass over the whole CSV (seconds on the full release) collects the labels, the split sizes and each
+    # record's split, with the records' path fields and split names checked on the way; the result is kept in the
+    # datasets cache.
+    cache = _derived_cache_path("metadata-profile", stamp, ".json")
+    codes_cache = _derived_cache_path("split-codes", stamp, ".npy")
+    if cache.is_file() and codes_cache.is_file():
+        try:
+            profile = json.loads(cache.read_text())
+            return {"vocabularies": {c: tuple(v) for c, v in profile["vocabularies"].items()},
+                    "split_counts": dict(profile["split_counts"]), "split_codes": codes_cache}
+        except (ValueError, KeyError, AttributeError):
+            pass  # an unreadable cache entry is recomputed, never trusted
     values: dict[str, set[str]] = {c: set() for c in release.TARGET_COLUMNS}
-    for _, batch in iter_batches(source, release.TARGET_COLUMNS):
+    codes = []
+    for first_row, batch in iter_batches(source, ("processid", "chunk", "split", *release.TARGET_COLUMNS)):
+        check_records(source, first_row, batch)
         for column in release.TARGET_COLUMNS:
             values[column].update(pc.unique(batch.column(column)).to_pylist())
-    vocabularies = {c: tuple(sorted(v - {""})) for c, v in values.items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(vocabularies))
-    partial.replace(cache)
-    return vocabularies
+        codes.append(pc.index_in(batch.column("split"), value_set=_SPLIT_NAMES).to_numpy().astype(np.uint8))
+    codes = np.concatenate(codes) if codes else np.zeros(0, np.uint8)
+    counts = dict(zip(release.SPLITS, np.bincount(codes, minlength=len(release.SPLITS)).tolist()))
+    profile = {"vocabularies": {c: tuple(sorted(v - {""})) for c, v in values.items()}, "split_counts": counts}
+    write_atomically(codes_cache, lambda path: _save_array(path, codes))
+    write_atomically(cache, lambda path: path.write_text(json.dumps(profile)))
+    return {**profile, "split_codes": codes_cache}
+
+
+_SPLIT_NAMES = pa.array(release.SPLITS)
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a file object, since np.save would append ".npy" to a staging name
+        np.save(handle, array, allow_pickle=False)
 
 
 def label_vocabularies(source: MetadataSource) -> dict[str, tuple[str, ...]]:
     """Sorted distinct labels per target column over the whole CSV (all splits).
 
     Sorting matches the pandas ``category`` codes used by `bioscan-dataset`, so ``{rank}_index`` values are
-    interchangeable with that package's and identical across splits.
+    interchangeable with that package's and identical across splits. Cached per CSV (see `_profile`).
     """
-    return _label_vocabularies(source.stamp(), source)
+    return _profile(source.stamp(), source)["vocabularies"]
 
 
 def count_records_per_split(source: MetadataSource) -> dict[str, int]:
-    """Number of records per split in the CSV."""
-    counts: dict[str, int] = {}
-    for first_row, batch in iter_batches(source, ("processid", "split", "chunk")):
-        check_records(source, first_row, batch)
-        for item in pc.value_counts(batch.column("split")).to_pylist():
-            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
-    return counts
+    """Number of records per split in the CSV (every official split, 0 where empty). Cached per CSV."""
+    return dict(_profile(source.stamp(), source)["split_counts"])
+
+
+def split_codes(source: MetadataSource) -> np.ndarray:
+    """Each record's split as its position in ``release.SPLITS`` (uint8), in file order. Cached per CSV."""
+    for _ in range(2):
+        path = _profile(source.stamp(), source)["split_codes"]
+        try:
+            codes = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            codes = None
+        if codes is not None and codes.dtype == np.uint8 and codes.shape == (sum(count_records_per_split(source).values()),):
+            return codes
+        path.unlink(missing_ok=True)  # unreadable or stale: recomputed with the rest of the profile
+        _profile.cache_clear()
+    raise MetadataError(f"{path}: the split of each record of {source} could not be cached.")
 
 
 def barcode_reduction_mask(source: MetadataSource, max_nucleotides: int | None) -> np.ndarray:
@@ -300,8 +329,24 @@ def barcode_reduction_mask(source: MetadataSource, max_nucleotides: int | None) 
 
     Same semantics as `bioscan-dataset`: truncate to ``max_nucleotides``, shuffle all records with seed 0,
     keep the first record of each barcode after stripping trailing ``N``, restore file order, and only then
-    filter by split. Barcodes are compared through a 64-bit hash so memory is 8 bytes per record.
+    filter by split. Barcodes are compared through a 64-bit hash so memory is 8 bytes per record. The mask
+    (one byte per record) is cached per CSV and ``max_nucleotides``.
     """
+    check_max_nucleotides(max_nucleotides)
+    cache = _derived_cache_path("barcode-mask", (*source.stamp(), max_nucleotides), ".npy")
+    if cache.is_file():
+        try:
+            keep = np.load(cache, allow_pickle=False)
+            if keep.dtype == np.bool_ and keep.shape == (sum(count_records_per_split(source).values()),):
+                return keep
+        except (OSError, ValueError):
+            pass
+    keep = _barcode_reduction_mask(source, max_nucleotides)
+    write_atomically(cache, lambda path: _save_array(path, keep))
+    return keep
+
+
+def _barcode_reduction_mask(source: MetadataSource, max_nucleotides: int | None) -> np.ndarray:
     import pandas as pd
 
     hashes = []
@@ -317,6 +362,19 @@ def barcode_reduction_mask(source: MetadataSource, max_nucleotides: int | None) 
     keep = np.zeros(len(keys), dtype=bool)
     keep[order[first_in_shuffle]] = True
     return keep
+
+
+def record_table(source: MetadataSource, first_row: int, batch: pa.RecordBatch,
+                 vocabularies: dict[str, tuple[str, ...]], max_nucleotides: int | None) -> pa.Table:
+    """One checked text batch of the CSV as typed records: the release's types, barcodes truncated to
+    ``max_nucleotides`` (``None``: whole), and a ``{rank}_index`` target per label column."""
+    check_records(source, first_row, batch)
+    columns = typed_columns(source, first_row, batch)
+    if max_nucleotides is not None:
+        columns["dna_barcode"] = pc.utf8_slice_codeunits(columns["dna_barcode"], 0, max_nucleotides)
+    for column in release.TARGET_COLUMNS:
+        columns[f"{column}_index"] = label_indices(columns[column], vocabularies[column])
+    return pa.table(columns)
 
 
 def read_metadata(
@@ -339,16 +397,10 @@ def read_metadata(
     keep = barcode_reduction_mask(source, max_nucleotides) if reduce_repeated_barcodes else None
     frames = []
     for first_row, batch in iter_batches(source):
-        check_records(source, first_row, batch)
         rows = pc.is_in(batch.column("split"), value_set=pa.array(splits))
         if keep is not None:
             rows = pc.and_(rows, pa.array(keep[first_row:first_row + batch.num_rows]))
-        columns = typed_columns(source, first_row, batch)
-        if max_nucleotides is not None:
-            columns["dna_barcode"] = pc.utf8_slice_codeunits(columns["dna_barcode"], 0, max_nucleotides)
-        for column in release.TARGET_COLUMNS:
-            columns[f"{column}_index"] = label_indices(columns[column], vocab[column])
-        frames.append(pa.table(columns).filter(rows).to_pandas())
+        frames.append(record_table(source, first_row, batch, vocab, max_nucleotides).filter(rows).to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(release.COLUMNS))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import release
+from .caching import cache_folder
 from .staging import staged_folder
 
 #: Bumped whenever the cached arrays change meaning.
@@ -158,9 +159,7 @@ class ZipIndex:
 
 def _cache_folder(path: Path, package: str, cache_dir) -> Path:
     if cache_dir is None:
-        from datasets import config
-
-        cache_dir = Path(config.HF_DATASETS_CACHE) / "bioscan5m" / "zip-index"
+        cache_dir = cache_folder("zip-index")
     status = path.stat()
     key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{package}|{INDEX_FORMAT}"
     return Path(cache_dir) / f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"

@@ -109,3 +109,87 @@ def test_label_vocabularies_are_sorted_and_complete(bold_root):
     assert len(vocabularies["family"]) == 89
     for names in vocabularies.values():
         assert list(names) == sorted(names) and "" not in names
+
+
+def test_preparing_every_split_reads_the_csv_once(bold_root, tmp_path, monkeypatch):
+    from bioscan5m import builder
+
+    label_vocabularies(find_metadata(bold_root))  # the cached label pass is not part of preparing
+    passes = []
+    read_batches = builder.iter_batches
+    monkeypatch.setattr(builder, "iter_batches", lambda *args, **kwargs: passes.append(args) or read_batches(*args, **kwargs))
+    prepared = bioscan5m.load_dataset(bold_root, "dna", cache_dir=str(tmp_path))
+    assert len(passes) == 1
+    everything = bioscan5m.read_metadata(bold_root, split="all")
+    for name in release.SPLITS:
+        expected = everything[everything["split"] == name]
+        assert prepared[name]["processid"] == list(expected["processid"])
+        assert prepared[name]["genus_index"] == list(expected["genus_index"])
+    assert not list(tmp_path.rglob(".records-by-split"))
+
+
+KILLED_WHILE_ROUTING = """
+import os, signal, sys
+import bioscan5m
+from bioscan5m import builder
+
+route = builder.Bioscan5M._split_records
+
+def killed_while_routing(self, split):
+    for count, item in enumerate(route(self, split)):
+        yield item
+        if count == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+builder.Bioscan5M._split_records = killed_while_routing
+bioscan5m.load_dataset(sys.argv[1], "dna", cache_dir=sys.argv[2])
+"""
+
+
+def test_a_preparation_killed_while_routing_splits_is_redone_whole(bold_root, tmp_path):
+    import subprocess
+    import sys
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_ROUTING, str(bold_root), str(tmp_path)],
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert [p.parent.name.endswith(".incomplete") for p in tmp_path.rglob(".records-by-split")] == [True]
+    prepared = bioscan5m.load_dataset(bold_root, "dna", cache_dir=str(tmp_path))
+    assert {name: len(split) for name, split in prepared.items()} == BOLD_SPLIT_COUNTS
+    assert not list(tmp_path.rglob(".records-by-split")) and not list(tmp_path.rglob("*.incomplete"))
+
+
+def test_labels_and_barcode_mask_are_cached_per_csv_and_option(bold_root, tmp_path):
+    from bioscan5m import metadata
+
+    lines = (bold_root / release.METADATA_RELPATH).read_text().splitlines(keepends=True)
+    csv_path = tmp_path / "metadata.csv"
+    csv_path.write_text("".join(lines[:3001]))
+    source = find_metadata(csv_path)
+    species = label_vocabularies(source)["species"]
+    assert metadata.count_records_per_split(source)["pretrain"] > 0
+    profile = metadata._derived_cache_path("metadata-profile", source.stamp(), ".json")
+    assert profile.is_file()
+
+    # A changed file is a new key: its new label is there, not the old file's answer.
+    fields = lines[1].rstrip("\n").split(",")
+    fields[release.COLUMNS.index("species")] = "Zzyzx novaspecies"
+    with open(csv_path, "a") as handle:
+        handle.write(",".join(fields) + "\n")
+    source = find_metadata(csv_path)
+    assert set(label_vocabularies(source)["species"]) == set(species) | {"Zzyzx novaspecies"}
+
+    # An unreadable cache entry is recomputed, not trusted.
+    cached = metadata._derived_cache_path("metadata-profile", source.stamp(), ".json")
+    cached.write_text("{not json")
+    metadata._profile.cache_clear()
+    assert "Zzyzx novaspecies" in label_vocabularies(source)["species"]
+
+    masks = {n: metadata.barcode_reduction_mask(source, n) for n in (660, 100)}
+    assert (masks[660] != masks[100]).any()  # shorter barcodes collide more: each option has its own mask
+    for n, mask in masks.items():
+        path = metadata._derived_cache_path("barcode-mask", (*source.stamp(), n), ".npy")
+        assert path.is_file()
+        np.testing.assert_array_equal(mask, metadata._barcode_reduction_mask(source, n))
+        path.write_bytes(b"garbage")
+        np.testing.assert_array_equal(metadata.barcode_reduction_mask(source, n), mask)

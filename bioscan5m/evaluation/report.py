@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..caching import cache_folder
 from ..release import TARGET_COLUMNS
 from ..staging import check_output, staged_file, staged_folder
 from . import baselines, clustering, probes, retrieval
@@ -211,9 +212,7 @@ def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1) -> E
 
 def embedding_cache_dir() -> Path:
     """Where embeddings of the benchmark's records are kept between runs: beside the ``datasets`` cache."""
-    from datasets import config
-
-    return Path(config.HF_DATASETS_CACHE) / "bioscan5m" / "embeddings"
+    return cache_folder("embeddings")
 
 
 def embed_unique(source: EmbeddingSource, sequences: Sequence[str], cache_dir: Path | None = None) -> dict:

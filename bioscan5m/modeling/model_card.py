@@ -10,7 +10,7 @@ from .configuration_barcodebert import BarcodeBertConfig
 _USAGE = """```python
 from transformers import AutoModel, AutoTokenizer
 
-# With `pip install bioscan5m`, `import bioscan5m` registers the classes; without it, trust the shipped code:
+# With `pip install bioscan5m`, `import bioscan5m.modeling` registers the classes; without it, trust the shipped code:
 tokenizer = AutoTokenizer.from_pretrained("{path}", trust_remote_code=True)
 model = AutoModel.from_pretrained("{path}", trust_remote_code=True)
 embeddings = model.embed(["AACATTATATTTTATTTTTGG...", ...])  # (n, {size}): the embedding above
