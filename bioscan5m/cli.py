@@ -73,7 +73,7 @@ def _run_info(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- DNA models
 def _add_dna_commands(sub) -> None:
-    """pretrain, finetune, probe, embed, convert-barcodebert (DNA issue)."""
+    """pretrain, finetune, probe, embed, convert-barcodebert."""
     p = sub.add_parser("pretrain", help="masked-LM pretraining of BarcodeBERT on pretrain+other_heldout (unique barcodes)")
     p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
     p.add_argument("--out", required=True, help="model folder to write")
@@ -252,7 +252,7 @@ def _print_results(results: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def _add_evaluation_commands(sub) -> None:
-    """cluster, retrieve, benchmark (evaluation issue)."""
+    """cluster, retrieve, benchmark."""
     sources = "dna:MODEL_DIR (or MODEL_DIR), kmer[:K] for the k-mer baseline"
     p = sub.add_parser("cluster", help="zero-shot clustering: UMAP 50 -> Ward -> AMI per rank, plus a 2-D UMAP plot")
     p.add_argument("--embeddings", required=True, help=f"embedding source: {sources}, or FILE.npy (one row per record)")
@@ -371,7 +371,7 @@ def _run_benchmark(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- multimodal
 def _add_clip_commands(sub) -> None:
-    """train-clip (multimodal issue; its retrieval runs through `retrieve`)."""
+    """train-clip (its retrieval runs through `retrieve`)."""
     p = sub.add_parser("train-clip", help="contrastive image-DNA-taxonomy training of CLIBD on pretrain+train records")
     p.add_argument("--data", required=True, help="release root with images (holds bioscan5m/metadata/...)")
     p.add_argument("--config", default="cropped_256", help="image package (default cropped_256)")
@@ -415,7 +415,7 @@ def _run_train_clip(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- space
 def _add_space_commands(sub) -> None:
-    """index build, identify, serve (Space issue)."""
+    """index build, identify, serve."""
     models = "'kmer[:K]' (k-mer embedding, no training), a BarcodeBERT folder or a CLIBD folder"
     index = sub.add_parser("index", help="key indexes of reference specimens for identification")
     index_sub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")

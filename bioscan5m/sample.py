@@ -206,7 +206,7 @@ def _take_groups(rng, groups: list[list[dict]], target: int) -> tuple[list[dict]
     """Take whole barcode groups (identical barcodes stay together) until ``target`` records are reached."""
     taken, rest = [], []
     for group in [groups[i] for i in rng.permutation(len(groups))]:
-        if len(taken) < target and len(taken) + len(group) <= max(target, 1) * 1.5 and len(rest) + 1 < len(groups) + 1:
+        if len(taken) < target and len(taken) + len(group) <= max(target, 1) * 1.5:
             taken.extend(group)
         else:
             rest.append(group)

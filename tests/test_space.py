@@ -82,7 +82,7 @@ def test_page_identifies_a_photograph_with_the_trained_clibd(client, sample_root
     assert len(gallery) == 10 and len(details["neighbours"]) == 10
 
 
-def test_page_answers_bad_input_with_a_message(client, sample_root, tmp_path, images_root):
+def test_page_answers_bad_input_with_a_message(client, sample_root, tmp_path):
     barcode = bioscan5m.read_metadata(sample_root, split="test")["dna_barcode"].iloc[0]
     multi = tmp_path / "two.fasta"
     multi.write_text(f">first\n{barcode}\n>second\n{barcode}\n")

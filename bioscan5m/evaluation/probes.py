@@ -6,7 +6,6 @@ genus) with `scoring.topk_accuracy`, so probe accuracies are directly comparable
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
@@ -96,8 +95,3 @@ def linear_probe(train_embeddings, train_labels, query_embeddings, query_labels,
     with torch.no_grad():
         predicted = (torch.from_numpy(query_x) @ weight.T + bias).argmax(dim=1).numpy()
     return topk_accuracy(classes[predicted], query_labels, top_k=(1,))
-
-
-def probe_summary(results: dict[str, dict], keys: Sequence[str] = ("micro_top1", "macro_top1")) -> dict[str, dict]:
-    """Only the headline numbers of probe results (drops per-class detail), for reports."""
-    return {name: {k: r[k] for k in keys if k in r} for name, r in results.items()}

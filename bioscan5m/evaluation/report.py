@@ -1,7 +1,7 @@
 """The benchmark report: DNA classification, zero-shot clustering and retrieval for each model next to the k-mer
 and BLAST baselines, measured in the same run on the same records, written as Markdown, JSON and PNG plots.
 
-Protocols (see docs/reference-protocols.md):
+Protocols (those of the BarcodeBERT, CLIBD and BIOSCAN-5M papers):
 
 * **classification** (BarcodeBERT): unique barcodes -- trailing ``N`` stripped, duplicates dropped across the
   whole release keeping the first in file order (``dedup="barcodebert"``) -- keys ``train``; species accuracy on

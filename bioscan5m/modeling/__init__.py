@@ -59,7 +59,7 @@ def _register_barcodebert() -> None:
 _register_barcodebert()
 
 
-# CLIBD (multimodal issue): image–DNA–taxonomy contrastive model. The image processor imports torchvision, so it is
+# CLIBD: image–DNA–taxonomy contrastive model. The image processor imports torchvision, so it is
 # registered deferred too; ``AutoImageProcessor`` then finds it through the auto_map of a saved folder.
 from .configuration_clibd import ClibdConfig  # noqa: E402
 
