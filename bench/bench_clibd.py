@@ -50,7 +50,7 @@ def bench_preprocessing(root: Path, cache_dir: Path, n_images: int, batch_size: 
     from PIL import Image
 
     from bioscan5m.modeling.image_processing_clibd import ClibdImageProcessor
-    from bioscan5m.release import RGB_MEAN, RGB_STD
+    from bioscan5m.data.release import RGB_MEAN, RGB_STD
     from bioscan5m.training.train_clibd import load_records
 
     records = load_records(root, "train", cache_dir=cache_dir)

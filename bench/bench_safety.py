@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import bioscan5m
-from bioscan5m import metadata, release
-from bioscan5m.image_package import ImagePackage, is_complete_jpeg
+from bioscan5m.data import metadata, release
+from bioscan5m.data.image_package import ImagePackage, is_complete_jpeg
 
 BOLD = Path(__file__).resolve().parents[2] / "shared" / "data" / "bold-insects"
 

@@ -108,7 +108,7 @@ print(json.dumps({"images": images, "images_per_s": images / seconds, "seconds_i
 DECODE_FULL_SIZE = r"""
 import json, sys, time
 from pathlib import Path
-from bioscan5m.images import decode_image
+from bioscan5m.data.images import decode_image
 photos = sorted(Path(sys.argv[1]).glob("*.jpg"))[:300]
 data = [p.read_bytes() for p in photos]
 started = time.perf_counter()
@@ -201,7 +201,7 @@ def main() -> None:
         # The label pass over the CSV (cached per CSV) is made once before any timing, so the figures isolate
         # what they name; its own cost is the first figure.
         results["label and split pass (once per CSV)"] = run(
-            PEAK_RSS + "import json, sys, time\nstarted = time.perf_counter()\nimport bioscan5m.metadata as m\n"
+            PEAK_RSS + "import json, sys, time\nstarted = time.perf_counter()\nimport bioscan5m.data.metadata as m\n"
             "m.label_vocabularies(m.find_metadata(sys.argv[1]))\n"
             "print(json.dumps({'seconds': time.perf_counter() - started, 'peak_rss_mb': peak_rss_mb()}))",
             root, hf_home=hf_home)

@@ -10,7 +10,7 @@ barcodes. Embedding: the k-mer model (k=6, SVD 256) on an exact FAISS flat inner
 1. ``identify()`` in process: p50/p95/mean of one DNA query (embed, search, vote, neighbour records), on the exact
    flat index with FAISS's default OpenMP threads and with one thread (as the page's server runs it), and on an
    IVF index over the same key vectors (``--index-type ivf``) with how often it finds the exact nearest key.
-2. The page's server (bioscan5m.space) on 127.0.0.1: ``--clients`` threads, each with its own ``gradio_client``,
+2. The page's server (bioscan5m.apps.space) on 127.0.0.1: ``--clients`` threads, each with its own ``gradio_client``,
    send one identification after another for ``--seconds``; every answer must be a result (not an error
    message). Latency is the client's round trip, map and table rendering included.
 """
@@ -89,7 +89,7 @@ def ivf_latency(index, queries: list[str]) -> dict:
 def load_test(index_dir: Path, queries: list[str], clients: int, duration: float) -> dict:
     from gradio_client import Client
 
-    from bioscan5m.space import serve
+    from bioscan5m.apps.space import serve
 
     demo = serve(index_dir, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
     results: list[tuple[float, bool, str]] = []

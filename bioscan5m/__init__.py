@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from . import release
-from .release import IMAGE_PACKAGES, SPLITS, parse_split
+from .data import release
+from .data.release import IMAGE_PACKAGES, SPLITS, parse_split
 
 __version__ = "0.1.0"
 
@@ -38,13 +38,13 @@ def load_dataset(root, config: str = "cropped_256", split: str | None = None, st
     """
     import datasets
 
-    from .builder import Bioscan5M, prepare
+    from .data.builder import Bioscan5M, prepare
 
     if config not in CONFIG_NAMES:
         raise ValueError(f"Unknown config {config!r}; choose one of {', '.join(CONFIG_NAMES)}.")
     splits = parse_split(split)
     if download:
-        from .downloading import download as fetch_release
+        from .data.download import download as fetch_release
 
         fetch_release(root, package=None if config == "dna" else config, split="+".join(splits))
     builder = Bioscan5M(config_name=config, data_dir=os.path.expanduser(str(root)), cache_dir=cache_dir,
@@ -63,16 +63,16 @@ def load_dataset(root, config: str = "cropped_256", split: str | None = None, st
 def __getattr__(name):
     # The public API beyond loading is imported on first use, so `import bioscan5m` stays light.
     lazy = {
-        "read_metadata": ("metadata", "read_metadata"),
-        "BIOSCAN5M": ("torch_dataset", "BIOSCAN5M"),
-        "RGB_MEAN": ("torch_dataset", "RGB_MEAN"),
-        "RGB_STDEV": ("torch_dataset", "RGB_STDEV"),
-        "Bioscan5M": ("builder", "Bioscan5M"),
-        "Bioscan5MConfig": ("builder", "Bioscan5MConfig"),
-        "export": ("exporting", "export"),
-        "make_sample": ("sample", "make_sample"),
-        "download": ("downloading", "download"),
-        "iter_image_batches": ("images", "iter_image_batches"),
+        "read_metadata": ("data.metadata", "read_metadata"),
+        "BIOSCAN5M": ("data.torch_dataset", "BIOSCAN5M"),
+        "RGB_MEAN": ("data.torch_dataset", "RGB_MEAN"),
+        "RGB_STDEV": ("data.torch_dataset", "RGB_STDEV"),
+        "Bioscan5M": ("data.builder", "Bioscan5M"),
+        "Bioscan5MConfig": ("data.builder", "Bioscan5MConfig"),
+        "export": ("data.export", "export"),
+        "make_sample": ("data.synthetic", "make_sample"),
+        "download": ("data.download", "download"),
+        "iter_image_batches": ("data.images", "iter_image_batches"),
         # identification.py, not identify.py: a submodule named `identify` would shadow the function.
         "identify": ("identification", "identify"),
         "build_index": ("identification", "build_index"),
@@ -80,7 +80,7 @@ def __getattr__(name):
         "InputError": ("identification", "InputError"),
         "read_fasta_file": ("identification", "read_fasta_file"),
     }
-    if name in ("modeling", "evaluation", "training", "tokenization"):
+    if name in ("data", "modeling", "evaluation", "training", "tokenization", "apps"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

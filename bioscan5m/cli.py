@@ -42,7 +42,7 @@ def _add_dataset_commands(sub) -> None:
 
 
 def _run_sample(args) -> None:
-    from .sample import make_sample
+    from .data.synthetic import make_sample
 
     root = make_sample(args.out, num_records=args.records, packages=_csv_list(args.packages), seed=args.seed,
                        overwrite=args.overwrite)
@@ -50,7 +50,7 @@ def _run_sample(args) -> None:
 
 
 def _run_export(args) -> None:
-    from .exporting import export
+    from .data.export import export
 
     out = export(args.root, args.out, configs=_csv_list(args.configs) if args.configs else None, split=args.splits,
                  max_shard_bytes=args.max_shard_mb << 20, skip_missing_images=args.skip_missing_images,
@@ -59,14 +59,14 @@ def _run_export(args) -> None:
 
 
 def _run_download(args) -> None:
-    from .downloading import download
+    from .data.download import download
 
     for path in download(args.root, package=args.package, split=args.splits):
         print(path)
 
 
 def _run_info(args) -> None:
-    from .summary import summarize_release
+    from .data.summary import summarize_release
 
     print(summarize_release(args.root))
 
@@ -214,7 +214,7 @@ def _run_probe(args) -> None:
 def _run_embed(args) -> None:
     import numpy as np
 
-    from .metadata import read_metadata
+    from .data.metadata import read_metadata
     from .staging import check_output, staged_file
     from .training.embeddings import embed_sequences
 
@@ -492,7 +492,7 @@ def _run_identify(args) -> None:
 def _run_serve(args) -> None:
     from pathlib import Path
 
-    from .space import serve
+    from .apps.space import serve
 
     index = args.index
     if index is None and args.model is not None:
@@ -510,7 +510,7 @@ def _add_demo_command(sub) -> None:
 
 
 def _run_demo(args) -> None:
-    from .demo import run_demo
+    from .apps.demo import run_demo
 
     run_demo(args.workdir, num_records=args.records, models=not args.dataset_only)
 

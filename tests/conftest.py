@@ -46,7 +46,7 @@ def images_root() -> Path:
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     """A small synthetic release (CSV, cropped_256 + original_256 folders and zips), made once per session."""
-    from bioscan5m.sample import make_sample
+    from bioscan5m.data.synthetic import make_sample
 
     return make_sample(tmp_path_factory.mktemp("sample"), num_records=1200, seed=0)
 
@@ -54,7 +54,7 @@ def sample_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def space_demo_index(sample_root, tmp_path_factory) -> Path:
     """The Space's embedded default (tiny CLIBD + key index), made by the page's own code on the session's sample."""
-    from bioscan5m.space import demo_index
+    from bioscan5m.apps.space import demo_index
 
     folder = tmp_path_factory.mktemp("space-demo")
     (folder / "release").symlink_to(sample_root, target_is_directory=True)

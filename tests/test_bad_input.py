@@ -9,8 +9,8 @@ import pytest
 
 import bioscan5m
 from bioscan5m import release
-from bioscan5m.metadata import MetadataError
-from bioscan5m.release import UnsafeArchiveError
+from bioscan5m.data.metadata import MetadataError
+from bioscan5m.data.release import UnsafeArchiveError
 
 HEADER = ",".join(release.COLUMNS)
 

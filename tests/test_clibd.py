@@ -72,7 +72,7 @@ def test_taxonomy_tokenizer_roundtrip_without_custom_code(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- processor
 def test_processor_constants_are_bioscans():
-    from bioscan5m.release import RGB_MEAN, RGB_STD
+    from bioscan5m.data.release import RGB_MEAN, RGB_STD
 
     processor = ClibdImageProcessor()
     assert tuple(processor.image_mean) == tuple(RGB_MEAN) and tuple(processor.image_std) == tuple(RGB_STD)
@@ -82,7 +82,7 @@ def test_processor_constants_are_bioscans():
 def test_processor_matches_manual_torchvision_pipeline(images_root):
     from torchvision import transforms
 
-    from bioscan5m.release import RGB_MEAN, RGB_STD
+    from bioscan5m.data.release import RGB_MEAN, RGB_STD
 
     paths = sorted((images_root / "cropped").glob("*"))[:3] + sorted((images_root / "orders").glob("*.jpg"))[:1]
     images = [Image.open(p).convert("RGB") for p in paths]

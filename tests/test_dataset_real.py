@@ -8,7 +8,7 @@ import pytest
 
 import bioscan5m
 from bioscan5m import release
-from bioscan5m.metadata import find_metadata, label_vocabularies
+from bioscan5m.data.metadata import find_metadata, label_vocabularies
 
 from .conftest import BOLD_SPLIT_COUNTS
 
@@ -112,7 +112,7 @@ def test_label_vocabularies_are_sorted_and_complete(bold_root):
 
 
 def test_preparing_every_split_reads_the_csv_once(bold_root, tmp_path, monkeypatch):
-    from bioscan5m import builder
+    from bioscan5m.data import builder
 
     label_vocabularies(find_metadata(bold_root))  # the cached label pass is not part of preparing
     passes = []
@@ -131,7 +131,7 @@ def test_preparing_every_split_reads_the_csv_once(bold_root, tmp_path, monkeypat
 KILLED_WHILE_ROUTING = """
 import os, signal, sys
 import bioscan5m
-from bioscan5m import builder
+from bioscan5m.data import builder
 
 route = builder.Bioscan5M._split_records
 
@@ -160,7 +160,7 @@ def test_a_preparation_killed_while_routing_splits_is_redone_whole(bold_root, tm
 
 
 def test_labels_and_barcode_mask_are_cached_per_csv_and_option(bold_root, tmp_path):
-    from bioscan5m import metadata
+    from bioscan5m.data import metadata
 
     lines = (bold_root / release.METADATA_RELPATH).read_text().splitlines(keepends=True)
     csv_path = tmp_path / "metadata.csv"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bioscan5m import release
-from bioscan5m.downloading import ChecksumError, download, fetch
-from bioscan5m.release import RemoteFile
+from bioscan5m.data.download import ChecksumError, download, fetch
+from bioscan5m.data.release import RemoteFile
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

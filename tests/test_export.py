@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import bioscan5m
-from bioscan5m import exporting as export_module
+from bioscan5m.data import export as export_module
 from bioscan5m import release
 
 

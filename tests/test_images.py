@@ -16,8 +16,8 @@ from PIL import Image
 
 import bioscan5m
 from bioscan5m import release
-from bioscan5m.builder import MissingImageError
-from bioscan5m.images import ImageDecodeError, decode_image
+from bioscan5m.data.builder import MissingImageError
+from bioscan5m.data.images import ImageDecodeError, decode_image
 
 
 def _sample_counts(root: Path) -> dict[str, int]:

@@ -25,13 +25,13 @@ from PIL import Image
 
 import bioscan5m
 from bioscan5m import cli, release
-from bioscan5m.demo import DEMO_MARKER, DemoFolder
-from bioscan5m.downloading import ChecksumError, fetch
+from bioscan5m.apps.demo import DEMO_MARKER, DemoFolder
+from bioscan5m.data.download import ChecksumError, fetch
 from bioscan5m.identification import MAX_FASTA_BYTES, InputError, KeyIndexError, open_photo, read_fasta_file
-from bioscan5m.image_package import ImageTooLargeError, UnsafeImagePathError
-from bioscan5m.images import ImageDecodeError, decode_image
-from bioscan5m.metadata import MetadataError
-from bioscan5m.release import RemoteFile
+from bioscan5m.data.image_package import ImageTooLargeError, UnsafeImagePathError
+from bioscan5m.data.images import ImageDecodeError, decode_image
+from bioscan5m.data.metadata import MetadataError
+from bioscan5m.data.release import RemoteFile
 from bioscan5m.staging import OutputExistsError, clean_stale_staging, staged_folder
 from tests.test_bad_input import HEADER, _release, _row
 
@@ -171,7 +171,7 @@ def test_demo_refuses_a_workdir_it_did_not_make(tmp_path):
     (workdir / "bioscan-5m").mkdir(parents=True)
     (workdir / "bioscan-5m" / "README.md").write_text("my export")
     with pytest.raises(OutputExistsError, match="was not made by the demo"):
-        bioscan5m.demo.run_demo(workdir, num_records=200, models=False)
+        bioscan5m.apps.demo.run_demo(workdir, num_records=200, models=False)
     assert (workdir / "bioscan-5m" / "README.md").read_text() == "my export"
 
 
@@ -189,9 +189,9 @@ def test_demo_replaces_only_outputs_it_recorded(tmp_path):
 
 def test_demo_dataset_steps_run_twice_in_the_same_workdir(tmp_path, capsys):
     workdir = tmp_path / "demo"
-    bioscan5m.demo.run_demo(workdir, num_records=200, models=False)
+    bioscan5m.apps.demo.run_demo(workdir, num_records=200, models=False)
     first = (workdir / "bioscan-5m" / "README.md").stat().st_mtime_ns
-    bioscan5m.demo.run_demo(workdir, num_records=200, models=False)  # replaces its own export, asks nothing
+    bioscan5m.apps.demo.run_demo(workdir, num_records=200, models=False)  # replaces its own export, asks nothing
     assert (workdir / "bioscan-5m" / "README.md").stat().st_mtime_ns != first
     assert sorted(p.name for p in workdir.iterdir()) == sorted([DEMO_MARKER, "release", "bioscan-5m"])
 
@@ -406,7 +406,7 @@ def test_a_zip_member_larger_than_the_cap_is_never_read(tmp_path):
     assert (root / "BIOSCAN_5M_cropped_256_train.zip").stat().st_size < 200_000
     with pytest.raises(ImageTooLargeError, match=r"PID1-24\.jpg: 41,943,040 bytes .* over the 33,554,432-byte limit"):
         next(iter(bioscan5m.load_dataset(root, "cropped_256", split="train", streaming=True)))
-    with pytest.raises(bioscan5m.builder.MissingImageError, match="not a complete JPEG"):  # None: no cap, so read
+    with pytest.raises(bioscan5m.data.builder.MissingImageError, match="not a complete JPEG"):  # None: no cap, so read
         next(iter(bioscan5m.load_dataset(root, "cropped_256", split="train", streaming=True, max_image_bytes=None)))
     with pytest.raises(ValueError, match="max_image_bytes must be a positive integer or None"):
         bioscan5m.load_dataset(root, "cropped_256", split="train", streaming=True, max_image_bytes=0)
@@ -502,7 +502,7 @@ def test_cli_identify_on_a_photograph_bomb(space_demo_index, tmp_path, capsys):
 
 
 def test_the_page_answers_a_pixel_bomb_with_the_limit_and_cleans_uploads(space_demo_index, tmp_path):
-    from bioscan5m import space
+    from bioscan5m.apps import space
 
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_claiming(20000, 20000))

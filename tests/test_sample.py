@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bioscan5m import release
-from bioscan5m.sample import make_sample
+from bioscan5m.data.synthetic import make_sample
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_same_seed_same_release_across_processes(tmp_path):
     import subprocess
     import sys
 
-    script = "import sys; from bioscan5m.sample import make_sample; make_sample(sys.argv[1], 300, (), seed=7)"
+    script = "import sys; from bioscan5m.data.synthetic import make_sample; make_sample(sys.argv[1], 300, (), seed=7)"
     for name, hash_seed in (("a", "1"), ("b", "2")):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, env=env, timeout=300)

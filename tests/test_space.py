@@ -1,4 +1,4 @@
-"""The Space (bioscan5m.space, run by spaces/app.py) through ``gradio_client`` against a server on 127.0.0.1: a full identification with
+"""The Space (bioscan5m.apps.space, run by spaces/app.py) through ``gradio_client`` against a server on 127.0.0.1: a full identification with
 photographs and map data, and every kind of bad input answered with a message in the page."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ APP_PATH = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 
 @pytest.fixture(scope="module")
 def app():
-    from bioscan5m import space
+    from bioscan5m.apps import space
 
     return space
 

@@ -42,7 +42,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app():
-    from bioscan5m import space
+    from bioscan5m.apps import space
 
     return space
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from bioscan5m import release
-from bioscan5m.image_package import ImagePackage, ImageTooLargeError, MissingImageError
-from bioscan5m.release import UnsafeArchiveError
-from bioscan5m.zip_index import ZipIndex
+from bioscan5m.data.image_package import ImagePackage, ImageTooLargeError, MissingImageError
+from bioscan5m.data.release import UnsafeArchiveError
+from bioscan5m.data.zip_index import ZipIndex
 
 PACKAGE = "cropped_256"
 

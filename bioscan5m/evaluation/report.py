@@ -32,8 +32,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..caching import cache_folder
-from ..release import TARGET_COLUMNS
+from ..data.caching import cache_folder
+from ..data.release import TARGET_COLUMNS
 from ..staging import check_output, staged_file, staged_folder
 from . import baselines, clustering, probes, retrieval
 from .scoring import topk_accuracy
@@ -85,7 +85,7 @@ def load_benchmark_records(root, dedup: str = "barcodebert", max_records_per_spl
 
     ``max_records_per_split`` keeps only the first records of every split (for quick runs and tests).
     """
-    from ..metadata import read_metadata
+    from ..data.metadata import read_metadata
 
     frame = read_metadata(root, split="all", max_nucleotides=None)
     if max_records_per_split is not None:
@@ -340,7 +340,7 @@ def search_speed(arrays: dict[str, np.ndarray], k: int = 5, max_queries: int = 2
 # ---------------------------------------------------------------------------------------------- single tasks
 def read_records(root, split: str) -> RecordSet:
     """All records of a split expression (e.g. ``test+test_unseen``), barcodes cleaned as for clustering."""
-    from ..metadata import read_metadata
+    from ..data.metadata import read_metadata
 
     frame = read_metadata(root, split=split, max_nucleotides=None)
     if frame.empty:

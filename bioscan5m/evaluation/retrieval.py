@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .baselines import l2_normalize_rows
 from .clustering import check_embeddings
 from .scoring import grouped_topk_accuracy, topk_accuracy
 
@@ -21,11 +22,8 @@ RETRIEVAL_RANKS = ("order", "family", "genus", "species")
 
 
 def l2_normalize(embeddings) -> np.ndarray:
-    """Rows scaled to unit length (float32, C-contiguous, as FAISS wants); zero rows stay zero."""
-    embeddings = np.ascontiguousarray(check_embeddings(embeddings), dtype=np.float32)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return embeddings / norms
+    """Checked embeddings, rows scaled to unit length (float32, C-contiguous, as FAISS wants); zero rows stay zero."""
+    return np.ascontiguousarray(l2_normalize_rows(check_embeddings(embeddings)))
 
 
 def search(queries, keys, k: int = 5, method: str = "faiss", index: str = "flat", nlist: int | None = None,

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..release import TARGET_COLUMNS
+from ..data.release import TARGET_COLUMNS
 
 #: Ranks a label may belong to (the official target columns).
 RANKS = TARGET_COLUMNS

@@ -17,7 +17,7 @@ import torch
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import PILImageResampling
 
-#: BIOSCAN-5M cropped_256 per-channel mean and std (the same numbers as ``bioscan5m.release.RGB_MEAN/RGB_STD``).
+#: BIOSCAN-5M cropped_256 per-channel mean and std (the same numbers as ``bioscan5m.data.release.RGB_MEAN/RGB_STD``).
 BIOSCAN_RGB_MEAN = (0.76281859, 0.76503749, 0.76373138)
 BIOSCAN_RGB_STD = (0.14205404, 0.15642502, 0.17309470)
 #: Images smaller than this on either side are refused: they hold no specimen to see.

@@ -47,7 +47,7 @@ def unique_barcodes(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_barcode_sets(root: str | os.PathLike, roles: tuple[str, ...] = tuple(ROLES)) -> BarcodeSets:
     """Read the release once and split its unique barcodes into the protocol's roles."""
-    from ..metadata import find_metadata, label_vocabularies, read_metadata
+    from ..data.metadata import find_metadata, label_vocabularies, read_metadata
 
     records = unique_barcodes(read_metadata(root, split="all", max_nucleotides=None))
     frames = {role: records[records["split"].isin(ROLES[role])].reset_index(drop=True) for role in roles}

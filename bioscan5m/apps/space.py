@@ -29,7 +29,7 @@ MAX_UPLOAD = "25mb"  # the server refuses larger uploads before they reach ident
 UPLOAD_LIFETIME_SECONDS = 3600
 CONCURRENT_IDENTIFICATIONS = 4
 
-logger = logging.getLogger("bioscan5m.space")
+logger = logging.getLogger("bioscan5m.apps.space")
 
 
 def demo_index(folder: Path = DEMO_DIR) -> Path:

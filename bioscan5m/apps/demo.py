@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .staging import OutputExistsError
+from ..staging import OutputExistsError
 
 DEMO_MARKER = ".bioscan5m-demo.json"
 
@@ -61,9 +61,9 @@ def run_demo(workdir: str = "demo", num_records: int = 4000, models: bool = True
 
 
 def _dataset_steps(workdir: DemoFolder, num_records: int) -> Path:
-    from .exporting import export
-    from .sample import make_sample
-    from .summary import summarize_export, summarize_release
+    from ..data.export import export
+    from ..data.synthetic import make_sample
+    from ..data.summary import summarize_export, summarize_release
 
     release_root, made_before = workdir.output("release")
     if not (made_before and (release_root / "bioscan5m").is_dir()):
@@ -81,14 +81,14 @@ def _dataset_steps(workdir: DemoFolder, num_records: int) -> Path:
 
 
 def _model_steps(workdir: DemoFolder, release_root: Path) -> None:
-    from .evaluation.clibd_retrieval import clibd_retrieval_report, markdown_table
-    from .evaluation.report import run_benchmark
-    from .identification import build_index, format_identification, identify
-    from .metadata import read_metadata
-    from .training.finetune import finetune
-    from .training.pretrain import pretrain
-    from .training.probes import probe
-    from .training.train_clibd import train_clibd
+    from ..evaluation.clibd_retrieval import clibd_retrieval_report, markdown_table
+    from ..evaluation.report import run_benchmark
+    from ..identification import build_index, format_identification, identify
+    from ..data.metadata import read_metadata
+    from ..training.finetune import finetune
+    from ..training.pretrain import pretrain
+    from ..training.probes import probe
+    from ..training.train_clibd import train_clibd
 
     barcodebert, made_before = workdir.output("barcodebert")
     print(f"\n[4] pretraining BarcodeBERT (tiny preset, 200 steps) on pretrain+other_heldout -> {barcodebert}")

@@ -20,7 +20,7 @@ from . import release
 from .builder import Bioscan5M, prepare
 from .card import split_statistics, write_dataset_card
 from .metadata import check_max_nucleotides, find_metadata
-from .staging import check_output, staged_folder
+from ..staging import check_output, staged_folder
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import release
-from .staging import check_output, staged_folder
+from ..staging import check_output, staged_folder
 
 NUCLEOTIDES = np.array(list("ACGT"))
 IUPAC_AMBIGUITY = list("RYKMSWBDHV")

@@ -131,7 +131,7 @@ class BIOSCAN5M(torch.utils.data.Dataset):
         self._check_arguments()
         splits = release.parse_split(None if self.split in (None, "all") else self.split)
         if download:
-            from .downloading import download as fetch_release
+            from .download import download as fetch_release
 
             fetch_release(self.root, package=image_package if "image" in self.modality else None,
                           split="+".join(splits))

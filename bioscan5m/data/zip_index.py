@@ -26,7 +26,7 @@ import numpy as np
 
 from . import release
 from .caching import cache_folder
-from .staging import staged_folder
+from ..staging import staged_folder
 
 #: Bumped whenever the cached arrays change meaning.
 INDEX_FORMAT = 1

@@ -1,0 +1,57 @@
+"""Identify a specimen from its DNA barcode and/or photograph against a key index of reference specimens.
+
+    import bioscan5m
+    bioscan5m.build_index("~/bioscan", "runs/index", model="runs/clibd", splits="train+key_unseen")
+    index = bioscan5m.load_index("runs/index")
+    result = bioscan5m.identify(index, dna="AACATTATATTTTATTTTTGG...")
+    result.ranks[-1].label, result.ranks[-1].confidence, result.novelty.possibly_undescribed
+
+The index folder holds everything needed to answer a query, in formats that are safe to load (no pickle):
+
+* ``index.json``: the manifest: which embedding model, which splits, the calibrated novelty threshold and vote
+  temperature, and how they were measured;
+* ``keys.parquet``: one row per reference specimen (taxonomy, BIN, country, coordinates, thumbnail path);
+* ``dna.faiss`` (and ``image.faiss`` for CLIBD with photographs): FAISS inner-product indexes over
+  L2-normalised key embeddings, so the score is the cosine similarity;
+* ``kmer_projection.npy`` for the k-mer embedding (its SVD projection, read with ``allow_pickle=False``);
+* ``thumbnails/``: small JPEG photographs of the keys, when the release has images.
+
+Embedding models (``model=``): ``"kmer"`` / ``"kmer:K"`` (the k-mer-count baseline, needs no training; DNA only),
+a BarcodeBERT folder (DNA), or a CLIBD folder (DNA and photographs in one space).
+
+How the answer is made: the query is embedded and its ``vote_k`` nearest keys vote for a label at every rank,
+each with weight ``exp(similarity / T)``; the temperature ``T`` is fitted at build time so that these votes are
+calibrated probabilities on held-out queries of known species. A query whose nearest key is less similar than
+the novelty threshold is flagged "possibly undescribed species"; the threshold is the one that best separates
+held-out queries whose species is among the keys from those whose species is not (``other_heldout``, unseen
+species), by Youden's J.
+
+The package in reading order: ``inputs`` (what a user hands in, checked), ``encoders`` (the embedding models),
+``key_index`` (build, save, load, check), ``prediction`` (identify and vote) and ``calibration`` (temperature
+and novelty threshold).
+"""
+
+from __future__ import annotations
+
+
+from .calibration import calibrate
+from .encoders import BarcodeBertEncoder, ClibdEncoder, KmerEncoder, load_encoder, model_fingerprint
+from .inputs import (
+    MAX_BARCODE_NUCLEOTIDES,
+    MAX_FASTA_BYTES,
+    MAX_PHOTO_BYTES,
+    MAX_PHOTO_PIXELS,
+    MIN_BARCODE_NUCLEOTIDES,
+    InputError,
+    open_photo,
+    parse_barcode,
+    read_fasta_file,
+)
+from .key_index import RANKS, KeyIndex, KeyIndexError, build_index, load_index, write_index
+from .prediction import Identification, Novelty, RankPrediction, format_identification, identify, vote
+
+__all__ = ["InputError", "KeyIndexError", "KeyIndex", "Identification", "RankPrediction", "Novelty", "build_index",
+           "write_index", "load_index", "identify", "vote", "calibrate", "parse_barcode", "read_fasta_file",
+           "open_photo", "format_identification", "load_encoder", "model_fingerprint", "KmerEncoder",
+           "BarcodeBertEncoder", "ClibdEncoder", "RANKS", "MAX_BARCODE_NUCLEOTIDES", "MIN_BARCODE_NUCLEOTIDES",
+           "MAX_FASTA_BYTES", "MAX_PHOTO_BYTES", "MAX_PHOTO_PIXELS"]

@@ -1,0 +1,177 @@
+"""Answering a query: embed it, vote over its nearest keys at every rank with calibrated weights, flag possible
+novelty, and the result as a user reads it."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..evaluation.baselines import l2_normalize_rows
+from .inputs import InputError, open_photo, parse_barcode
+from .key_index import KEY_COLUMNS, RANKS, KeyIndex, load_index
+
+
+@dataclass
+class RankPrediction:
+    rank: str
+    label: str | None
+    confidence: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)  # best first, the prediction included
+
+
+@dataclass
+class Novelty:
+    possibly_undescribed: bool | None  # None when the index was built without calibration
+    similarity: float
+    threshold: float | None
+
+
+@dataclass
+class Identification:
+    """The answer to one query: the predicted lineage, the novelty flag and the nearest reference specimens."""
+
+    ranks: list[RankPrediction]
+    novelty: Novelty
+    neighbours: list[dict]
+    query: dict
+    seconds: float
+
+    def prediction(self, rank: str) -> RankPrediction:
+        return next(p for p in self.ranks if p.rank == rank)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=None, top_k: int = 10,
+             vote_k: int = 25, key_modality: str = "dna") -> Identification:
+    """Identify one specimen from its DNA barcode (pasted text or one FASTA record) and/or photograph.
+
+    Args:
+        index: a `KeyIndex` or the folder of one (loaded once and cached).
+        dna: the barcode; checked by `parse_barcode`.
+        image: a photograph (path or PIL image); needs an index built with a CLIBD model.
+        top_k: nearest reference specimens returned.
+        vote_k: nearest keys that vote for the labels.
+        key_modality: ``"dna"`` (match against the keys' barcodes) or ``"image"`` (against their photographs,
+            CLIBD indexes with image keys only).
+    Returns:
+        an `Identification`. Raises `InputError` with a message for the user when the query cannot be answered.
+    """
+    started = time.perf_counter()
+    for name, value in (("top_k", top_k), ("vote_k", vote_k)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    if not isinstance(index, KeyIndex):
+        index = _cached_index(str(index))
+    has_dna = dna is not None and str(dna).strip() != ""
+    if not has_dna and image is None:
+        raise InputError("Nothing to identify: paste a DNA barcode, upload a FASTA file, or upload a photograph.")
+    query: dict = {"modalities": []}
+    vectors = {}
+    if has_dna:
+        record_id, sequence = parse_barcode(dna)
+        sequence = sequence[:index.manifest["max_nucleotides"]]  # queries are cut like the keys were
+        vectors["dna"] = l2_normalize_rows(index.encoder.embed_dna([sequence]))
+        query.update(modalities=["dna"], record_id=record_id, nucleotides=len(sequence))
+    if image is not None:
+        photo = open_photo(image)
+        if "image" not in index.modalities:
+            raise InputError(f"This index was built with a DNA-only model ({index.encoder.kind}), so it cannot "
+                             "identify photographs: paste the barcode instead, or serve an index built with a CLIBD model.")
+        vectors["image"] = l2_normalize_rows(index.encoder.embed_images([photo]))
+        query["modalities"].append("image")
+        query["image_size"] = list(photo.size)
+    query_vector = l2_normalize_rows(np.mean(list(vectors.values()), axis=0))  # DNA and photo together: the mean direction
+
+    if key_modality == "image":
+        if index.image_index is None:
+            raise InputError("This index has no photograph keys; match against DNA keys (key_modality='dna').")
+        scores, hits = index.image_index.search(query_vector, max(top_k, vote_k))
+        hits = np.where(hits >= 0, index.image_rows[np.clip(hits, 0, None)], -1)
+    elif key_modality == "dna":
+        scores, hits = index.dna_index.search(query_vector, max(top_k, vote_k))
+    else:
+        raise ValueError(f"key_modality must be 'dna' or 'image'; got {key_modality!r}.")
+    valid = hits[0] >= 0
+    scores, hits = scores[0][valid], hits[0][valid]
+
+    # Calibrated for a barcode (or a photograph alone) against DNA keys. With both, the barcode decides novelty,
+    # being the surer of the two, and the ranking uses both.
+    basis = "dna" if "dna" in vectors else "image"
+    calibration = ((index.manifest.get("calibration") or {}).get(basis) or {}) if key_modality == "dna" else {}
+    ranks = vote({rank: index.columns[rank][hits[:vote_k]] for rank in RANKS}, scores[:vote_k],
+                 calibration.get("temperature", DEFAULT_TEMPERATURE))
+    threshold = calibration.get("novelty_threshold")
+    nearest = float(scores[0]) if len(vectors) == 1 else float(index.dna_index.search(vectors[basis], 1)[0][0, 0])
+    novelty = Novelty(None if threshold is None else bool(nearest < threshold), nearest, threshold)
+    neighbours = _neighbour_records(index, hits[:top_k], scores[:top_k])
+    return Identification(ranks, novelty, neighbours, query, time.perf_counter() - started)
+
+
+DEFAULT_TEMPERATURE = 0.02
+
+
+def vote(neighbour_labels: dict[str, np.ndarray], similarities: np.ndarray, temperature: float) -> list[RankPrediction]:
+    """Per rank, the share of ``exp(similarity / T)`` weight of the neighbours carrying each label.
+
+    ``neighbour_labels`` maps each rank to the neighbours' labels; those without one (None, e.g. pretrain
+    records) abstain at that rank.
+    """
+    weights = np.exp((similarities - similarities.max()) / temperature)
+    predictions = []
+    for rank in RANKS:
+        labels = neighbour_labels[rank]
+        labelled = np.array([isinstance(label, str) and label != "" for label in labels])
+        if not labelled.any():
+            predictions.append(RankPrediction(rank, None, 0.0))
+            continue
+        totals: dict[str, float] = {}
+        for label, weight in zip(labels[labelled], weights[labelled]):
+            totals[label] = totals.get(label, 0.0) + float(weight)
+        mass = sum(totals.values())
+        ranked = sorted(((label, value / mass) for label, value in totals.items()), key=lambda item: -item[1])
+        predictions.append(RankPrediction(rank, ranked[0][0], ranked[0][1], ranked[:5]))
+    return predictions
+
+
+def _neighbour_records(index: KeyIndex, hits: np.ndarray, scores: np.ndarray) -> list[dict]:
+    records = []
+    for row, score in zip(hits, scores):
+        record = {column: index.columns[column][row] for column in KEY_COLUMNS}
+        record["similarity"] = round(float(score), 4)
+        thumbnail = index.columns["thumbnail"][row]
+        record["thumbnail"] = str(index.folder / thumbnail) if thumbnail else None
+        records.append(record)
+    return records
+
+
+_INDEX_CACHE: dict[str, KeyIndex] = {}
+
+
+def _cached_index(folder: str) -> KeyIndex:
+    if folder not in _INDEX_CACHE:
+        _INDEX_CACHE[folder] = load_index(folder)
+    return _INDEX_CACHE[folder]
+
+
+def format_identification(result: Identification) -> str:
+    """A plain-text report of an identification (the CLI's output)."""
+    lines = []
+    for p in result.ranks:
+        lines.append(f"{p.rank:<8} {p.label or '(no label among the nearest keys)':<40} {100 * p.confidence:5.1f} %")
+    n = result.novelty
+    if n.possibly_undescribed:
+        lines.append(f"POSSIBLY UNDESCRIBED SPECIES: the nearest reference is at similarity {n.similarity:.3f}, "
+                     f"below the calibrated threshold {n.threshold:.3f}.")
+    elif n.threshold is not None:
+        lines.append(f"nearest reference similarity {n.similarity:.3f} (novelty threshold {n.threshold:.3f})")
+    lines.append("")
+    lines.append(f"{'similarity':>10}  {'processid':<14} {'species':<32} {'BIN':<14} country")
+    for record in result.neighbours:
+        lines.append(f"{record['similarity']:>10.4f}  {record['processid'] or '':<14} {record['species'] or '-':<32} "
+                     f"{record['dna_bin'] or '-':<14} {record['country'] or '-'}")
+    return "\n".join(lines)
