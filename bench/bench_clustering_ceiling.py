@@ -26,7 +26,7 @@ import numpy as np
 
 from bioscan5m.evaluation.baselines import kmer_embeddings
 from bioscan5m.evaluation.clustering import zero_shot_clustering
-from bioscan5m.evaluation.report import read_records
+from bioscan5m.evaluation.benchmark import read_records
 from bioscan5m.evaluation.scoring import clustering_agreement
 from bioscan5m.training.embeddings import embed_sequences
 

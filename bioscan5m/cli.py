@@ -308,7 +308,7 @@ def _add_evaluation_commands(sub) -> None:
 
 
 def _run_cluster(args) -> None:
-    from .evaluation.report import RANK_TITLES, cluster_report
+    from .evaluation.benchmark import RANK_TITLES, cluster_report
 
     result = cluster_report(args.embeddings, args.data, split=args.split, out_dir=args.out, n_clusters=args.n_clusters,
                             distance_threshold=args.distance_threshold, seed=args.seed, batch_size=args.batch_size,
@@ -322,7 +322,7 @@ def _run_cluster(args) -> None:
 def _run_retrieve(args) -> None:
     if _is_clibd_folder(args.model):
         return _run_clibd_retrieval(args)
-    from .evaluation.report import retrieval_report
+    from .evaluation.benchmark import retrieval_report
 
     out = args.out or "runs/retrieve"
     result = retrieval_report(args.model, args.data, queries=_csv_list(args.queries), keys=args.keys, out_dir=out,
@@ -360,7 +360,7 @@ def _run_clibd_retrieval(args) -> None:
 
 
 def _run_benchmark(args) -> None:
-    from .evaluation.report import command_line, run_benchmark
+    from .evaluation.benchmark import command_line, run_benchmark
 
     run_benchmark(args.data, models=args.model, out_dir=args.out, blast=args.blast, kmer=args.kmer, dedup=args.dedup,
                   linear_probe=not args.no_linear_probe, seed=args.seed, max_records_per_split=args.max_records_per_split,

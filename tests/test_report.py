@@ -11,7 +11,7 @@ import pytest
 from bioscan5m.cli import main
 from bioscan5m.evaluation.baselines import blast_available
 from bioscan5m.evaluation.probes import knn_probe
-from bioscan5m.evaluation.report import load_benchmark_records, unique_barcode_records
+from bioscan5m.evaluation.benchmark import load_benchmark_records, unique_barcode_records
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_per_split_protocol_gives_the_reference_query_counts(bold_root):
 def test_model_sources_embed_over_reading_frames(tiny_model, bold_root):
     import transformers
 
-    from bioscan5m.evaluation.report import parse_source
+    from bioscan5m.evaluation.benchmark import parse_source
 
     sequences = pd.read_csv(bold_root / "bioscan5m/metadata/csv/BIOSCAN_5M_Insect_Dataset_metadata.csv",
                             usecols=["dna_barcode"], nrows=8)["dna_barcode"].tolist()

@@ -82,7 +82,7 @@ def _dataset_steps(workdir: DemoFolder, num_records: int) -> Path:
 
 def _model_steps(workdir: DemoFolder, release_root: Path) -> None:
     from ..evaluation.clibd_retrieval import clibd_retrieval_report, markdown_table
-    from ..evaluation.report import run_benchmark
+    from ..evaluation.benchmark import run_benchmark
     from ..identification import build_index, format_identification, identify
     from ..data.metadata import read_metadata
     from ..training.finetune import finetune

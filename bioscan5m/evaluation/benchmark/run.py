@@ -1,0 +1,218 @@
+"""Running the benchmark: every model beside the k-mer and BLAST baselines, measured in one run on the same
+records and written as JSON, Markdown and plots; and the single-task reports behind `bioscan5m cluster` and
+`bioscan5m retrieve`."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ...staging import check_output, staged_folder
+from .. import baselines
+from .markdown import plot_bars, to_markdown
+from .records import load_benchmark_records, read_records
+from .sources import embed_unique, embedding_cache_dir, embedding_rows, kmer_source, model_source, parse_source
+from .tasks import (
+    blast_classification,
+    blast_retrieval,
+    retrieval_arrays,
+    run_classification,
+    run_clustering,
+    run_retrieval,
+    search_speed,
+)
+
+
+def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="runs/cluster",
+                   n_clusters: int | None = None, distance_threshold: float | None = None, seed: int = 0,
+                   batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
+    """``bioscan5m cluster``: zero-shot clustering of one embedding source; writes ``clustering.json`` and a UMAP PNG
+    into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
+    out_dir = check_output(out_dir, overwrite, inputs=(root, source))
+    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
+    records = read_records(root, split)
+    plot_name = f"umap_{_slug(embedding_source.name)}.png"
+    with staged_folder(out_dir, overwrite) as staging:
+        result = run_clustering(embedding_source, records, n_clusters="species" if n_clusters is None else n_clusters,
+                                distance_threshold=distance_threshold, seed=seed, plot_path=staging / plot_name)
+        result.update(source=embedding_source.description, data=str(root), split=split, command=command_line(),
+                      plot=str(out_dir / plot_name))
+        (staging / "clustering.json").write_text(json.dumps(result, indent=2, default=_json_default))
+    return result
+
+
+def retrieval_report(source: str, root, queries: Sequence[str] = ("test", "test_unseen"), keys: str = "train+key_unseen",
+                     out_dir="runs/retrieve", top_k: Sequence[int] = (1, 3, 5), index: str = "flat",
+                     batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
+    """``bioscan5m retrieve``: DNA->DNA retrieval of each query split against the keys; writes ``retrieval.json``
+    into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
+    out_dir = check_output(out_dir, overwrite, inputs=(root, source))
+    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
+    if embedding_source.kind == "file":
+        raise ValueError("retrieve needs a model folder or 'kmer[:K]': a .npy file cannot embed both queries and keys.")
+    sets = {"keys": read_records(root, keys), **{q: read_records(root, q) for q in queries}}
+    table = embed_unique(embedding_source, sorted({s for r in sets.values() for s in r.sequences}))
+    arrays = retrieval_arrays(table, sets, embedding_source.compact)
+    result = {"dna->dna": run_retrieval(arrays, sets, top_k=top_k, index=index), "source": embedding_source.description,
+              "data": str(root), "keys": keys, "queries": list(queries), "command": command_line()}
+    with staged_folder(out_dir, overwrite) as staging:
+        (staging / "retrieval.json").write_text(json.dumps(result, indent=2, default=_json_default))
+    return result
+
+
+@dataclass
+class Benchmark:
+    """Everything measured in one run; `to_markdown` lays it out like the paper's tables."""
+
+    command: str
+    data: dict
+    sources: dict[str, str] = field(default_factory=dict)
+    classification: dict[str, dict] = field(default_factory=dict)
+    clustering: dict[str, dict] = field(default_factory=dict)
+    retrieval: dict[str, dict] = field(default_factory=dict)
+    performance: dict[str, dict] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    environment: dict = field(default_factory=dict)
+    plots: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchmark", blast: bool = False,
+                  kmer: int = 6, dedup: str = "barcodebert", linear_probe: bool = True, seed: int = 0,
+                  max_records_per_split: int | None = None, batch_size: int = 128, command: str | None = None,
+                  tasks: Sequence[str] = ("classification", "clustering", "retrieval"),
+                  reading_frames: int = 1, overwrite: bool = False) -> Benchmark:
+    """Measure every model and the baselines on one release and write ``report.md``, ``report.json`` and plots.
+
+    Args:
+        root: release root (DNA metadata is enough).
+        models: saved model folders (each ``AutoModel`` with ``.embed``); the k-mer baseline always runs.
+        out_dir: the folder for the report and plots (refused if it exists, unless ``overwrite``; it appears only
+            once the report is complete). Embeddings are cached in the ``datasets`` cache, across runs.
+        blast: also run the BLAST baseline (needs ``blastn``; skipped with a message when absent).
+        kmer: k of the k-mer baseline.
+        dedup: unique-barcode protocol for classification, ``"barcodebert"`` or ``"per-split"``.
+        max_records_per_split: keep the first N records of each split (quick runs).
+        reading_frames: the models embed each barcode from this many start offsets and average (1: as trained).
+    """
+    out_dir = check_output(out_dir, overwrite, inputs=(root, *models))
+    unknown = set(tasks) - {"classification", "clustering", "retrieval"}
+    if unknown:
+        raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from classification, clustering, retrieval.")
+    with staged_folder(out_dir, overwrite) as staging:
+        (staging / "plots").mkdir()
+        return _run_benchmark(root, staging, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
+                              batch_size, command, tasks, reading_frames)
+
+
+def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
+                   batch_size, command, tasks, reading_frames) -> Benchmark:
+    from tqdm.auto import tqdm
+
+    sources = [model_source(m, batch_size=batch_size, reading_frames=reading_frames) for m in models] + [kmer_source(kmer)]
+    sets = load_benchmark_records(root, dedup=dedup, max_records_per_split=max_records_per_split, tasks=tasks)
+    report = Benchmark(command=command or "bioscan5m.evaluation.benchmark.run_benchmark(...)",
+                       data=_describe_data(root, sets, dedup, max_records_per_split), environment=_environment())
+    all_sequences = sorted({s for value in sets.values()
+                            for record_set in (value.values() if isinstance(value, dict) else [value])
+                            for s in record_set.sequences})
+    steps = tqdm(total=len(sources) * len(tasks) + (2 if blast else 0), desc="benchmark", unit="step")
+    for source in sources:
+        report.sources[source.name] = source.description
+        steps.set_postfix_str(f"embedding {source.name}")
+        start = time.perf_counter()
+        table = embed_unique(source, all_sequences, cache_dir=embedding_cache_dir())
+        report.performance.setdefault("embedding_seconds", {})[source.name] = time.perf_counter() - start
+        if "classification" in sets:
+            steps.set_postfix_str(f"{source.name}: classification")
+            # The linear probe is a model column, as in the paper; on 4,096-d k-mer counts it would cost minutes.
+            report.classification[source.name] = run_classification(table, sets["classification"],
+                                                                    linear_probe and source.kind == "model")
+            steps.update()
+        if "clustering" in sets:
+            steps.set_postfix_str(f"{source.name}: clustering")
+            records = sets["clustering"]
+            plot = out_dir / "plots" / f"umap_{_slug(source.name)}.png"
+            result = run_clustering(source, records, embedding_rows(table, records.sequences), seed=seed, plot_path=plot)
+            report.clustering[source.name] = result
+            report.plots[f"UMAP {source.name}"] = str(plot.relative_to(out_dir))
+            steps.update()
+        if "retrieval" in sets:
+            steps.set_postfix_str(f"{source.name}: retrieval")
+            arrays = retrieval_arrays(table, sets["retrieval"], source.compact)
+            report.retrieval[source.name] = {"dna->dna": run_retrieval(arrays, sets["retrieval"])}
+            report.performance.setdefault("search", {})[source.name] = search_speed(arrays)
+            steps.update()
+        del table
+    if blast:
+        try:
+            baselines.require_blast()
+        except baselines.BlastNotFoundError as error:
+            report.skipped.append(str(error))
+            print(error, file=sys.stderr)
+            steps.update(2)
+        else:
+            report.environment["blast"] = baselines.blast_version()
+            if "classification" in sets:
+                steps.set_postfix_str("BLAST classification")
+                report.classification["BLAST"] = blast_classification(sets["classification"])
+                report.sources["BLAST"] = f"top blastn hit ({report.environment['blast']}, megablast defaults)"
+            steps.update()
+            if "retrieval" in sets:
+                steps.set_postfix_str("BLAST retrieval")
+                report.retrieval["BLAST"] = {"dna->dna": blast_retrieval(sets["retrieval"])}
+            steps.update()
+    steps.close()
+    for name, result in report.clustering.items():
+        per_10k = sum(result["seconds"].values()) / result["records"] * 10_000
+        report.performance.setdefault("clustering_seconds_per_10k_points", {})[name] = per_10k
+    report.plots.update(plot_bars(report, out_dir / "plots"))
+    (out_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2, default=_json_default))
+    (out_dir / "report.md").write_text(to_markdown(report))
+    return report
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _describe_data(root, sets: dict, dedup: str, max_records_per_split: int | None) -> dict:
+    described = {"root": str(root), "dedup": dedup, "max_records_per_split": max_records_per_split}
+    for role, value in sets.items():
+        record_sets = value.values() if isinstance(value, dict) else [value]
+        described[role] = {s.name: {"records": len(s), "species": int(len(set(s.labels["species"][s.labels["species"] >= 0])))}
+                           for s in record_sets}
+    return described
+
+
+def _environment() -> dict:
+    import os
+
+    import sklearn
+
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def command_line() -> str:
+    """The command that started this process, for the report."""
+    return " ".join(shlex.quote(a) for a in ["bioscan5m", *sys.argv[1:]])

@@ -1,0 +1,114 @@
+"""The benchmark's tasks on one embedding source — clustering, retrieval, classification, search speed — and
+BLAST on the same records."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import baselines, clustering, probes, retrieval
+from ..scoring import topk_accuracy
+from .records import CLUSTER_RANKS, RecordSet
+from .sources import EmbeddingSource, embedding_rows
+
+
+def run_clustering(source: EmbeddingSource, records: RecordSet, embeddings: np.ndarray | None = None,
+                   n_clusters: int | str = "species", distance_threshold: float | None = None, seed: int = 0,
+                   plot_path: Path | None = None) -> dict:
+    """Zero-shot clustering of one source's embeddings; AMI (and ARI, NMI) per rank, optional 2-D UMAP plot."""
+    if embeddings is None:
+        embeddings = source.embed(records.sequences)
+    points = source.compact(embeddings) if source.compact else embeddings
+    result = clustering.zero_shot_clustering(points, {r: records.labels[r] for r in CLUSTER_RANKS},
+                                             n_clusters=n_clusters, distance_threshold=distance_threshold, seed=seed)
+    out = {"ami": result.ami, "scores": result.scores, "n_clusters": result.n_clusters, "ward": result.ward,
+           "records": len(records), "seconds": result.seconds}
+    if plot_path is not None:
+        clustering.plot_umap_2d(points, records.order_names, plot_path, seed=seed,
+                                title=f"{source.name}: 2-D UMAP of {records.name} ({len(records):,} records)")
+        out["plot"] = str(plot_path)
+    return out
+
+
+def retrieval_arrays(table: dict, sets: dict[str, RecordSet], compact: Callable | None = None) -> dict[str, np.ndarray]:
+    """Embeddings of the keys and of each query set, projected together by ``compact`` when given."""
+    arrays = {name: embedding_rows(table, s.sequences) for name, s in sets.items()}
+    if compact is None:
+        return arrays
+    names = list(arrays)
+    projected = compact(np.concatenate([arrays[n] for n in names]))
+    bounds = np.cumsum([0] + [len(arrays[n]) for n in names])
+    return {n: projected[bounds[i]:bounds[i + 1]] for i, n in enumerate(names)}
+
+
+def run_retrieval(arrays: dict[str, np.ndarray], sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5),
+                  **search_kwargs) -> dict:
+    """DNA->DNA retrieval (CLIBD protocol): every query set of ``sets`` against its ``keys``."""
+    queries = {name: (arrays[name], s.labels) for name, s in sets.items() if name != "keys"}
+    return retrieval.evaluate_retrieval(queries, (arrays["keys"], sets["keys"].labels), top_k=top_k,
+                                        ranks=retrieval.RETRIEVAL_RANKS, **search_kwargs)
+
+
+def run_classification(table: dict, sets: dict[str, RecordSet], linear_probe: bool = True) -> dict:
+    """1-NN (cosine, keys train) species@test and genus@test_unseen, and a linear probe species@test."""
+    train = embedding_rows(table, sets["train"].sequences)
+    out = {}
+    for task, split, rank in (("species@test 1-NN", "test", "species"), ("genus@test_unseen 1-NN", "test_unseen", "genus")):
+        out[task] = probes.knn_probe(train, sets["train"].labels[rank], embedding_rows(table, sets[split].sequences),
+                                     sets[split].labels[rank], k=1)
+    if linear_probe:
+        out["species@test linear"] = probes.linear_probe(train, sets["train"].labels["species"],
+                                                         embedding_rows(table, sets["test"].sequences), sets["test"].labels["species"])
+    return out
+
+
+def blast_classification(sets: dict[str, RecordSet]) -> dict:
+    """BLAST top hit against a database of the train barcodes: species@test and genus@test_unseen."""
+    train = sets["train"]
+    queries = sets["test"].sequences + sets["test_unseen"].sequences
+    start = time.perf_counter()
+    top = baselines.blast_search(queries, train.sequences, k=1)[:, 0]
+    seconds = time.perf_counter() - start
+    n_test = len(sets["test"])
+    out = {}
+    for task, split, rank, rows in (("species@test top hit", "test", "species", slice(0, n_test)),
+                                    ("genus@test_unseen top hit", "test_unseen", "genus", slice(n_test, None))):
+        predicted = np.where(top[rows] >= 0, train.labels[rank][np.clip(top[rows], 0, None)], -2)
+        out[task] = topk_accuracy(predicted, sets[split].labels[rank])
+    out["queries_per_second"] = len(queries) / seconds
+    return out
+
+
+def blast_retrieval(sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5)) -> dict:
+    """BLAST as a retrieval method: keys ranked by bit score (identical query barcodes searched once)."""
+    names = [n for n in sets if n != "keys"]
+    queries = [s for n in names for s in sets[n].sequences]
+    groups = np.concatenate([[n] * len(sets[n]) for n in names])
+    indices = baselines.blast_search(queries, sets["keys"].sequences, k=max(top_k))
+    labels = {r: np.concatenate([sets[n].labels[r] for n in names]) for r in retrieval.RETRIEVAL_RANKS}
+    return retrieval.retrieval_accuracy(indices, labels, sets["keys"].labels, top_k, groups)
+
+
+def search_speed(arrays: dict[str, np.ndarray], k: int = 5, max_queries: int = 2_000) -> dict:
+    """Queries per second of FAISS (flat, exact) and brute-force NumPy on the same retrieval embeddings.
+
+    Rates are measured on the first ``max_queries`` queries against all keys (enough for a stable rate).
+    """
+    keys = arrays["keys"]
+    queries = np.concatenate([a for n, a in arrays.items() if n != "keys"])[:max_queries]
+    out = {"queries": len(queries), "keys": len(keys), "dims": int(keys.shape[1])}
+    best = {}
+    for method in ("faiss", "numpy"):
+        start = time.perf_counter()
+        scores, _ = retrieval.search(queries, keys, k=k, method=method)
+        out[f"{method}_queries_per_second"] = len(queries) / (time.perf_counter() - start)
+        best[method] = scores[:, 0]
+    out["speedup"] = out["faiss_queries_per_second"] / out["numpy_queries_per_second"]
+    # Duplicate keys tie, so the two may return different but equally similar keys: compare similarities.
+    out["top1_agreement"] = float(np.isclose(best["faiss"], best["numpy"], atol=1e-5).mean())
+    return out
+
+
