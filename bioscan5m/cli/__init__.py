@@ -1,0 +1,78 @@
+"""``bioscan5m``: a thin command line over the Python API. Every command maps to one documented function.
+
+One module per capability (``dataset``, ``dna``, ``evaluation``, ``clibd``, ``identification``, ``demo``) adds
+its commands; ``arguments`` holds the options they share and the argument types that refuse bad values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import clibd, dataset, demo, dna, evaluation, identification
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="bioscan5m", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bioscan5m {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for commands in (dataset, dna, evaluation, clibd, identification, demo):
+        commands.add_commands(sub)
+    return parser
+
+
+def _leave_process_group(finished: bool) -> None:
+    """Close the ``torchrun`` process group, if a training command opened one, before the interpreter exits.
+
+    A gloo group left open aborts a process at exit now and then ("terminate called without an active exception",
+    pytorch/pytorch#190489). After a successful run every process first waits for the others, so none exits while
+    rank 0 still saves; after a failure there is no waiting, as the other processes may never arrive.
+    """
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def input_problem(error: BaseException) -> BaseException | None:
+    """The problem with the user's input behind ``error`` (the error itself, or the one a library wrapped, as
+    ``datasets`` wraps every error of a builder in ``DatasetGenerationError``), or None for a bug."""
+    import zipfile
+
+    from PIL import Image
+
+    while error is not None:
+        if isinstance(error, (ValueError, OSError, zipfile.BadZipFile, Image.DecompressionBombError)):
+            return error
+        error = error.__cause__
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    finished = False
+    try:
+        args.run(args)
+        finished = True
+    except Exception as error:
+        # Input problems get one clear line, not a traceback; BIOSCAN5M_DEBUG=1 shows the traceback.
+        import os
+
+        problem = input_problem(error)
+        if problem is None or os.environ.get("BIOSCAN5M_DEBUG"):
+            raise
+        print(f"bioscan5m {args.command}: error: {problem}", file=sys.stderr)
+        return 2
+    finally:
+        _leave_process_group(finished)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

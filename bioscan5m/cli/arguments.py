@@ -1,0 +1,97 @@
+"""Options shared by several commands, and the argument types that refuse bad values with one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_seed_arg(p) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def add_overwrite_arg(p) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (it is replaced only once the new one is complete)")
+
+
+#: Presets of the training commands (BarcodeBERT's in ``training.presets``, CLIBD's in ``training.train_clibd``;
+#: a test checks both against this list, which the parser needs without importing torch).
+PRESET_NAMES = ("paper", "cpu-small", "tiny")
+
+
+def add_release_root(p, *, positional: bool = False) -> None:
+    """``--data ROOT``, the release root of every command; where ROOT was positional, it still may be."""
+    if positional:
+        p.add_argument("root", nargs="?", default=None, help="release root (the same as --data)")
+    p.add_argument("--data", required=not positional, metavar="ROOT",
+                   help="release root (the folder holding bioscan5m/metadata/...)")
+
+
+def release_root(args) -> str:
+    """The release root of a command that takes it as ``--data`` or positionally (not both, unless equal)."""
+    given = [value for value in (getattr(args, "data", None), getattr(args, "root", None)) if value is not None]
+    problem = ("the release root is missing: give --data ROOT" if not given else
+               f"two release roots given ({given[0]} and {given[1]})" if len(set(given)) > 1 else None)
+    if problem:
+        print(f"bioscan5m {args.command}: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)  # argparse's status for a usage error
+    return given[0]
+
+
+def add_split_arg(p, default: str, what: str = "records") -> None:
+    p.add_argument("--split", "--splits", dest="split", default=default,
+                   help=f"{what}: a split expression such as 'train+val' or 'all' (default {default})")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nucleotides(text: str) -> int | None:
+    return None if text.lower() == "none" else positive_int(text)
+
+
+def csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+
+def add_reading_frames_arg(p) -> None:
+    p.add_argument("--reading-frames", type=int, default=1,
+                   help="BarcodeBERT models: average each barcode's vectors over this many start offsets "
+                        "(1 to k; k makes barcodes that start at different positions comparable; k times the compute)")
+
+
+def add_align_arg(p) -> None:
+    p.add_argument("--align-to-reference", action=argparse.BooleanOptionalAction, default=None,
+                   help="place barcodes in COI-5P reference coordinates before cutting k-mers, so every barcode's "
+                        "k-mers are cut at the same gene positions (saved with the tokenizer; default: the preset's "
+                        "setting, or for finetune the pretrained tokenizer's)")
+
+
+def add_run_length_args(p) -> None:
+    p.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--max-barcodes", type=int, default=None, help="use only this many barcodes (quick runs)")
+    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="override the preset's learning rate")
+    add_seed_arg(p)
+    add_overwrite_arg(p)
+
+
+
+
+def print_results(results: dict) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for name, value in results.items():
+        print(f"{name}: {value:.2f}" if isinstance(value, float) else f"{name}: {value}")

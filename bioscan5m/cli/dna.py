@@ -1,0 +1,165 @@
+"""DNA model commands: pretrain, finetune, probe, embed, convert-barcodebert."""
+
+from __future__ import annotations
+
+
+from .arguments import (
+    PRESET_NAMES,
+    add_align_arg,
+    add_overwrite_arg,
+    add_reading_frames_arg,
+    add_run_length_args,
+    csv_list,
+    positive_int,
+    print_results,
+)
+
+
+def add_commands(sub) -> None:
+    """pretrain, finetune, probe, embed, convert-barcodebert."""
+    p = sub.add_parser("pretrain", help="masked-LM pretraining of BarcodeBERT on pretrain+other_heldout (unique barcodes)")
+    p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--preset", default="cpu-small", choices=PRESET_NAMES, help="model size and schedule (default cpu-small)")
+    p.add_argument("--k", dest="k_mer", type=int, default=None, help="k-mer length (overrides the preset)")
+    p.add_argument("--vocabulary", dest="tokenizer_vocabulary", choices=("barcodebert", "standard"), default=None,
+                   help="k-mer vocabulary: BarcodeBERT's ids or the standard order (default: the preset's)")
+    p.add_argument("--scheme", dest="mlm_scheme", choices=("barcodebert", "standard"), default=None,
+                   help="barcodebert: 50%% [MASK], loss on all tokens; standard: BERT 15%% 80/10/10")
+    add_align_arg(p)
+    add_run_length_args(p)
+    p.set_defaults(run=_run_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a BarcodeBERT on train: taxonomic classifiers (accuracy on test) "
+                                        "or, with --objective contrastive, an embedding for identification")
+    p.add_argument("--model", required=True, help="pretrained model folder")
+    p.add_argument("--data", required=True, help="release root")
+    p.add_argument("--out", required=True, help="fine-tuned model folder to write")
+    p.add_argument("--objective", choices=("classification", "contrastive"), default="classification",
+                   help="classification heads per rank (default), or the supervised contrastive loss on the "
+                        "embeddings (then probed: linear probe species@test, 1-NN genus@test_unseen)")
+    p.add_argument("--rank", default=None, help="rank(s), comma-separated, coarse to fine (default species; "
+                                                "contrastive: genus,species)")
+    p.add_argument("--preset", default="cpu-small", choices=PRESET_NAMES,
+                   help="supplies epochs, batch size, learning rate (default cpu-small)")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the heads only (linear probe)")
+    p.add_argument("--head-init", choices=("linear-probe", "random"), default="linear-probe",
+                   help="start the heads from a linear probe on frozen embeddings (LP-FT, default) or at random")
+    p.add_argument("--temperature", type=float, default=None, help="contrastive: loss temperature (preset's)")
+    p.add_argument("--group-size", type=int, default=4, help="contrastive: barcodes of one species per group")
+    p.add_argument("--pooling", choices=("mean", "per_position"), default=None,
+                   help="contrastive: pool token states by their mean or per gene position (aligned models; "
+                        "default: the pretrained model's)")
+    p.add_argument("--per-position-size", type=int, default=None, help="contrastive: values per position (16)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="contrastive: keep only the first N encoder layers (a faster encoder; default all)")
+    add_align_arg(p)
+    add_run_length_args(p)
+    p.set_defaults(run=_run_finetune)
+
+    p = sub.add_parser("probe", help="linear probe species@test and 1-NN genus@test_unseen of a pretrained model")
+    p.add_argument("--model", required=True, help="saved BarcodeBERT folder")
+    p.add_argument("--data", required=True, metavar="ROOT", help="release root")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="barcodes per forward pass (default 256)")
+    add_reading_frames_arg(p)
+    add_overwrite_arg(p)
+    p.set_defaults(run=_run_probe)
+
+    p = sub.add_parser("embed", help="embed the barcodes of a split into a .npy array (float16 or float32)")
+    p.add_argument("--model", required=True, help="saved BarcodeBERT folder")
+    p.add_argument("--data", required=True, metavar="ROOT", help="release root")
+    p.add_argument("--split", default="all", help="split expression, e.g. 'train+val' (default all)")
+    p.add_argument("--out", required=True, help=".npy file to write; processids go beside it as .txt")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float32", help="array type (default float32)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="barcodes per forward pass (default 256)")
+    add_reading_frames_arg(p)
+    add_overwrite_arg(p)
+    p.set_defaults(run=_run_embed)
+
+    p = sub.add_parser("convert-barcodebert", help="convert an original BarcodeBERT checkpoint (.pt/.pth/.safetensors)")
+    p.add_argument("checkpoint", help="original checkpoint; .pt/.pth are read with torch.load(weights_only=True)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--heads", type=positive_int, default=None,
+                   help="attention heads, if the checkpoint does not record them")
+    add_overwrite_arg(p)
+    p.set_defaults(run=_run_convert_barcodebert)
+
+
+
+
+def _run_pretrain(args) -> None:
+    from ..training.pretrain import pretrain
+
+    out = pretrain(args.data, args.out, preset=args.preset, k_mer=args.k_mer, mlm_scheme=args.mlm_scheme,
+                   tokenizer_vocabulary=args.tokenizer_vocabulary, align_to_reference=args.align_to_reference,
+                   epochs=args.epochs, max_steps=args.max_steps,
+                   max_barcodes=args.max_barcodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                   seed=args.seed, overwrite=args.overwrite)
+    print(f"pretrained model written to {out}")
+
+
+def _run_finetune(args) -> None:
+    contrastive_only = {"--pooling": args.pooling, "--per-position-size": args.per_position_size,
+                        "--layers": args.layers}
+    if args.objective == "contrastive":
+        if args.freeze_encoder or args.align_to_reference is not None:
+            raise SystemExit("--freeze-encoder and --align-to-reference apply to --objective classification only; "
+                             "contrastive fine-tuning keeps the pretrained tokenizer's frame.")
+        from ..training.contrastive import contrastive_finetune
+
+        print_results(contrastive_finetune(
+            args.model, args.data, args.out, ranks=tuple(csv_list(args.rank or "genus,species")), preset=args.preset,
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            temperature=args.temperature, group_size=args.group_size, pooling=args.pooling,
+            per_position_size=args.per_position_size, num_hidden_layers=args.layers, max_steps=args.max_steps,
+            max_barcodes=args.max_barcodes, seed=args.seed, overwrite=args.overwrite))
+        return
+    given = [option for option, value in contrastive_only.items() if value is not None]
+    if given:
+        raise SystemExit(f"{', '.join(given)} apply to --objective contrastive only.")
+    from ..training.finetune import finetune
+
+    results = finetune(args.model, args.data, args.out, ranks=tuple(csv_list(args.rank or "species")),
+                       preset=args.preset, epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
+                       batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       freeze_encoder=args.freeze_encoder, head_init=args.head_init,
+                       align_to_reference=args.align_to_reference, seed=args.seed, overwrite=args.overwrite)
+    print_results(results)
+
+
+def _run_probe(args) -> None:
+    from ..training.probes import probe
+
+    print_results(probe(args.model, args.data, out_path=args.out, batch_size=args.batch_size,
+                         reading_frames=args.reading_frames, overwrite=args.overwrite))
+
+
+def _run_embed(args) -> None:
+    import numpy as np
+
+    from ..data.metadata import read_metadata
+    from ..staging import check_output, staged_file
+    from ..training.embeddings import embed_sequences
+
+    ids = str(args.out).removesuffix(".npy") + ".processid.txt"
+    for path in (args.out, ids):
+        check_output(path, args.overwrite)
+    frame = read_metadata(args.data, split=args.split)
+    embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
+                    out_path=args.out, reading_frames=args.reading_frames, overwrite=args.overwrite)
+    with staged_file(ids, args.overwrite) as order:
+        order.write_text("\n".join(frame["processid"]) + "\n")
+    print(f"{len(frame)} embeddings written to {args.out} (row order: {ids})")
+
+
+def _run_convert_barcodebert(args) -> None:
+    from pathlib import Path
+
+    from ..modeling.convert_barcodebert import convert_barcodebert
+    from ..staging import staged_folder
+
+    with staged_folder(args.out, args.overwrite) as staging:
+        convert_barcodebert(args.checkpoint, out_dir=staging, num_attention_heads=args.heads,
+                            name=Path(args.out).name)
+    print(f"converted model written to {args.out}")
