@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..data.release import IMAGE_PACKAGES
 
-from .arguments import add_overwrite_arg, add_seed_arg, positive_int
+
+from .arguments import add_overwrite_arg, add_seed_arg, add_split_arg, positive_int
 
 
 def add_commands(sub) -> None:
@@ -15,10 +17,10 @@ def add_commands(sub) -> None:
     p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
     p.add_argument("--model", default="kmer", help=f"embedding model: {models} (default kmer)")
     p.add_argument("--out", default=None, help="index folder (default MODEL/index, beside the model)")
-    p.add_argument("--splits", default="train+key_unseen", help="key splits (default train+key_unseen)")
+    add_split_arg(p, "train+key_unseen", "the key records")
     p.add_argument("--calibration", default="val+val_unseen+other_heldout",
                    help="splits that calibrate confidences and the novelty threshold ('none' to skip)")
-    p.add_argument("--image-package", default="cropped_256", help="photographs for thumbnails / CLIBD image keys")
+    p.add_argument("--image-package", default="cropped_256", choices=IMAGE_PACKAGES, help="photographs for thumbnails / CLIBD image keys")
     p.add_argument("--no-thumbnails", action="store_true", help="do not store key photographs")
     p.add_argument("--index-type", choices=("flat", "ivf"), default="flat", help="exact flat, or IVF for millions of keys")
     p.add_argument("--batch-size", type=positive_int, default=128, help="records per forward pass (default 128)")
@@ -48,7 +50,7 @@ def _run_index_build(args) -> None:
     from ..identification import build_index
 
     calibration = None if args.calibration.lower() == "none" else args.calibration
-    out = build_index(args.data, args.out, model=args.model, splits=args.splits, calibration=calibration,
+    out = build_index(args.data, args.out, model=args.model, splits=args.split, calibration=calibration,
                       image_package=args.image_package, thumbnails=not args.no_thumbnails, index_type=args.index_type,
                       batch_size=args.batch_size, seed=args.seed, overwrite=args.overwrite)
     import json

@@ -45,7 +45,7 @@ class Preset:
 PRESETS = {
     "paper": Preset(k_mer=8, hidden_size=768, num_hidden_layers=4, num_attention_heads=4, intermediate_size=3072),
     # Aligned to the COI-5P reference: one CPU epoch then reaches 53 % masked-token accuracy instead of 6 %, and a
-    # 98.0 % linear probe instead of 81.9 % (BENCHMARKS.md, "Reference alignment").
+    # 98.0 % linear probe instead of 81.9 % (docs/experiments.md, "Reference alignment").
     "cpu-small": Preset(k_mer=6, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
                         align_to_reference=True,
                         pretrain_epochs=1, pretrain_batch_size=64, pretrain_learning_rate=1e-3, warmup=0.1,
