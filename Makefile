@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED ?= False
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: $(STAMP)
 # Two test workers on two cores: one BLAS/OpenMP thread each, or the workers oversubscribe the cores.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
+
+# Everything but the subprocess, torchrun, BLAST and browser tests (marked slow): for a quick loop while editing.
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dataset.py

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from bioscan5m.evaluation.retrieval import build_index, l2_normalize, search
+from bioscan5m.evaluation.retrieval import faiss_index, l2_normalize, search
 
 
 def clustered_vectors(n: int, dims: int, groups: int, rng) -> np.ndarray:
@@ -45,10 +45,10 @@ def main() -> None:
     unit_keys, unit_queries = l2_normalize(keys), l2_normalize(queries)
     for name, index, nprobe in (("faiss_flat", "flat", 0), ("faiss_ivf", "ivf", 16), ("faiss_ivf_nprobe64", "ivf", 64)):
         start = time.perf_counter()
-        faiss_index = build_index(unit_keys, index=index, nprobe=nprobe)
+        key_index = faiss_index(unit_keys, index=index, nprobe=nprobe)
         results[f"{name}_build_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
-        _, found[name] = faiss_index.search(unit_queries, args.k)
+        _, found[name] = key_index.search(unit_queries, args.k)
         results[f"{name}_queries_per_second"] = args.queries / (time.perf_counter() - start)
         print(f"{name:<19} {results[f'{name}_queries_per_second']:>10,.0f} queries/s  "
               f"(index built in {results[f'{name}_build_seconds']:.1f} s)")

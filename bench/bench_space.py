@@ -70,11 +70,11 @@ def latency(index, queries: list[str]) -> dict:
 def ivf_latency(index, queries: list[str]) -> dict:
     """The same queries on an IVF index over the same key vectors (``--index-type ivf``), and how often its
     nearest key is the exact search's."""
-    from bioscan5m.evaluation.retrieval import build_index
+    from bioscan5m.evaluation.retrieval import faiss_index
 
     flat = index.dna_index
     exact = np.array([bioscan5m.identify(index, dna=q).neighbours[0]["similarity"] for q in queries])
-    ivf = build_index(flat.reconstruct_n(0, flat.ntotal), index="ivf")
+    ivf = faiss_index(flat.reconstruct_n(0, flat.ntotal), index="ivf")
     index.dna_index = ivf
     try:
         result = latency(index, queries)

@@ -10,4 +10,4 @@ package so that ``bioscan5m serve`` works from any installation, not only from a
 from bioscan5m.apps.space import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

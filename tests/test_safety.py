@@ -196,6 +196,7 @@ def test_demo_dataset_steps_run_twice_in_the_same_workdir(tmp_path, capsys):
     assert sorted(p.name for p in workdir.iterdir()) == sorted([DEMO_MARKER, "release", "bioscan-5m"])
 
 
+@pytest.mark.slow
 def test_export_killed_mid_way_leaves_nothing_that_loads_and_is_cleaned_next_time(sample_root, tmp_path):
     out = tmp_path / "bioscan-5m"
     process = _bioscan5m("export", sample_root, out, "--configs", "cropped_256")
@@ -351,6 +352,7 @@ def test_meaningless_max_nucleotides_are_refused_everywhere(sample_root, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_index_build_killed_mid_way_leaves_the_old_index_whole(kmer_index, sample_root, tmp_path):
     index = tmp_path / "index"
     shutil.copytree(kmer_index, index)

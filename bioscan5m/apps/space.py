@@ -11,7 +11,6 @@ photographs, and a map of where those were collected. Only the public ``bioscan5
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
@@ -212,17 +211,14 @@ def serve(index: str | os.PathLike | None = None, model: str | None = None, host
     return demo
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", default=os.environ.get("BIOSCAN5M_INDEX"),
-                        help="key index folder (default $BIOSCAN5M_INDEX, else the embedded synthetic demo)")
-    parser.add_argument("--model", default=os.environ.get("BIOSCAN5M_MODEL"), help="model folder, if it moved")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    serve(args.index, model=args.model, host=args.host, port=args.port)
+def main(argv: list[str] | None = None) -> int:
+    """``bioscan5m serve`` (one command line for the page, wherever it is started from)."""
+    import sys
+
+    from ..cli import main as command_line
+
+    return command_line(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

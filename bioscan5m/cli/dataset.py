@@ -31,8 +31,8 @@ def add_commands(sub) -> None:
     p.add_argument("--configs", default=None, help="comma-separated configs (default: dna + every image package present)")
     add_split_arg(p, "all", "splits to export")
     p.add_argument("--max-shard-mb", type=positive_int, default=500, help="target Parquet shard size in MB")
-    p.add_argument("--max-nucleotides", type=nucleotides, default=660,
-                   help="cut barcodes to this many nucleotides ('none' keeps them whole; default 660)")
+    p.add_argument("--max-nucleotides", type=nucleotides, default=release.MAX_NUCLEOTIDES,
+                   help=f"cut barcodes to this many nucleotides ('none' keeps them whole; default {release.MAX_NUCLEOTIDES})")
     p.add_argument("--skip-missing-images", action="store_true", help="skip records without an image and report how many")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the exported folder to this Hub dataset repo")
     add_overwrite_arg(p)

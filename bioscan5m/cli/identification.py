@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..data.release import IMAGE_PACKAGES
 
 
@@ -38,11 +40,17 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(run=_run_identify)
 
-    p = sub.add_parser("serve", help="the identification web page (Gradio), on 127.0.0.1 unless --host says otherwise")
-    p.add_argument("--index", default=None, help="key index folder (default MODEL/index; none: the synthetic demo)")
-    p.add_argument("--model", default=None, help="model folder, if it moved since the index was built")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve the network)")
-    p.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    about = "the identification web page (Gradio), on 127.0.0.1 unless --host says otherwise"
+    p = sub.add_parser("serve", help=about, description=f"Serve {about}.")
+    # Environment defaults, so the same command line serves a Hugging Face Space (which sets GRADIO_SERVER_NAME).
+    p.add_argument("--index", default=os.environ.get("BIOSCAN5M_INDEX"),
+                   help="key index folder (default $BIOSCAN5M_INDEX, else MODEL/index, else the synthetic demo)")
+    p.add_argument("--model", default=os.environ.get("BIOSCAN5M_MODEL"),
+                   help="model folder, if it moved since the index was built (default $BIOSCAN5M_MODEL)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to listen on (default $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 serves the network)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                   help="port to serve on (default $GRADIO_SERVER_PORT, else 7860)")
     p.set_defaults(run=_run_serve)
 
 
@@ -84,10 +92,12 @@ def _run_identify(args) -> None:
 
 
 def _run_serve(args) -> None:
+    import logging
     from pathlib import Path
 
     from ..apps.space import serve
 
+    logging.basicConfig(level=logging.INFO)
     index = args.index
     if index is None and args.model is not None:
         index = str(Path(args.model) / "index")

@@ -62,7 +62,7 @@ class Bioscan5MConfig(datasets.BuilderConfig):
     """
 
     image_package: str | None = "cropped_256"
-    max_nucleotides: int | None = 660
+    max_nucleotides: int | None = release.MAX_NUCLEOTIDES
     reduce_repeated_barcodes: bool = False
     skip_missing_images: bool = False
     max_image_bytes: int | None = MAX_IMAGE_BYTES

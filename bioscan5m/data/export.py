@@ -37,7 +37,7 @@ def shard_path(config: str, split: str, index: int, count: int) -> str:
 
 
 def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] | None = None, split: str = "all",
-           max_shard_bytes: int = 500 << 20, skip_missing_images: bool = False, max_nucleotides: int | None = 660,
+           max_shard_bytes: int = 500 << 20, skip_missing_images: bool = False, max_nucleotides: int | None = release.MAX_NUCLEOTIDES,
            push_to_hub: str | None = None, private: bool = False, overwrite: bool = False) -> Path:
     """Write ``out/{config}/{split}-NNNNN-of-MMMMM.parquet`` and ``out/README.md``; return ``out``.
 

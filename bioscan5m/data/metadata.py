@@ -272,13 +272,19 @@ def _profile(stamp: tuple[str, int, int], source: MetadataSource) -> dict:
                     "split_counts": dict(profile["split_counts"]), "split_codes": codes_cache}
         except (ValueError, KeyError, AttributeError):
             pass  # an unreadable cache entry is recomputed, never trusted
+    from tqdm.auto import tqdm
+
     values: dict[str, set[str]] = {c: set() for c in release.TARGET_COLUMNS}
     codes = []
-    for first_row, batch in iter_batches(source, ("processid", "chunk", "split", *release.TARGET_COLUMNS)):
-        check_records(source, first_row, batch)
-        for column in release.TARGET_COLUMNS:
-            values[column].update(pc.unique(batch.column(column)).to_pylist())
-        codes.append(pc.index_in(batch.column("split"), value_set=_SPLIT_NAMES).to_numpy().astype(np.uint8))
+    batches = iter_batches(source, ("processid", "chunk", "split", *release.TARGET_COLUMNS))
+    with tqdm(desc=f"Reading the labels of {Path(source.path).name} (once per file)", unit=" records",
+              unit_scale=True, leave=False, disable=None) as bar:  # no bar when not on a terminal
+        for first_row, batch in batches:
+            check_records(source, first_row, batch)
+            for column in release.TARGET_COLUMNS:
+                values[column].update(pc.unique(batch.column(column)).to_pylist())
+            codes.append(pc.index_in(batch.column("split"), value_set=_SPLIT_NAMES).to_numpy().astype(np.uint8))
+            bar.update(batch.num_rows)
     codes = np.concatenate(codes) if codes else np.zeros(0, np.uint8)
     counts = dict(zip(release.SPLITS, np.bincount(codes, minlength=len(release.SPLITS)).tolist()))
     profile = {"vocabularies": {c: tuple(sorted(v - {""})) for c, v in values.items()}, "split_counts": counts}
@@ -380,7 +386,7 @@ def record_table(source: MetadataSource, first_row: int, batch: pa.RecordBatch,
 def read_metadata(
     root: str | os.PathLike,
     split: str | None = None,
-    max_nucleotides: int | None = 660,
+    max_nucleotides: int | None = release.MAX_NUCLEOTIDES,
     reduce_repeated_barcodes: bool = False,
 ):
     """The metadata of ``split`` as a pandas DataFrame, with ``{rank}_index`` targets (-1 = missing).

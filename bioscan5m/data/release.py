@@ -54,6 +54,14 @@ FLOAT_COLUMNS = ("coord-lat", "coord-lon", "image_measurement_value", "area_frac
 INT_COLUMNS = ("inferred_ranks", "index_bioscan_1M_insect")
 STRING_COLUMNS = tuple(c for c in COLUMNS if c not in FLOAT_COLUMNS + INT_COLUMNS)
 
+#: Barcodes are cut to this many nucleotides by default, as bioscan-dataset and BarcodeBERT do: a COI-5P barcode is
+#: 658 bp, plus two for the primer; reads past it are mostly sequencing noise.
+MAX_NUCLEOTIDES = 660
+
+#: Order to species: the ranks CLIBD's retrieval scores and its taxonomy text spells, and the ranks identification
+#: predicts (every record is an insect, so phylum and class never tell two apart).
+ORDER_TO_SPECIES = ("order", "family", "genus", "species")
+
 #: Label columns that get an integer target (``{column}_index``), identical across splits.
 TAXONOMIC_RANKS = ("phylum", "class", "order", "family", "subfamily", "genus", "species")
 TARGET_COLUMNS = TAXONOMIC_RANKS + ("dna_bin",)

@@ -105,7 +105,7 @@ class BIOSCAN5M(torch.utils.data.Dataset):
         modality: str | Iterable[str] = ("image", "dna"),
         image_package: str = "cropped_256",
         reduce_repeated_barcodes: bool = False,
-        max_nucleotides: int | None = 660,
+        max_nucleotides: int | None = release.MAX_NUCLEOTIDES,
         target_type: str | Iterable[str] = "species",
         target_format: str = "index",
         output_format: str = "tuple",
@@ -372,7 +372,7 @@ class BIOSCAN5M(torch.utils.data.Dataset):
         if self.reduce_repeated_barcodes:
             lines.append(f"reduce_repeated_barcodes: {self.reduce_repeated_barcodes!r}")
         has_dna = any(m in self.modality for m in _DNA_MODALITIES)
-        if has_dna and self.max_nucleotides != 660:
+        if has_dna and self.max_nucleotides != release.MAX_NUCLEOTIDES:
             lines.append(f"max_nucleotides: {self.max_nucleotides!r}")
         lines.append(f"target_type: {self.target_type!r}")
         if self.target_type:

@@ -66,6 +66,17 @@ def _kmer_counts_chunk(sequences: Sequence[str], k: int):
     return matrix.tocsr()
 
 
+def kmer_length(spec) -> int | None:
+    """The k of a k-mer model name (``"kmer"`` is k = 6, ``"kmer:K"`` any other k), or None for any other name."""
+    spec = str(spec)
+    if spec != "kmer" and not spec.startswith("kmer:"):
+        return None
+    k = spec.partition(":")[2] or "6"
+    if not k.isdigit() or not 1 <= int(k) <= 12:
+        raise ValueError(f"{spec!r}: the k-mer length must be an integer from 1 to 12, e.g. 'kmer:6'.")
+    return int(k)
+
+
 def l2_normalize_rows(matrix):
     """Rows scaled to unit L2 norm (zero rows stay zero); dense or scipy sparse."""
     import scipy.sparse as sp

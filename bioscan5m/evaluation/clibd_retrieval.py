@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ..staging import check_output, staged_folder
-from .retrieval import RETRIEVAL_RANKS, evaluate_retrieval
+from ..data.release import ORDER_TO_SPECIES
+from .retrieval import evaluate_retrieval
 
 #: ``query->key`` modality pairs CLIBD reports.
 PAIRS = ("image->image", "dna->dna", "image->dna")
@@ -78,7 +79,7 @@ def _floats(values):
 
 
 def _labels(records) -> dict[str, np.ndarray]:
-    return {rank: np.asarray(records[rank], dtype=object) for rank in RETRIEVAL_RANKS}
+    return {rank: np.asarray(records[rank], dtype=object) for rank in ORDER_TO_SPECIES}
 
 
 def retrieval_for_model(model, sets: dict, pairs: Sequence[str] = PAIRS, top_k: Sequence[int] = (1, 3, 5),
@@ -97,7 +98,7 @@ def retrieval_for_model(model, sets: dict, pairs: Sequence[str] = PAIRS, top_k: 
         query, key = pair.split("->")
         query_sets = {name: (embedded[name][query], labels[name]) for name in sets if name != "keys"}
         results[pair] = evaluate_retrieval(query_sets, (embedded["keys"][key], labels["keys"]), top_k=top_k,
-                                           ranks=RETRIEVAL_RANKS)
+                                           ranks=ORDER_TO_SPECIES)
     return results
 
 
@@ -158,12 +159,12 @@ def clibd_retrieval_report(model_dir, data_root, config: str = "cropped_256",
 def markdown_table(report: dict, metric: str = "macro_top1") -> str:
     """One row per model, pair and query set; one column per rank (percent)."""
     names = list(report["queries"])
-    lines = [f"| model | query→key | queries | {' | '.join(RETRIEVAL_RANKS)} |",
-             "|---|---|---|" + "---|" * len(RETRIEVAL_RANKS)]
+    lines = [f"| model | query→key | queries | {' | '.join(ORDER_TO_SPECIES)} |",
+             "|---|---|---|" + "---|" * len(ORDER_TO_SPECIES)]
     for model, results in report["results"].items():
         for pair, ranks in results.items():
             for name in names:
-                cells = " | ".join(f"{100 * ranks[r][name][metric]:.1f}" for r in RETRIEVAL_RANKS if r in ranks)
+                cells = " | ".join(f"{100 * ranks[r][name][metric]:.1f}" for r in ORDER_TO_SPECIES if r in ranks)
                 lines.append(f"| {model} | {pair.replace('->', '→')} | {name} | {cells} |")
     return f"{metric} (%), keys {report['keys']}\n\n" + "\n".join(lines) + "\n"
 
@@ -182,11 +183,11 @@ def plot_retrieval(report: dict, path, metric: str = "macro_top1") -> Path:
     for axis, pair in zip(axes[0], pairs):
         for i, (model, name) in enumerate(series):
             ranks = report["results"][model][pair]
-            values = [100 * ranks[r][name][metric] if r in ranks else 0 for r in RETRIEVAL_RANKS]
-            axis.bar(np.arange(len(RETRIEVAL_RANKS)) + (i - (len(series) - 1) / 2) * width, values, width,
+            values = [100 * ranks[r][name][metric] if r in ranks else 0 for r in ORDER_TO_SPECIES]
+            axis.bar(np.arange(len(ORDER_TO_SPECIES)) + (i - (len(series) - 1) / 2) * width, values, width,
                      label=f"{model.replace('_', '-')} · {name}", hatch="" if model == "aligned" else "//",
                      color=f"C{list(report['queries']).index(name)}", alpha=1.0 if model == "aligned" else 0.45)
-        axis.set_xticks(range(len(RETRIEVAL_RANKS)), RETRIEVAL_RANKS)
+        axis.set_xticks(range(len(ORDER_TO_SPECIES)), ORDER_TO_SPECIES)
         axis.set_title(pair.replace("->", " → "))
         axis.set_ylim(0, 100)
     axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (%)")

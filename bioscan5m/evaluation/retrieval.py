@@ -13,12 +13,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..data.release import ORDER_TO_SPECIES
 from .baselines import l2_normalize_rows
 from .clustering import check_embeddings
 from .scoring import grouped_topk_accuracy, topk_accuracy
 
 #: Ranks CLIBD scores retrieval at.
-RETRIEVAL_RANKS = ("order", "family", "genus", "species")
 
 
 def l2_normalize(embeddings) -> np.ndarray:
@@ -51,12 +51,12 @@ def search(queries, keys, k: int = 5, method: str = "faiss", index: str = "flat"
         return _numpy_search(queries, keys, k, batches, batch_size)
     if method != "faiss":
         raise ValueError(f"Unknown search method {method!r}; choose 'faiss' or 'numpy'.")
-    faiss_index = build_index(keys, index=index, nlist=nlist, nprobe=nprobe)
-    scores, indices = zip(*(faiss_index.search(queries[s:s + batch_size], k) for s in batches))
+    key_index = faiss_index(keys, index=index, nlist=nlist, nprobe=nprobe)
+    scores, indices = zip(*(key_index.search(queries[s:s + batch_size], k) for s in batches))
     return np.concatenate(scores), np.concatenate(indices)
 
 
-def build_index(keys, index: str = "flat", nlist: int | None = None, nprobe: int = 16):
+def faiss_index(keys, index: str = "flat", nlist: int | None = None, nprobe: int = 16):
     """A FAISS inner-product index over ``keys`` (already normalised when cosine is wanted)."""
     import faiss
 
@@ -121,7 +121,7 @@ def retrieval_accuracy(indices: np.ndarray, query_labels: Mapping[str, Sequence]
 
 def evaluate_retrieval(query_sets: Mapping[str, tuple[np.ndarray, Mapping[str, Sequence]]],
                        keys: tuple[np.ndarray, Mapping[str, Sequence]], top_k: Sequence[int] = (1, 3, 5),
-                       ranks: Sequence[str] = RETRIEVAL_RANKS, **search_kwargs) -> dict:
+                       ranks: Sequence[str] = ORDER_TO_SPECIES, **search_kwargs) -> dict:
     """CLIBD's retrieval benchmark for one query modality against one key modality.
 
     Args:

@@ -12,13 +12,11 @@ import numpy as np
 
 from ..data.release import TARGET_COLUMNS
 
-#: Ranks a label may belong to (the official target columns).
-RANKS = TARGET_COLUMNS
 
 
 def check_rank(rank: str | None) -> None:
-    if rank is not None and rank not in RANKS:
-        raise ValueError(f"Unknown rank {rank!r}; choose one of {', '.join(RANKS)}.")
+    if rank is not None and rank not in TARGET_COLUMNS:
+        raise ValueError(f"Unknown rank {rank!r}; choose one of {', '.join(TARGET_COLUMNS)}.")
 
 
 def is_missing(labels: np.ndarray) -> np.ndarray:

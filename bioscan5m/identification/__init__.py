@@ -35,7 +35,7 @@ from __future__ import annotations
 
 
 from .calibration import calibrate
-from .encoders import BarcodeBertEncoder, ClibdEncoder, KmerEncoder, load_encoder, model_fingerprint
+from .encoders import BarcodeBertEncoder, ClibdEncoder, KmerEncoder, make_encoder, model_fingerprint
 from .inputs import (
     MAX_BARCODE_NUCLEOTIDES,
     MAX_FASTA_BYTES,
@@ -47,11 +47,11 @@ from .inputs import (
     parse_barcode,
     read_fasta_file,
 )
-from .key_index import RANKS, KeyIndex, KeyIndexError, build_index, load_index, write_index
+from .key_index import KeyIndex, KeyIndexError, build_index, load_index, write_index
 from .prediction import Identification, Novelty, RankPrediction, format_identification, identify, vote
 
 __all__ = ["InputError", "KeyIndexError", "KeyIndex", "Identification", "RankPrediction", "Novelty", "build_index",
            "write_index", "load_index", "identify", "vote", "calibrate", "parse_barcode", "read_fasta_file",
-           "open_photo", "format_identification", "load_encoder", "model_fingerprint", "KmerEncoder",
-           "BarcodeBertEncoder", "ClibdEncoder", "RANKS", "MAX_BARCODE_NUCLEOTIDES", "MIN_BARCODE_NUCLEOTIDES",
+           "open_photo", "format_identification", "make_encoder", "model_fingerprint", "KmerEncoder",
+           "BarcodeBertEncoder", "ClibdEncoder", "MAX_BARCODE_NUCLEOTIDES", "MIN_BARCODE_NUCLEOTIDES",
            "MAX_FASTA_BYTES", "MAX_PHOTO_BYTES", "MAX_PHOTO_PIXELS"]

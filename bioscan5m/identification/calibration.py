@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..evaluation.baselines import l2_normalize_rows
-from .key_index import MAX_KEY_NUCLEOTIDES, RANKS, KeyIndex
+from ..data.release import ORDER_TO_SPECIES
+from .key_index import MAX_KEY_NUCLEOTIDES, KeyIndex
 from .prediction import DEFAULT_TEMPERATURE
 
 
@@ -72,19 +73,19 @@ def _flag_rates(nearest, is_novel, threshold, novel, species_out_count) -> dict:
 
 def _fit_temperature(keys, records, scores: np.ndarray, hits: np.ndarray) -> dict:
     candidates = np.geomspace(1e-3, 1.0, 19)
-    labels = {rank: keys[rank].to_numpy()[hits] for rank in RANKS}
-    truths = {rank: records[rank].to_numpy() for rank in RANKS}
+    labels = {rank: keys[rank].to_numpy()[hits] for rank in ORDER_TO_SPECIES}
+    truths = {rank: records[rank].to_numpy() for rank in ORDER_TO_SPECIES}
     losses = []
     for temperature in candidates:
         weights = np.exp((scores - scores[:, :1]) / temperature)
         loss = 0.0
-        for rank in RANKS:
+        for rank in ORDER_TO_SPECIES:
             known = np.array([isinstance(t, str) for t in truths[rank]])
             labelled = np.vectorize(lambda label: isinstance(label, str), otypes=[bool])(labels[rank])
             correct = (labels[rank] == truths[rank][:, None]) & labelled
             share = (weights * correct).sum(1) / np.maximum((weights * labelled).sum(1), 1e-12)
             loss -= np.log(np.clip(share[known], 1e-4, 1.0)).mean() if known.any() else 0.0
-        losses.append(loss / len(RANKS))
+        losses.append(loss / len(ORDER_TO_SPECIES))
     losses = np.asarray(losses)
     # On easily separated keys many temperatures fit alike; the softest of them avoids needless overconfidence.
     best = int(np.flatnonzero(losses <= losses.min() + 0.01).max())

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..evaluation.baselines import kmer_counts, kmer_length, l2_normalize_rows
+
 
 KMER_PROJECTION_NAME = "kmer_projection.npy"
 #: Files of a model folder that decide its embeddings (with every ``*.safetensors`` weight file, sharded or not);
@@ -34,8 +36,6 @@ class KmerEncoder:
     def fit(cls, sequences: Sequence[str], k: int = 6, dims: int = 256, max_fit: int = 20_000, seed: int = 0):
         from sklearn.decomposition import TruncatedSVD
 
-        from ..evaluation.baselines import kmer_counts, l2_normalize_rows
-
         sequences = list(sequences)
         if len(sequences) > max_fit:  # the projection only needs the variety of the keys, not all of them
             chosen = np.random.default_rng(seed).choice(len(sequences), size=max_fit, replace=False)
@@ -46,8 +46,6 @@ class KmerEncoder:
         return cls(k, svd.components_)
 
     def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        from ..evaluation.baselines import kmer_counts, l2_normalize_rows
-
         counts = l2_normalize_rows(kmer_counts(list(sequences), self.k))
         return np.asarray(counts @ self.projection.T, dtype=np.float32)
 
@@ -174,17 +172,15 @@ def _as_array(features) -> np.ndarray:
     return features.detach().float().cpu().numpy()
 
 
-def load_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None = None, seed: int = 0):
+def make_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None = None, seed: int = 0):
     """The embedding model named by ``model``: ``"kmer"``/``"kmer:K"`` (fitted on ``fit_sequences``), or a saved
     BarcodeBERT or CLIBD folder (told apart by ``model_type`` in its ``config.json``)."""
     spec = str(model)
-    if spec == "kmer" or spec.startswith("kmer:"):
-        k = spec.partition(":")[2] or "6"
-        if not k.isdigit():
-            raise ValueError(f"Model {spec!r}: the k-mer length must be an integer, e.g. 'kmer:6'.")
+    k = kmer_length(spec)
+    if k is not None:
         if fit_sequences is None:
             raise ValueError("The k-mer embedding is fitted on the key barcodes; pass fit_sequences.")
-        return KmerEncoder.fit(fit_sequences, k=int(k), seed=seed)
+        return KmerEncoder.fit(fit_sequences, k=k, seed=seed)
     model_type = model_type_of(spec)
     if model_type == "clibd":
         return ClibdEncoder(spec)
@@ -197,7 +193,7 @@ def load_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None =
 def model_type_of(model: str | os.PathLike) -> str:
     """``kmer`` for the k-mer embedding, else the ``model_type`` in the folder's ``config.json``."""
     spec = str(model)
-    if spec == "kmer" or spec.startswith("kmer:"):
+    if kmer_length(spec) is not None:
         return "kmer"
     config_path = Path(spec) / "config.json"
     if not config_path.is_file():

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..data.release import MAX_NUCLEOTIDES, ORDER_TO_SPECIES
 from ..staging import STAGING_MARKER, check_output, staged_folder
-from .encoders import KmerEncoder, load_encoder, model_fingerprint, model_reference, model_type_of
+from .encoders import KmerEncoder, make_encoder, model_fingerprint, model_reference, model_type_of
 from .inputs import InputError, open_photo
 
 if TYPE_CHECKING:
@@ -23,9 +24,8 @@ if TYPE_CHECKING:
 
 
 #: Ranks the identification predicts, most general first.
-RANKS = ("order", "family", "genus", "species")
 #: Key columns kept in ``keys.parquet`` and shown with each nearest specimen.
-KEY_COLUMNS = ("processid", "split", *RANKS, "dna_bin", "country", "province_state", "coord-lat", "coord-lon")
+KEY_COLUMNS = ("processid", "split", *ORDER_TO_SPECIES, "dna_bin", "country", "province_state", "coord-lat", "coord-lon")
 
 INDEX_FORMAT = 2
 MANIFEST_NAME = "index.json"
@@ -35,7 +35,7 @@ IMAGE_INDEX_NAME = "image.faiss"
 THUMBNAIL_DIR = "thumbnails"
 THUMBNAIL_SIZE = 160
 #: Key barcodes are cut to this length, as the release loader and BarcodeBERT do; queries are cut alike.
-MAX_KEY_NUCLEOTIDES = 660
+MAX_KEY_NUCLEOTIDES = MAX_NUCLEOTIDES
 #: The only thumbnail paths an index may name: files the index build wrote, by key row (no id shapes a path).
 _THUMBNAIL_PATH = re.compile(rf"{THUMBNAIL_DIR}/[0-9]{{8}}\.jpg")
 
@@ -91,7 +91,7 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
     from ..data.metadata import read_metadata
 
     if out_dir is None:
-        if str(model).startswith("kmer"):
+        if model_type_of(model) == "kmer":
             raise ValueError("Give out_dir: the k-mer embedding has no model folder to save the index beside.")
         out_dir = Path(model) / "index"
     check_output(out_dir, overwrite, inputs=(data_root, model))  # before any work
@@ -158,14 +158,14 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     import faiss
     import pandas as pd
 
-    from ..evaluation.retrieval import build_index as build_faiss_index, l2_normalize
+    from ..evaluation.retrieval import faiss_index, l2_normalize
 
     started = time.perf_counter()
     keys = keys.reset_index(drop=True)
     barcodes = keys["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
-    encoder = load_encoder(model, fit_sequences=barcodes, seed=seed)
+    encoder = make_encoder(model, fit_sequences=barcodes, seed=seed)
     dna_keys = l2_normalize(encoder.embed_dna(barcodes, batch_size=batch_size))
-    dna_index = build_faiss_index(dna_keys, index=index_type)
+    dna_index = faiss_index(dna_keys, index=index_type)
     faiss.write_index(dna_index, str(out / DNA_INDEX_NAME))
 
     table = pd.DataFrame({column: keys[column] if column in keys else None for column in KEY_COLUMNS})
@@ -183,7 +183,7 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
         if "image" in encoder.modalities and rows:
             image_keys = l2_normalize(encoder.embed_images([images[table.at[r, "processid"]] for r in rows],
                                                            metadata=keys.iloc[rows]))
-            faiss.write_index(build_faiss_index(image_keys, index=index_type), str(out / IMAGE_INDEX_NAME))
+            faiss.write_index(faiss_index(image_keys, index=index_type), str(out / IMAGE_INDEX_NAME))
             image_rows = np.asarray(rows, dtype=np.int64)
     table["image_row"] = pd.array([None] * len(table), dtype="Int64")
     if image_rows is not None:
@@ -252,7 +252,7 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
         if model_fingerprint(model_dir) != spec.get("model_sha256"):
             raise KeyIndexError(f"{folder}: the model at {model_dir} is not the one this index was built with (its "
                                 "content differs); pass the right folder with --model, or rebuild the index.")
-        encoder = load_encoder(model_dir)
+        encoder = make_encoder(model_dir)
         if encoder.kind != spec["kind"]:
             raise KeyIndexError(f"{folder} was built with a {spec['kind']} model but {model_dir} is a {encoder.kind} "
                                 "model.")

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..evaluation.baselines import l2_normalize_rows
 from .inputs import InputError, open_photo, parse_barcode
-from .key_index import KEY_COLUMNS, RANKS, KeyIndex, load_index
+from ..data.release import ORDER_TO_SPECIES
+from .key_index import KEY_COLUMNS, KeyIndex, load_index
 
 
 @dataclass
@@ -103,7 +104,7 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
     # being the surer of the two, and the ranking uses both.
     basis = "dna" if "dna" in vectors else "image"
     calibration = ((index.manifest.get("calibration") or {}).get(basis) or {}) if key_modality == "dna" else {}
-    ranks = vote({rank: index.columns[rank][hits[:vote_k]] for rank in RANKS}, scores[:vote_k],
+    ranks = vote({rank: index.columns[rank][hits[:vote_k]] for rank in ORDER_TO_SPECIES}, scores[:vote_k],
                  calibration.get("temperature", DEFAULT_TEMPERATURE))
     threshold = calibration.get("novelty_threshold")
     nearest = float(scores[0]) if len(vectors) == 1 else float(index.dna_index.search(vectors[basis], 1)[0][0, 0])
@@ -123,7 +124,7 @@ def vote(neighbour_labels: dict[str, np.ndarray], similarities: np.ndarray, temp
     """
     weights = np.exp((similarities - similarities.max()) / temperature)
     predictions = []
-    for rank in RANKS:
+    for rank in ORDER_TO_SPECIES:
         labels = neighbour_labels[rank]
         labelled = np.array([isinstance(label, str) and label != "" for label in labels])
         if not labelled.any():

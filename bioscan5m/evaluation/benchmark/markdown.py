@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import retrieval
+from ...data.release import ORDER_TO_SPECIES
 from .records import CLUSTER_RANKS, RANK_TITLES
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def to_markdown(report: Benchmark) -> str:
         lines += ["", "AMI at each rank scores the same species-count clustering; records without a label at a rank "
                   "are left out of that rank.", ""]
     if report.retrieval:
-        ranks = retrieval.RETRIEVAL_RANKS
+        ranks = ORDER_TO_SPECIES
         lines += ["## DNA -> DNA retrieval (keys = train + key_unseen; top-1 accuracy %)", "",
                   "| method | average | " + " | ".join(f"{r} seen | {r} unseen | {r} H.M." for r in ranks) + " |",
                   "|---|---|" + "---|" * (3 * len(ranks))]
@@ -110,7 +110,7 @@ def plot_bars(report: Benchmark, folder: Path) -> dict[str, str]:
                        {n: [c["ami"][r] for r in ranks] for n, c in report.clustering.items()}))
     for split in ("seen", "unseen"):
         if report.retrieval:
-            ranks = list(retrieval.RETRIEVAL_RANKS)
+            ranks = list(ORDER_TO_SPECIES)
             charts.append((f"DNA->DNA retrieval, macro top-1, {split}", f"retrieval_{split}.png", ranks,
                            {n: [r["dna->dna"][rank][split]["macro_top1"] for rank in ranks] for n, r in report.retrieval.items()}))
     written = {}

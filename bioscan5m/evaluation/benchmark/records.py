@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...data.release import TARGET_COLUMNS
+from ...data.release import MAX_NUCLEOTIDES, TARGET_COLUMNS
 
 
 CLUSTER_RANKS = tuple(r for r in TARGET_COLUMNS if r != "phylum")
@@ -15,7 +15,7 @@ RANK_TITLES = {"class": "class", "order": "order", "family": "family", "subfamil
                "species": "species", "dna_bin": "BIN"}
 
 
-def clean_barcodes(barcodes, max_nucleotides: int | None = 660) -> list[str]:
+def clean_barcodes(barcodes, max_nucleotides: int | None = MAX_NUCLEOTIDES) -> list[str]:
     """Barcodes cut to ``max_nucleotides`` then stripped of trailing ``N`` (the ZSC and retrieval preprocessing)."""
     return [str(b)[:max_nucleotides].rstrip("N") for b in barcodes]
 
@@ -26,7 +26,7 @@ def unique_barcode_records(frame, dedup: str = "barcodebert"):
         key = frame["dna_barcode"].str.rstrip("N")
         return frame[~key.duplicated()]
     if dedup == "per-split":
-        key = frame["dna_barcode"].str[:660].str.strip("N")
+        key = frame["dna_barcode"].str[:MAX_NUCLEOTIDES].str.strip("N")
         return frame[~(frame["split"] + ":" + key).duplicated()]
     raise ValueError(f"Unknown dedup protocol {dedup!r}; choose 'barcodebert' or 'per-split'.")
 

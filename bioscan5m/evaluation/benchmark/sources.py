@@ -61,13 +61,9 @@ def model_source(model_dir, batch_size: int = 128, reading_frames: int = 1) -> E
 
     def embed(sequences: list[str]) -> np.ndarray:
         if not state:
-            import transformers
+            from ...training.embeddings import load_encoder
 
-            from ... import modeling  # noqa: F401  (registers our model classes with the Auto classes)
-
-            model = transformers.AutoModel.from_pretrained(str(model_dir))
-            # Heads (masked LM, classification) hold their encoder as .bert; embed() lives on the encoder.
-            state.append(model.bert if not hasattr(model, "embed") and hasattr(model, "bert") else model)
+            state.append(load_encoder(model_dir))
         model = state[0]
         if not hasattr(model, "embed"):
             raise ValueError(f"{model_dir}: {type(model).__name__} has no .embed(sequences); cannot embed DNA with it.")
@@ -103,11 +99,9 @@ def npy_source(path) -> EmbeddingSource:
 
 def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1) -> EmbeddingSource:
     """``kmer`` / ``kmer:K`` (baseline), ``dna:MODEL_DIR`` or ``MODEL_DIR`` (saved model), ``FILE.npy``."""
-    if spec == "kmer" or spec.startswith("kmer:"):
-        k = spec.partition(":")[2]
-        if k and not k.isdigit():
-            raise ValueError(f"kmer source {spec!r}: k must be an integer, e.g. 'kmer:6'.")
-        return kmer_source(int(k or 6))
+    k = baselines.kmer_length(spec)
+    if k is not None:
+        return kmer_source(k)
     if spec.endswith(".npy"):
         return npy_source(spec)
     modality, _, path = spec.partition(":")

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ...data.release import ORDER_TO_SPECIES
 from .. import baselines, clustering, probes, retrieval
 from ..scoring import topk_accuracy
 from .records import CLUSTER_RANKS, RecordSet
@@ -49,7 +50,7 @@ def run_retrieval(arrays: dict[str, np.ndarray], sets: dict[str, RecordSet], top
     """DNA->DNA retrieval (CLIBD protocol): every query set of ``sets`` against its ``keys``."""
     queries = {name: (arrays[name], s.labels) for name, s in sets.items() if name != "keys"}
     return retrieval.evaluate_retrieval(queries, (arrays["keys"], sets["keys"].labels), top_k=top_k,
-                                        ranks=retrieval.RETRIEVAL_RANKS, **search_kwargs)
+                                        ranks=ORDER_TO_SPECIES, **search_kwargs)
 
 
 def run_classification(table: dict, sets: dict[str, RecordSet], linear_probe: bool = True) -> dict:
@@ -88,7 +89,7 @@ def blast_retrieval(sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5)
     queries = [s for n in names for s in sets[n].sequences]
     groups = np.concatenate([[n] * len(sets[n]) for n in names])
     indices = baselines.blast_search(queries, sets["keys"].sequences, k=max(top_k))
-    labels = {r: np.concatenate([sets[n].labels[r] for n in names]) for r in retrieval.RETRIEVAL_RANKS}
+    labels = {r: np.concatenate([sets[n].labels[r] for n in names]) for r in ORDER_TO_SPECIES}
     return retrieval.retrieval_accuracy(indices, labels, sets["keys"].labels, top_k, groups)
 
 

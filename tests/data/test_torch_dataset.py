@@ -12,7 +12,7 @@ import pytest
 import bioscan5m
 from bioscan5m import release
 
-from .conftest import BOLD_SPLIT_COUNTS
+from ..conftest import BOLD_SPLIT_COUNTS
 
 BOLD_VAL = BOLD_SPLIT_COUNTS["val"]
 
@@ -169,6 +169,7 @@ print(len(dataset), dataset[0][0][:12], dataset[0][1], "datasets" in sys.modules
 """
 
 
+@pytest.mark.slow
 def test_a_later_start_maps_the_prepared_files_and_a_changed_file_is_prepared_again(bold_root, tmp_path):
     import subprocess
     import sys

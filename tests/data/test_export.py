@@ -89,6 +89,7 @@ def test_export_refuses_to_overwrite(sample_root, tmp_path):
         bioscan5m.export(sample_root, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_reports_errors_in_one_line(sample_root, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "README.md").write_text("somebody's export")

@@ -10,7 +10,7 @@ import bioscan5m
 from bioscan5m import release
 from bioscan5m.data.metadata import find_metadata, label_vocabularies
 
-from .conftest import BOLD_SPLIT_COUNTS
+from ..conftest import BOLD_SPLIT_COUNTS
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,7 @@ bioscan5m.load_dataset(sys.argv[1], "dna", cache_dir=sys.argv[2])
 """
 
 
+@pytest.mark.slow
 def test_a_preparation_killed_while_routing_splits_is_redone_whole(bold_root, tmp_path):
     import subprocess
     import sys

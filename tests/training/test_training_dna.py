@@ -164,6 +164,7 @@ def test_embed_sequences_to_disk_and_with_datasets_map(tiny_model, real_barcodes
     np.testing.assert_allclose(np.array(mapped["embedding"]), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_pretrain_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -179,6 +180,7 @@ def test_pretrain_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
 
 @pytest.mark.parametrize("arguments", [["sample", "{tmp}/sample", "--records", "200"],
                                        ["info", "{tmp}/missing"]], ids=["finished", "failed"])
+@pytest.mark.slow
 def test_cli_closes_the_torchrun_process_group_before_exiting(arguments, tmp_path):
     """An open gloo group can abort a process at exit, so every command, finished or failed, closes it."""
     script = ("import torch.distributed as dist\n"

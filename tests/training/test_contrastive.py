@@ -133,6 +133,7 @@ def test_cli_refuses_classification_options_for_the_contrastive_objective(tiny_m
               "--out", str(tmp_path / "x"), "--freeze-encoder"])
 
 
+@pytest.mark.slow
 def test_contrastive_finetune_under_torchrun_with_two_gloo_processes(tiny_model, sample_root, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -81,6 +81,7 @@ def test_aligned_identity_counts_identical_bases_at_reference_positions(barcodes
     assert max(unaligned) < 0.5 * min(np.diag(overlap))
 
 
+@pytest.mark.slow
 def test_blast_top_hit_finds_the_source_barcode(barcodes):
     sequences, species = barcodes
     keys = sequences[:40]
@@ -101,6 +102,7 @@ def test_blast_top_hit_finds_the_source_barcode(barcodes):
 
 
 @needs_blast
+@pytest.mark.slow
 def test_blast_reports_missing_hits_as_minus_one(barcodes):
     sequences, _ = barcodes
     ranked = blast_search(["ACGT" * 40, sequences[0]], sequences[:5], k=2, threads=1, progress=False)

@@ -13,7 +13,7 @@ from PIL import Image
 import bioscan5m
 from bioscan5m import release
 
-APP_PATH = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
+APP_PATH = Path(__file__).resolve().parents[2] / "spaces" / "app.py"
 
 
 @pytest.fixture(scope="module")

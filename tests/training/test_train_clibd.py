@@ -109,6 +109,7 @@ def test_bad_training_requests_fail_clearly(sample_root, tmp_path):
         collator([{"dna_barcode": None}])
 
 
+@pytest.mark.slow
 def test_train_clip_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
     """The same command under torchrun: two CPU processes (gloo) whose gradients are averaged."""
     import os
