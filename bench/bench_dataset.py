@@ -29,6 +29,7 @@ from PIL import Image
 
 import bioscan5m
 import bioscan5m.data.images  # noqa: F401  (its decoder loads here, outside the timings, as PIL does for both)
+import bioscan5m.data.derived
 import bioscan5m.data.metadata
 from bioscan5m import release
 
@@ -47,9 +48,9 @@ def reference_dataset(root, split, modality, image_package="cropped_256"):
 
 def forget_label_vocabularies(on_disk: bool) -> None:
     source = bioscan5m.data.metadata.find_metadata(BOLD)
-    bioscan5m.data.metadata._profile.cache_clear()
+    bioscan5m.data.derived._profile.cache_clear()
     if on_disk:
-        bioscan5m.data.metadata._derived_cache_path("metadata-profile", source.stamp(), ".json").unlink(missing_ok=True)
+        bioscan5m.data.derived._derived_cache_path("metadata-profile", source.stamp(), ".json").unlink(missing_ok=True)
 
 
 def time_reference_dna(root, split, limit):

@@ -28,15 +28,8 @@ import pyarrow.compute as pc
 
 from . import release
 from .image_package import MAX_IMAGE_BYTES, ImagePackage, MissingImageError
-from .metadata import (
-    MetadataError,
-    barcode_reduction_mask,
-    check_max_nucleotides,
-    find_metadata,
-    iter_batches,
-    label_vocabularies,
-    record_table,
-)
+from .derived import barcode_reduction_mask, label_vocabularies
+from .metadata import MetadataError, check_max_nucleotides, find_metadata, iter_batches, record_table
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 import yaml
 
 from . import release
-from .metadata import count_records_per_split, find_metadata
+from .derived import count_records_per_split
+from .metadata import find_metadata
 
 
 def split_statistics(dataset) -> dict:

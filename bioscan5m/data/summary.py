@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from . import release
-from .metadata import count_records_per_split, find_metadata
+from .derived import count_records_per_split
+from .metadata import find_metadata
 
 
 def _table(header: list[str], rows: list[list]) -> str:

@@ -29,7 +29,8 @@ from PIL import Image
 from . import release
 from .caching import cache_folder, write_atomically
 from .image_package import MAX_IMAGE_PIXELS, ImagePackage
-from .metadata import barcode_reduction_mask, find_metadata, label_vocabularies, split_codes
+from .derived import barcode_reduction_mask, label_vocabularies, split_codes
+from .metadata import find_metadata
 
 __all__ = ["BIOSCAN5M", "RGB_MEAN", "RGB_STDEV"]
 

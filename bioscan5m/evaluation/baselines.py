@@ -121,12 +121,17 @@ def kmer_embeddings(sequences: Sequence[str], k: int = 6, svd_dims: int | None =
     counts = l2_normalize_rows(kmer_counts(sequences, k))
     if svd_dims is None:
         return counts.toarray()
+    fit_on = counts if fit_sequences is None else l2_normalize_rows(kmer_counts(fit_sequences, k))
+    return kmer_svd(fit_on, svd_dims, seed).transform(counts).astype(np.float32)
+
+
+def kmer_svd(counts, dims: int, seed: int = 0):
+    """A truncated SVD of normalised k-mer counts (no labels), to ``dims`` components or fewer when the counts have
+    fewer rows or columns: the projection of every k-mer embedding here."""
     from sklearn.decomposition import TruncatedSVD
 
-    fit_on = counts if fit_sequences is None else l2_normalize_rows(kmer_counts(fit_sequences, k))
-    svd = TruncatedSVD(n_components=min(svd_dims, fit_on.shape[1] - 1), algorithm="randomized", random_state=seed)
-    svd.fit(fit_on)
-    return svd.transform(counts).astype(np.float32)
+    components = max(1, min(dims, counts.shape[0] - 1, counts.shape[1] - 1))
+    return TruncatedSVD(n_components=components, algorithm="randomized", random_state=seed).fit(counts)
 
 
 # ---------------------------------------------------------------------------------------------- BLAST

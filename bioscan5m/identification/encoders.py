@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluation.baselines import kmer_counts, kmer_length, l2_normalize_rows
+from ..evaluation.baselines import kmer_counts, kmer_length, kmer_svd, l2_normalize_rows
 
 
 KMER_PROJECTION_NAME = "kmer_projection.npy"
@@ -34,16 +34,11 @@ class KmerEncoder:
 
     @classmethod
     def fit(cls, sequences: Sequence[str], k: int = 6, dims: int = 256, max_fit: int = 20_000, seed: int = 0):
-        from sklearn.decomposition import TruncatedSVD
-
         sequences = list(sequences)
         if len(sequences) > max_fit:  # the projection only needs the variety of the keys, not all of them
             chosen = np.random.default_rng(seed).choice(len(sequences), size=max_fit, replace=False)
             sequences = [sequences[i] for i in np.sort(chosen)]
-        counts = l2_normalize_rows(kmer_counts(sequences, k))
-        dims = min(dims, counts.shape[0] - 1, counts.shape[1] - 1)
-        svd = TruncatedSVD(n_components=dims, algorithm="randomized", random_state=seed).fit(counts)
-        return cls(k, svd.components_)
+        return cls(k, kmer_svd(l2_normalize_rows(kmer_counts(sequences, k)), dims, seed).components_)
 
     def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
         counts = l2_normalize_rows(kmer_counts(list(sequences), self.k))

@@ -40,14 +40,17 @@ class BarcodeSets:
 
 def unique_barcodes(frame: pd.DataFrame) -> pd.DataFrame:
     """Strip trailing N and keep the first record of each barcode (file order), as BarcodeBERT does."""
+    from ..data.derived import first_of_each_barcode
+
     frame = frame.assign(dna_barcode=frame["dna_barcode"].str.rstrip("N"))
     frame = frame[frame["dna_barcode"].str.len() > 0]
-    return frame.drop_duplicates(subset="dna_barcode", keep="first").reset_index(drop=True)
+    return frame[first_of_each_barcode(frame["dna_barcode"])].reset_index(drop=True)
 
 
 def load_barcode_sets(root: str | os.PathLike, roles: tuple[str, ...] = tuple(ROLES)) -> BarcodeSets:
     """Read the release once and split its unique barcodes into the protocol's roles."""
-    from ..data.metadata import find_metadata, label_vocabularies, read_metadata
+    from ..data.derived import label_vocabularies
+    from ..data.metadata import find_metadata, read_metadata
 
     records = unique_barcodes(read_metadata(root, split="all", max_nucleotides=None))
     frames = {role: records[records["split"].isin(ROLES[role])].reset_index(drop=True) for role in roles}

@@ -8,7 +8,8 @@ import pytest
 
 import bioscan5m
 from bioscan5m import release
-from bioscan5m.data.metadata import find_metadata, label_vocabularies
+from bioscan5m.data.derived import label_vocabularies
+from bioscan5m.data.metadata import find_metadata
 
 from ..conftest import BOLD_SPLIT_COUNTS
 
@@ -161,15 +162,15 @@ def test_a_preparation_killed_while_routing_splits_is_redone_whole(bold_root, tm
 
 
 def test_labels_and_barcode_mask_are_cached_per_csv_and_option(bold_root, tmp_path):
-    from bioscan5m.data import metadata
+    from bioscan5m.data import derived
 
     lines = (bold_root / release.METADATA_RELPATH).read_text().splitlines(keepends=True)
     csv_path = tmp_path / "metadata.csv"
     csv_path.write_text("".join(lines[:3001]))
     source = find_metadata(csv_path)
     species = label_vocabularies(source)["species"]
-    assert metadata.count_records_per_split(source)["pretrain"] > 0
-    profile = metadata._derived_cache_path("metadata-profile", source.stamp(), ".json")
+    assert derived.count_records_per_split(source)["pretrain"] > 0
+    profile = derived._derived_cache_path("metadata-profile", source.stamp(), ".json")
     assert profile.is_file()
 
     # A changed file is a new key: its new label is there, not the old file's answer.
@@ -181,16 +182,16 @@ def test_labels_and_barcode_mask_are_cached_per_csv_and_option(bold_root, tmp_pa
     assert set(label_vocabularies(source)["species"]) == set(species) | {"Zzyzx novaspecies"}
 
     # An unreadable cache entry is recomputed, not trusted.
-    cached = metadata._derived_cache_path("metadata-profile", source.stamp(), ".json")
+    cached = derived._derived_cache_path("metadata-profile", source.stamp(), ".json")
     cached.write_text("{not json")
-    metadata._profile.cache_clear()
+    derived._profile.cache_clear()
     assert "Zzyzx novaspecies" in label_vocabularies(source)["species"]
 
-    masks = {n: metadata.barcode_reduction_mask(source, n) for n in (660, 100)}
+    masks = {n: derived.barcode_reduction_mask(source, n) for n in (660, 100)}
     assert (masks[660] != masks[100]).any()  # shorter barcodes collide more: each option has its own mask
     for n, mask in masks.items():
-        path = metadata._derived_cache_path("barcode-mask", (*source.stamp(), n), ".npy")
+        path = derived._derived_cache_path("barcode-mask", (*source.stamp(), n), ".npy")
         assert path.is_file()
-        np.testing.assert_array_equal(mask, metadata._barcode_reduction_mask(source, n))
+        np.testing.assert_array_equal(mask, derived._barcode_reduction_mask(source, n))
         path.write_bytes(b"garbage")
-        np.testing.assert_array_equal(metadata.barcode_reduction_mask(source, n), mask)
+        np.testing.assert_array_equal(derived.barcode_reduction_mask(source, n), mask)

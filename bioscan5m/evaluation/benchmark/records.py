@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...data.derived import first_of_each_barcode
 from ...data.release import MAX_NUCLEOTIDES, TARGET_COLUMNS
 
 
@@ -23,8 +24,7 @@ def clean_barcodes(barcodes, max_nucleotides: int | None = MAX_NUCLEOTIDES) -> l
 def unique_barcode_records(frame, dedup: str = "barcodebert"):
     """Records with a barcode not seen before, as in BarcodeBERT's data split (see the module docstring)."""
     if dedup == "barcodebert":
-        key = frame["dna_barcode"].str.rstrip("N")
-        return frame[~key.duplicated()]
+        return frame[first_of_each_barcode(frame["dna_barcode"])]
     if dedup == "per-split":
         key = frame["dna_barcode"].str[:MAX_NUCLEOTIDES].str.strip("N")
         return frame[~(frame["split"] + ":" + key).duplicated()]

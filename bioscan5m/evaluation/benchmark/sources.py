@@ -37,10 +37,7 @@ def kmer_source(k: int = 6, svd_dims: int = 256) -> EmbeddingSource:
     clustering and retrieval use a truncated SVD of them to ``svd_dims``, fitted on the records of that task."""
 
     def reduce(counts: np.ndarray) -> np.ndarray:
-        from sklearn.decomposition import TruncatedSVD
-
-        svd = TruncatedSVD(n_components=min(svd_dims, counts.shape[1] - 1), random_state=0)
-        return svd.fit_transform(counts).astype(np.float32)
+        return baselines.kmer_svd(counts, svd_dims).transform(counts).astype(np.float32)
 
     return EmbeddingSource(
         f"{k}-mer counts", f"L2-normalised overlapping {k}-mer counts ({4 ** k} dims; clustering and retrieval: "
