@@ -38,6 +38,7 @@ def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), 
     from tqdm.auto import tqdm
 
     from ..tokenization.tokenization_taxonomy import taxonomy_string
+    from ..training.train_clibd import metadata_inputs
 
     image_processor, dna_tokenizer, text_tokenizer = processors or model.load_processors()
     features = set(model.config.metadata_features)
@@ -49,12 +50,7 @@ def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), 
             batch = records[start:start + batch_size]
             if "image" in out:
                 pixels = image_processor(batch["image"], return_tensors="pt")["pixel_values"].to(model.device)
-                meta = {}
-                if "geo" in features:
-                    meta["latitude"] = _floats(batch["coord-lat"])
-                    meta["longitude"] = _floats(batch["coord-lon"])
-                if "size" in features:
-                    meta["size"] = _floats(batch["image_measurement_value"])
+                meta = metadata_inputs(lambda column: batch[column], features)
                 out["image"].append(model.get_image_features(pixels, normalize=True, **meta).float().cpu().numpy())
             if "dna" in out:
                 encoded = dna_tokenizer(batch["dna_barcode"], padding=True, truncation=True, return_tensors="pt")
@@ -70,12 +66,6 @@ def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), 
                                                            normalize=True).float().cpu().numpy())
     return {m: np.concatenate(parts) if parts else np.zeros((0, model.config.projection_dim), np.float32)
             for m, parts in out.items()}
-
-
-def _floats(values):
-    import torch
-
-    return torch.tensor([np.nan if v is None else float(v) for v in values], dtype=torch.float32)
 
 
 def _labels(records) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@ CLIBD (DNA and photographs in one space), and how a manifest names and fingerpri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -106,31 +107,25 @@ class ClibdEncoder:
         collection site or specimen size; without it (a user's photograph) those are unknown (NaN)."""
         import torch
 
+        from ..training.train_clibd import metadata_inputs
+
         parts = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 batch = list(images[start:start + batch_size])
                 pixels = self.image_processor(batch, return_tensors="pt")["pixel_values"]
                 rows = None if metadata is None else metadata.iloc[start:start + batch_size]
-                parts.append(_as_array(self.model.get_image_features(pixel_values=pixels,
-                                                                     **self._metadata_inputs(rows, len(batch)))))
+                fused = metadata_inputs(functools.partial(_column_values, rows, len(batch)), self.metadata_features)
+                parts.append(_as_array(self.model.get_image_features(pixel_values=pixels, **fused)))
         return np.concatenate(parts)
-
-    def _metadata_inputs(self, rows, count: int) -> dict:
-        def column(name):
-            if rows is None or name not in rows:
-                return [float("nan")] * count
-            return rows[name].astype(float).to_numpy()
-
-        inputs = {}
-        if "geo" in self.metadata_features:
-            inputs.update(latitude=column("coord-lat"), longitude=column("coord-lon"))
-        if "size" in self.metadata_features:
-            inputs["size"] = column("image_measurement_value")
-        return inputs
 
     def save(self, folder: Path) -> dict:
         return {"kind": self.kind, "model": self.model_dir}
+
+
+def _column_values(rows, count: int, column: str) -> list:
+    """A metadata column's values for a batch; unknown (None) without metadata or without that column."""
+    return rows[column].tolist() if rows is not None and column in rows else [None] * count
 
 
 def model_reference(model_dir: str | os.PathLike, index_folder: Path) -> dict:

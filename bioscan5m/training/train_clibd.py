@@ -128,11 +128,7 @@ class ClibdCollator:
                 batch["pixel_values"] = self.image_processor(images, return_tensors="pt")["pixel_values"]
             else:
                 batch["pixel_values"] = torch.stack([self.image_transform(image) for image in images])
-            if "geo" in self.metadata_features:
-                batch["latitude"] = _floats(r.get("coord-lat") for r in records)
-                batch["longitude"] = _floats(r.get("coord-lon") for r in records)
-            if "size" in self.metadata_features:
-                batch["size"] = _floats(r.get("image_measurement_value") for r in records)
+            batch.update(metadata_inputs(lambda column: [r.get(column) for r in records], self.metadata_features))
         if "dna" in self.modalities:
             encoded = self.dna_tokenizer([_record_value(r, "dna_barcode", "DNA barcode") for r in records],
                                          padding=True, truncation=True, return_tensors="pt")
@@ -150,6 +146,17 @@ def _record_value(record: dict, column: str, what: str):
         raise ValueError(f"A record has no {what} (column {column!r}); CLIBD needs every modality it trains on. "
                          "Filter such records out, or train without that modality.")
     return value
+
+
+#: The release columns a CLIBD model fuses into its image embedding, per ``metadata_features`` entry, by argument.
+METADATA_COLUMNS = {"geo": {"latitude": "coord-lat", "longitude": "coord-lon"}, "size": {"size": "image_measurement_value"}}
+
+
+def metadata_inputs(values_of, features) -> dict[str, torch.Tensor]:
+    """The ``get_image_features`` arguments of the fused ``features``, from ``values_of(column)``: a release column's
+    values for the batch (None or NaN where unknown, as for a user's photograph)."""
+    return {argument: _floats(values_of(column))
+            for feature in features for argument, column in METADATA_COLUMNS.get(feature, {}).items()}
 
 
 def _floats(values) -> torch.Tensor:
