@@ -47,6 +47,12 @@ def test_version(capsys):
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"bioscan5m {__version__}"
 
 
+def test_one_name_for_a_record_cap():
+    parser = cli.build_parser()
+    for flag in ("--max-records", "--max-barcodes"):
+        assert parser.parse_args(["pretrain", "--data", "r", "--out", "o", flag, "500"]).max_barcodes == 500
+
+
 def test_release_root_as_data_or_positional_and_split_as_split_or_splits(bold_root, capsys):
     assert cli.main(["info", "--data", str(bold_root)]) == 0
     by_option = capsys.readouterr().out
@@ -69,6 +75,9 @@ def test_release_root_as_data_or_positional_and_split_as_split_or_splits(bold_ro
     (["download", "r", "--package", "cropped_512"], "invalid choice: 'cropped_512'"),
     (["train-clip", "--data", "r", "--out", "o", "--config", "cropped"], None),
     (["demo", "--records", "0"], "expected a positive integer"),
+    (["pretrain", "--data", "r", "--out", "o", "--max-records", "0"], "expected a positive integer"),
+    (["finetune", "--model", "m", "--data", "r", "--out", "o", "--batch-size", "-8"], "expected a positive integer"),
+    (["cluster", "--embeddings", "kmer", "--data", "r", "--n-clusters", "0"], "expected a positive integer"),
 ])
 def test_enumerated_and_counted_flags_refuse_bad_values(arguments, message, capsys):
     if message is None:

@@ -64,7 +64,7 @@ def csv_list(text: str) -> list[str]:
 
 
 def add_reading_frames_arg(p) -> None:
-    p.add_argument("--reading-frames", type=int, default=1,
+    p.add_argument("--reading-frames", type=positive_int, default=1,
                    help="BarcodeBERT models: average each barcode's vectors over this many start offsets "
                         "(1 to k; k makes barcodes that start at different positions comparable; k times the compute)")
 
@@ -78,9 +78,10 @@ def add_align_arg(p) -> None:
 
 def add_run_length_args(p) -> None:
     p.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--max-barcodes", type=int, default=None, help="use only this many barcodes (quick runs)")
-    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
+    p.add_argument("--max-records", "--max-barcodes", dest="max_barcodes", type=positive_int, default=None, metavar="N",
+                   help="use only this many barcodes (quick runs)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="per-process batch size")
     p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="override the preset's learning rate")
     add_seed_arg(p)
     add_overwrite_arg(p)

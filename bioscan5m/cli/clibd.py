@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..data.release import IMAGE_PACKAGES
 
 
-from .arguments import PRESET_NAMES, add_overwrite_arg, add_seed_arg, csv_list, print_results
+from .arguments import PRESET_NAMES, add_overwrite_arg, add_seed_arg, csv_list, positive_int, print_results
 
 
 def add_commands(sub) -> None:
@@ -23,11 +23,11 @@ def add_commands(sub) -> None:
                    help="freeze image, dna or text (repeatable); ENCODER:N keeps its last N blocks trainable")
     p.add_argument("--image-weights", default=None, help="'timm' (pretrained timm weights, needs the Hub) or a .safetensors file")
     p.add_argument("--no-augment", action="store_true", help="train on the evaluation transform (no CLIBD augmentation)")
-    p.add_argument("--max-records", type=int, default=None, help="random subset of this many training records")
+    p.add_argument("--max-records", type=positive_int, default=None, help="random subset of this many training records")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="per-process batch size")
     p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="override the preset's learning rate")
     add_seed_arg(p)
     add_overwrite_arg(p)

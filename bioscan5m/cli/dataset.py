@@ -18,7 +18,7 @@ from .arguments import (
 def add_commands(sub) -> None:
     p = sub.add_parser("sample", help="write a small synthetic release in the official layout")
     p.add_argument("out", help="release root to create")
-    p.add_argument("--records", type=int, default=4000, help="number of specimen records (default 4000)")
+    p.add_argument("--records", type=positive_int, default=4000, help="number of specimen records (default 4000)")
     p.add_argument("--packages", default="cropped_256,original_256",
                    help="image packages to draw, comma-separated (default cropped_256,original_256)")
     add_seed_arg(p)

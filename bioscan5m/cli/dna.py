@@ -21,7 +21,7 @@ def add_commands(sub) -> None:
     p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--preset", default="cpu-small", choices=PRESET_NAMES, help="model size and schedule (default cpu-small)")
-    p.add_argument("--k", dest="k_mer", type=int, default=None, help="k-mer length (overrides the preset)")
+    p.add_argument("--k", dest="k_mer", type=positive_int, default=None, help="k-mer length (overrides the preset)")
     p.add_argument("--vocabulary", dest="tokenizer_vocabulary", choices=("barcodebert", "standard"), default=None,
                    help="k-mer vocabulary: BarcodeBERT's ids or the standard order (default: the preset's)")
     p.add_argument("--scheme", dest="mlm_scheme", choices=("barcodebert", "standard"), default=None,
@@ -46,11 +46,11 @@ def add_commands(sub) -> None:
     p.add_argument("--head-init", choices=("linear-probe", "random"), default="linear-probe",
                    help="start the heads from a linear probe on frozen embeddings (LP-FT, default) or at random")
     p.add_argument("--temperature", type=float, default=None, help="contrastive: loss temperature (preset's)")
-    p.add_argument("--group-size", type=int, default=4, help="contrastive: barcodes of one species per group")
+    p.add_argument("--group-size", type=positive_int, default=4, help="contrastive: barcodes of one species per group")
     p.add_argument("--pooling", choices=("mean", "per_position"), default=None,
                    help="contrastive: pool token states by their mean or per gene position (aligned models; "
                         "default: the pretrained model's)")
-    p.add_argument("--per-position-size", type=int, default=None, help="contrastive: values per position (16)")
+    p.add_argument("--per-position-size", type=positive_int, default=None, help="contrastive: values per position (16)")
     p.add_argument("--layers", type=int, default=None,
                    help="contrastive: keep only the first N encoder layers (a faster encoder; default all)")
     add_align_arg(p)
