@@ -20,12 +20,13 @@ def add_overwrite_arg(p) -> None:
 PRESET_NAMES = ("paper", "cpu-small", "tiny")
 
 
-def add_release_root(p, *, positional: bool = False) -> None:
-    """``--data ROOT``, the release root of every command; where ROOT was positional, it still may be."""
+def add_release_root(p, *, positional: bool = False, needs: str = "") -> None:
+    """``--data ROOT``, the release root of every command; where ROOT was positional, it still may be. ``needs``
+    says what the command needs in it beyond the metadata (e.g. "with images")."""
     if positional:
         p.add_argument("root", nargs="?", default=None, help="release root (the same as --data)")
     p.add_argument("--data", required=not positional, metavar="ROOT",
-                   help="release root (the folder holding bioscan5m/metadata/...)")
+                   help=f"release root{' ' + needs if needs else ''} (the folder holding bioscan5m/metadata/...)")
 
 
 def release_root(args) -> str:

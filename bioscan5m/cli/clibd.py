@@ -5,13 +5,21 @@ from __future__ import annotations
 from ..data.release import IMAGE_PACKAGES
 
 
-from .arguments import PRESET_NAMES, add_overwrite_arg, add_seed_arg, csv_list, positive_int, print_results
+from .arguments import (
+    PRESET_NAMES,
+    add_overwrite_arg,
+    add_release_root,
+    add_seed_arg,
+    csv_list,
+    positive_int,
+    print_results,
+)
 
 
 def add_commands(sub) -> None:
     """train-clip (its retrieval runs through `retrieve`)."""
     p = sub.add_parser("train-clip", help="contrastive image-DNA-taxonomy training of CLIBD on pretrain+train records")
-    p.add_argument("--data", required=True, help="release root with images (holds bioscan5m/metadata/...)")
+    add_release_root(p, needs="with images")
     p.add_argument("--config", default="cropped_256", choices=IMAGE_PACKAGES, help="image package (default cropped_256)")
     p.add_argument("--dna-model", default=None, help="pretrained BarcodeBERT folder for the DNA encoder (default: new)")
     p.add_argument("--out", required=True, help="model folder to write (the untrained model goes to OUT/no_alignment)")

@@ -8,6 +8,7 @@ from .arguments import (
     add_align_arg,
     add_overwrite_arg,
     add_reading_frames_arg,
+    add_release_root,
     add_run_length_args,
     csv_list,
     positive_int,
@@ -18,7 +19,7 @@ from .arguments import (
 def add_commands(sub) -> None:
     """pretrain, finetune, probe, embed, convert-barcodebert."""
     p = sub.add_parser("pretrain", help="masked-LM pretraining of BarcodeBERT on pretrain+other_heldout (unique barcodes)")
-    p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
+    add_release_root(p)
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--preset", default="cpu-small", choices=PRESET_NAMES, help="model size and schedule (default cpu-small)")
     p.add_argument("--k", dest="k_mer", type=positive_int, default=None, help="k-mer length (overrides the preset)")
@@ -33,7 +34,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a BarcodeBERT on train: taxonomic classifiers (accuracy on test) "
                                         "or, with --objective contrastive, an embedding for identification")
     p.add_argument("--model", required=True, help="pretrained model folder")
-    p.add_argument("--data", required=True, help="release root")
+    add_release_root(p)
     p.add_argument("--out", required=True, help="fine-tuned model folder to write")
     p.add_argument("--objective", choices=("classification", "contrastive"), default="classification",
                    help="classification heads per rank (default), or the supervised contrastive loss on the "
@@ -59,7 +60,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("probe", help="linear probe species@test and 1-NN genus@test_unseen of a pretrained model")
     p.add_argument("--model", required=True, help="saved BarcodeBERT folder")
-    p.add_argument("--data", required=True, metavar="ROOT", help="release root")
+    add_release_root(p)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--batch-size", type=positive_int, default=256, help="barcodes per forward pass (default 256)")
     add_reading_frames_arg(p)
@@ -68,7 +69,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("embed", help="embed the barcodes of a split into a .npy array (float16 or float32)")
     p.add_argument("--model", required=True, help="saved BarcodeBERT folder")
-    p.add_argument("--data", required=True, metavar="ROOT", help="release root")
+    add_release_root(p)
     p.add_argument("--split", default="all", help="split expression, e.g. 'train+val' (default all)")
     p.add_argument("--out", required=True, help=".npy file to write; processids go beside it as .txt")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float32", help="array type (default float32)")

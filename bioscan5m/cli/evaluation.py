@@ -5,7 +5,14 @@ from __future__ import annotations
 from ..data.release import IMAGE_PACKAGES
 
 
-from .arguments import add_overwrite_arg, add_reading_frames_arg, add_seed_arg, csv_list, positive_int
+from .arguments import (
+    add_overwrite_arg,
+    add_reading_frames_arg,
+    add_release_root,
+    add_seed_arg,
+    csv_list,
+    positive_int,
+)
 
 
 def add_commands(sub) -> None:
@@ -13,7 +20,7 @@ def add_commands(sub) -> None:
     sources = "dna:MODEL_DIR (or MODEL_DIR), kmer[:K] for the k-mer baseline"
     p = sub.add_parser("cluster", help="zero-shot clustering: UMAP 50 -> Ward -> AMI per rank, plus a 2-D UMAP plot")
     p.add_argument("--embeddings", required=True, help=f"embedding source: {sources}, or FILE.npy (one row per record)")
-    p.add_argument("--data", required=True, help="release root")
+    add_release_root(p)
     p.add_argument("--split", default="test+test_unseen", help="records to cluster (default test+test_unseen)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--n-clusters", type=positive_int, default=None, help="number of clusters (default: number of species)")
@@ -28,7 +35,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("retrieve", help="retrieval (CLIBD protocol): top-1/3/5 micro/macro per rank; DNA->DNA, "
                                         "or image->image, DNA->DNA and image->DNA for a CLIBD model")
     p.add_argument("--model", required=True, help=f"embedding source: {sources}, or a CLIBD folder")
-    p.add_argument("--data", required=True, help="release root (with images for a CLIBD model)")
+    add_release_root(p, needs="(with images for a CLIBD model)")
     p.add_argument("--queries", default="test,test_unseen", help="comma-separated query splits (default test,test_unseen)")
     p.add_argument("--keys", default="train+key_unseen", help="key splits (default train+key_unseen)")
     p.add_argument("--top-k", default="1,3,5", help="k values (default 1,3,5)")
@@ -47,7 +54,7 @@ def add_commands(sub) -> None:
     p.set_defaults(run=_run_retrieve)
 
     p = sub.add_parser("benchmark", help="the benchmark report: classification, clustering, retrieval vs k-mer and BLAST")
-    p.add_argument("--data", required=True, help="release root")
+    add_release_root(p)
     p.add_argument("--model", action="append", default=[], help="saved model folder (repeat for several)")
     p.add_argument("--blast", action="store_true", help="include the BLAST baseline (needs blastn, package ncbi-blast+)")
     p.add_argument("--kmer", type=positive_int, default=6, help="k of the k-mer baseline (default 6)")

@@ -7,7 +7,7 @@ import os
 from ..data.release import IMAGE_PACKAGES
 
 
-from .arguments import add_overwrite_arg, add_seed_arg, add_split_arg, positive_int
+from .arguments import add_overwrite_arg, add_release_root, add_seed_arg, add_split_arg, positive_int
 
 
 def add_commands(sub) -> None:
@@ -16,7 +16,7 @@ def add_commands(sub) -> None:
     index = sub.add_parser("index", help="key indexes of reference specimens for identification")
     index_sub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     p = index_sub.add_parser("build", help="embed the records of some splits into a FAISS key index, with calibration")
-    p.add_argument("--data", required=True, help="release root (holds bioscan5m/metadata/...)")
+    add_release_root(p)
     p.add_argument("--model", default="kmer", help=f"embedding model: {models} (default kmer)")
     p.add_argument("--out", default=None, help="index folder (default MODEL/index, beside the model)")
     add_split_arg(p, "train+key_unseen", "the key records")

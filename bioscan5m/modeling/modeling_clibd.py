@@ -186,7 +186,8 @@ class ClibdModel(ClibdPreTrainedModel):
         self.dna_model = BarcodeBertModel(config.dna_config)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.image_projection = _projection(self.image_encoder.num_features, config.projection_dim)
-        self.dna_projection = _projection(config.dna_config.hidden_size, config.projection_dim)
+        # The DNA tower pools as its own config says (mean, or per gene position), so its width is embedding_size.
+        self.dna_projection = _projection(config.dna_config.embedding_size, config.projection_dim)
         self.text_projection = _projection(config.text_config.hidden_size, config.projection_dim)
         self.metadata_encoder = ClibdMetadataEncoder(config) if config.metadata_features else None
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)),
@@ -214,7 +215,7 @@ class ClibdModel(ClibdPreTrainedModel):
         """Projected DNA features from k-mer token ids (the BarcodeBERT tokenizer saved in ``dna_tokenizer/``)."""
         self._check_tokens(input_ids, attention_mask, self.config.dna_config.vocab_size, "DNA")
         hidden = self.dna_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        features = self.dna_projection(masked_mean(hidden, attention_mask))
+        features = self.dna_projection(self.dna_model.pool(hidden, input_ids, attention_mask))
         return F.normalize(features, dim=-1) if normalize else features
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -44,6 +44,18 @@ def inputs(batch=4, seed=0):
             "dna_attention_mask": mask, "text_input_ids": text, "text_attention_mask": torch.ones_like(text)}
 
 
+def test_dna_features_pool_as_the_dna_config_says():
+    model = tiny_model(dna_config={**TINY["dna_config"], "pooling": "per_position", "per_position_size": 4})
+    batch = inputs()
+    ids, mask = batch["dna_input_ids"], batch["dna_attention_mask"]
+    assert model.dna_projection.in_features == model.config.dna_config.embedding_size == (660 // 4) * 4
+    with torch.no_grad():
+        hidden = model.dna_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = model.dna_projection(model.dna_model.pool(hidden, ids, mask))
+        assert torch.allclose(model.get_dna_features(ids, mask), expected)
+    assert tiny_model().dna_projection.in_features == TINY["dna_config"]["hidden_size"]  # mean pooling: hidden width
+
+
 # ---------------------------------------------------------------------------------------------- tokenizer
 def test_taxonomy_string_matches_clibd():
     record = {"order": "Diptera", "family": "Cecidomyiidae", "genus": None, "species": float("nan")}
