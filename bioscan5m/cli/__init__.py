@@ -54,8 +54,21 @@ def input_problem(error: BaseException) -> BaseException | None:
     return None
 
 
+def _show_progress_lines() -> None:
+    """The library's step lines (``logging`` INFO of the ``bioscan5m`` loggers) on stderr, once per process."""
+    import logging
+
+    logger = logging.getLogger("bioscan5m")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _show_progress_lines()
     finished = False
     try:
         args.run(args)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import io
 import os
 import zipfile
@@ -26,6 +27,8 @@ import numpy as np
 
 from . import release
 from ..staging import check_output, staged_folder
+
+logger = logging.getLogger(__name__)
 
 NUCLEOTIDES = np.array(list("ACGT"))
 IUPAC_AMBIGUITY = list("RYKMSWBDHV")
@@ -86,6 +89,7 @@ def make_sample(out: str | os.PathLike, num_records: int = 4000,
         if packages:
             # Drawing measures each specimen (image_measurement_value, area_fraction, scale_factor), so the
             # metadata is written after the images.
+            logger.info("sample: drawing the %s packages' photographs of %s records", ", ".join(packages), f"{len(records):,}")
             _write_images(root, records, list(packages), folders=folders, zips=zips)
         _write_metadata(root, records)
         (root / "SYNTHETIC_DATA.md").write_text(

@@ -15,6 +15,7 @@ inflating, the inflated size and the CRC-32.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import zlib
@@ -27,6 +28,8 @@ import numpy as np
 from . import release
 from .caching import cache_folder
 from ..staging import staged_folder
+
+logger = logging.getLogger(__name__)
 
 #: Bumped whenever the cached arrays change meaning.
 INDEX_FORMAT = 1
@@ -70,6 +73,7 @@ class ZipIndex:
                     return cls(path, **arrays)
             except (OSError, ValueError):
                 pass  # a damaged cache entry is rebuilt below
+        logger.info("indexing the members of %s (once; the index is cached)", path.name)
         index = cls.parse(path, package)
         try:
             with staged_folder(folder, overwrite=True) as staging:

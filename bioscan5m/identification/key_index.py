@@ -4,6 +4,7 @@ checked on load against its manifest."""
 from __future__ import annotations
 
 import functools
+import logging
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from .inputs import InputError, open_photo
 
 if TYPE_CHECKING:
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 
 #: Ranks the identification predicts, most general first.
@@ -163,6 +166,7 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     started = time.perf_counter()
     keys = keys.reset_index(drop=True)
     barcodes = keys["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
+    logger.info("index: embedding %s key barcodes with %s", f"{len(barcodes):,}", model)
     encoder = make_encoder(model, fit_sequences=barcodes, seed=seed)
     dna_keys = l2_normalize(encoder.embed_dna(barcodes, batch_size=batch_size))
     dna_index = faiss_index(dna_keys, index=index_type)
@@ -207,6 +211,8 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     index = KeyIndex(out, manifest, table, encoder, dna_index)
     from .calibration import calibrate  # calibration runs queries, which need the index
 
+    if calibration_records is not None and len(calibration_records):
+        logger.info("index: calibrating on %s held-out records", f"{len(calibration_records):,}")
     manifest["calibration"] = (calibrate(index, calibration_records, images=calibration_images, batch_size=batch_size)
                                if calibration_records is not None and len(calibration_records) else None)
     manifest["build_seconds"] = round(time.perf_counter() - started, 1)
