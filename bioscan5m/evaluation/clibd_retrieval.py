@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -31,8 +31,9 @@ def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), 
                   batch_size: int = 64, progress: bool = False) -> dict[str, np.ndarray]:
     """L2-normalised embeddings of every record for each modality (``image``, ``dna``, ``text``), in record order.
 
-    ``records`` is a ``datasets.Dataset`` with the release's columns (``image``, ``dna_barcode``, taxonomy, and
-    ``coord-lat``/``coord-lon``/``image_measurement_value`` when the model fuses metadata).
+    ``records`` is a ``datasets.Dataset`` or a mapping of column lists with the release's columns (``image``,
+    ``dna_barcode``, taxonomy, and ``coord-lat``/``coord-lon``/``image_measurement_value`` when the model fuses
+    metadata); ``processors`` the model's (image processor, DNA tokenizer, taxonomy tokenizer) when already loaded.
     """
     import torch
     from tqdm.auto import tqdm
@@ -41,13 +42,15 @@ def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), 
     from ..training.train_clibd import metadata_inputs
 
     image_processor, dna_tokenizer, text_tokenizer = processors or model.load_processors()
-    features = set(model.config.metadata_features)
+    features = set(model.config.metadata_features or ())
     model.eval()
     out = {m: [] for m in modalities}
-    starts = tqdm(range(0, len(records), batch_size), desc="embedding", unit="batch", disable=not progress)
+    count = len(records) if not isinstance(records, Mapping) else len(next(iter(records.values())))
+    starts = tqdm(range(0, count, batch_size), desc="embedding", unit="batch", disable=not progress)
     with torch.inference_mode():
         for start in starts:
-            batch = records[start:start + batch_size]
+            batch = ({column: values[start:start + batch_size] for column, values in records.items()}
+                     if isinstance(records, Mapping) else records[start:start + batch_size])
             if "image" in out:
                 pixels = image_processor(batch["image"], return_tensors="pt")["pixel_values"].to(model.device)
                 meta = metadata_inputs(lambda column: batch[column], features)

@@ -3,7 +3,6 @@ CLIBD (DNA and photographs in one space), and how a manifest names and fingerpri
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -90,42 +89,27 @@ class ClibdEncoder:
         self.metadata_features = tuple(self.model.config.metadata_features or ())
 
     def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        import torch
-
-        parts = []
-        with torch.inference_mode():
-            for start in range(0, len(sequences), batch_size):
-                encoded = self.tokenizer(list(sequences[start:start + batch_size]), padding=True, truncation=True,
-                                         return_tensors="pt")
-                features = self.model.get_dna_features(input_ids=encoded["input_ids"],
-                                                       attention_mask=encoded["attention_mask"])
-                parts.append(_as_array(features))
-        return np.concatenate(parts)
+        return self._embed({"dna_barcode": list(sequences)}, "dna", batch_size)
 
     def embed_images(self, images: Sequence, metadata=None, batch_size: int = 64) -> np.ndarray:
         """Image embeddings; ``metadata`` (a DataFrame row-aligned with ``images``) feeds a model that fuses
-        collection site or specimen size; without it (a user's photograph) those are unknown (NaN)."""
-        import torch
+        collection site or specimen size; without it (a user's photograph) those are unknown (None)."""
+        from ..training.train_clibd import METADATA_COLUMNS
 
-        from ..training.train_clibd import metadata_inputs
+        records = {"image": list(images)}
+        for column in (c for feature in self.metadata_features for c in METADATA_COLUMNS.get(feature, {}).values()):
+            known = metadata is not None and column in metadata
+            records[column] = metadata[column].tolist() if known else [None] * len(records["image"])
+        return self._embed(records, "image", batch_size)
 
-        parts = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                batch = list(images[start:start + batch_size])
-                pixels = self.image_processor(batch, return_tensors="pt")["pixel_values"]
-                rows = None if metadata is None else metadata.iloc[start:start + batch_size]
-                fused = metadata_inputs(functools.partial(_column_values, rows, len(batch)), self.metadata_features)
-                parts.append(_as_array(self.model.get_image_features(pixel_values=pixels, **fused)))
-        return np.concatenate(parts)
+    def _embed(self, records: dict, modality: str, batch_size: int) -> np.ndarray:
+        from ..evaluation.clibd_retrieval import embed_records
+
+        processors = (self.image_processor, self.tokenizer, None)
+        return embed_records(self.model, records, (modality,), processors, batch_size)[modality]
 
     def save(self, folder: Path) -> dict:
         return {"kind": self.kind, "model": self.model_dir}
-
-
-def _column_values(rows, count: int, column: str) -> list:
-    """A metadata column's values for a batch; unknown (None) without metadata or without that column."""
-    return rows[column].tolist() if rows is not None and column in rows else [None] * count
 
 
 def model_reference(model_dir: str | os.PathLike, index_folder: Path) -> dict:
@@ -156,10 +140,6 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(block)
     return digest.hexdigest()
-
-
-def _as_array(features) -> np.ndarray:
-    return features.detach().float().cpu().numpy()
 
 
 def make_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None = None, seed: int = 0):
