@@ -28,7 +28,7 @@ from bioscan5m.evaluation.baselines import kmer_embeddings
 from bioscan5m.evaluation.clustering import zero_shot_clustering
 from bioscan5m.evaluation.benchmark import read_records
 from bioscan5m.evaluation.scoring import clustering_agreement
-from bioscan5m.training.embeddings import embed_sequences
+from bioscan5m.embedding import embed_sequences
 
 ORACLE_SCALES = (3.0, 10.0)
 SPECIES_SIZE_BINS = ((1, 5), (6, 10), (11, 30), (31, 100), (101, None))

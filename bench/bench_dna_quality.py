@@ -35,8 +35,8 @@ import torch
 from bioscan5m.evaluation.baselines import aligned_identity_vectors, kmer_counts, l2_normalize_rows
 from bioscan5m.evaluation.probes import knn_probe
 from bioscan5m.training.data import load_barcode_sets
-from bioscan5m.training.embeddings import embed_sequences, load_encoder
-from bioscan5m.training.probes import probe
+from bioscan5m.embedding import embed_sequences, load_encoder
+from bioscan5m.evaluation.encoder_probes import probe
 
 
 def accuracy(predicted, truth) -> float:

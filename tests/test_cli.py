@@ -86,3 +86,12 @@ def test_enumerated_and_counted_flags_refuse_bad_values(arguments, message, caps
     with pytest.raises(SystemExit) as refused:
         cli.build_parser().parse_args(arguments)
     assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_step_lines_go_to_the_stderr_of_each_command(tmp_path, capsys):
+    # A handler that kept the first command's stderr would write the second command's lines to a closed stream.
+    for name in ("first", "second"):
+        assert cli.main(["sample", str(tmp_path / name), "--records", "200", "--packages", "cropped_256"]) == 0
+        captured = capsys.readouterr()
+        assert "sample: drawing the cropped_256 packages' photographs of 200 records" in captured.err
+        assert "Logging error" not in captured.err and f"written to {tmp_path / name}" in captured.out

@@ -87,7 +87,7 @@ def _model_steps(workdir: DemoFolder, release_root: Path) -> None:
     from ..data.metadata import read_metadata
     from ..training.finetune import finetune
     from ..training.pretrain import pretrain
-    from ..training.probes import probe
+    from ..evaluation.encoder_probes import probe
     from ..training.train_clibd import train_clibd
 
     barcodebert, made_before = workdir.output("barcodebert")

@@ -7,6 +7,7 @@ its commands; ``arguments`` holds the options they share and the argument types 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import clibd, dataset, demo, dna, evaluation, identification
@@ -54,13 +55,24 @@ def input_problem(error: BaseException) -> BaseException | None:
     return None
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a line is logged, not as it was when the handler was made (a caller
+    may redirect or capture it between two commands)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 def _show_progress_lines() -> None:
     """The library's step lines (``logging`` INFO of the ``bioscan5m`` loggers) on stderr, once per process."""
-    import logging
-
     logger = logging.getLogger("bioscan5m")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

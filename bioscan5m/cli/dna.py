@@ -130,7 +130,7 @@ def _run_finetune(args) -> None:
 
 
 def _run_probe(args) -> None:
-    from ..training.probes import probe
+    from ..evaluation.encoder_probes import probe
 
     print_results(probe(args.model, args.data, out_path=args.out, batch_size=args.batch_size,
                          reading_frames=args.reading_frames, overwrite=args.overwrite))
@@ -141,7 +141,7 @@ def _run_embed(args) -> None:
 
     from ..data.metadata import read_metadata
     from ..staging import check_output, staged_file
-    from ..training.embeddings import embed_sequences
+    from ..embedding import embed_sequences
 
     ids = str(args.out).removesuffix(".npy") + ".processid.txt"
     for path in (args.out, ids):

@@ -60,7 +60,7 @@ class BarcodeBertEncoder:
     modalities = ("dna",)
 
     def __init__(self, model_dir: str | os.PathLike):
-        from ..training.embeddings import load_encoder
+        from ..embedding import load_encoder
 
         self.model_dir = str(model_dir)
         self.model = load_encoder(self.model_dir)

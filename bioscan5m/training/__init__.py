@@ -1,4 +1,4 @@
-"""Training and inference for the DNA models on the HF Trainer: MLM pretraining, fine-tuning, probes, embeddings.
+"""Training on the HF Trainer: BarcodeBERT MLM pretraining and fine-tuning (classification, contrastive), CLIBD.
 
 Submodules are imported on use (``from bioscan5m.training.pretrain import pretrain``), so importing this
 package costs nothing.

@@ -22,7 +22,7 @@ from .collators import KmerGroupedCollator
 from .data import load_barcode_sets
 from .presets import get_preset
 from .pretrain import describe_frame, replicas_in_sync, training_arguments
-from .probes import probe
+from ..evaluation.encoder_probes import probe
 
 
 def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir: str | os.PathLike,

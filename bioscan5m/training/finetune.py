@@ -20,7 +20,7 @@ from ..modeling.model_card import write_model_card
 from ..staging import check_output, staged_folder
 from .collators import KmerClassificationCollator
 from .data import load_barcode_sets
-from .embeddings import embed_sequences
+from ..embedding import embed_sequences
 from .presets import get_preset
 from .pretrain import describe_frame, training_arguments
 

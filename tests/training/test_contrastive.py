@@ -23,7 +23,7 @@ from bioscan5m.training.collators import KmerGroupedCollator
 from bioscan5m.training.contrastive import contrastive_finetune
 from bioscan5m.training.data import load_barcode_sets
 from bioscan5m.training.pretrain import pretrain
-from bioscan5m.training.probes import probe
+from bioscan5m.evaluation.encoder_probes import probe
 
 
 def _loss_by_definition(z: np.ndarray, labels: list[int], temperature: float) -> float:

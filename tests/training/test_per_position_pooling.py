@@ -102,7 +102,7 @@ def test_contrastive_finetune_with_per_position_pooling_and_fewer_layers(aligned
     config = json.loads((out / "config.json").read_text())
     assert (config["pooling"], config["per_position_size"], config["num_hidden_layers"]) == ("per_position", 4, 1)
     # The run's figures are those of the saved encoder: probing the folder again gives them back.
-    from bioscan5m.training.probes import probe
+    from bioscan5m.evaluation.encoder_probes import probe
 
     again = probe(out, sample_root, batch_size=64)
     assert again["knn_genus_test_unseen"] == pytest.approx(results["knn_genus_test_unseen"])

@@ -20,10 +20,10 @@ import bioscan5m
 from bioscan5m.tokenization import KmerTokenizerFast
 from bioscan5m.training.collators import KmerMLMCollator, random_offsets
 from bioscan5m.training.data import load_barcode_sets, unique_barcodes
-from bioscan5m.training.embeddings import embed_dataset, embed_sequences
+from bioscan5m.embedding import embed_dataset, embed_sequences
 from bioscan5m.training.finetune import finetune, predict_ranks
 from bioscan5m.training.pretrain import pretrain
-from bioscan5m.training.probes import probe
+from bioscan5m.evaluation.encoder_probes import probe
 
 CLI = str(Path(sys.executable).parent / "bioscan5m")
 

@@ -58,7 +58,7 @@ def model_source(model_dir, batch_size: int = 128, reading_frames: int = 1) -> E
 
     def embed(sequences: list[str]) -> np.ndarray:
         if not state:
-            from ...training.embeddings import load_encoder
+            from ...embedding import load_encoder
 
             state.append(load_encoder(model_dir))
         model = state[0]

@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from ..evaluation.probes import knn_probe, linear_probe
+from ..embedding import embed_sequences, load_encoder
 from ..staging import check_output, staged_file
-from .data import load_barcode_sets
-from .embeddings import embed_sequences, load_encoder
+from ..training.data import load_barcode_sets
+from .probes import knn_probe, linear_probe
 
 
 def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: str | os.PathLike | None = None,

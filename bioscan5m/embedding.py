@@ -1,6 +1,6 @@
 """Barcode embeddings at scale: batched, sorted by length, ``torch.inference_mode``, written to disk as they come.
 
-    from bioscan5m.training.embeddings import embed_sequences
+    from bioscan5m.embedding import embed_sequences
     vectors = embed_sequences("runs/bb", barcodes, out_path="emb.npy", dtype=np.float16)
 """
 
@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from ..staging import check_output, staged_file
+from .staging import check_output, staged_file
 
 
 def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
@@ -19,7 +19,7 @@ def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
     if isinstance(model_dir_or_model, (str, os.PathLike)):
         from transformers import AutoModel
 
-        from .. import modeling  # noqa: F401  (registers the Auto classes)
+        from . import modeling  # noqa: F401  (registers the Auto classes)
 
         model = AutoModel.from_pretrained(str(model_dir_or_model))
     else:
