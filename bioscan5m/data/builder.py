@@ -26,9 +26,10 @@ from datasets.builder import Key
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..staging import STAGING_MARKER
 from . import release
-from .image_package import MAX_IMAGE_BYTES, ImagePackage, MissingImageError
 from .derived import barcode_reduction_mask, label_vocabularies
+from .image_package import MAX_IMAGE_BYTES, ImagePackage, MissingImageError
 from .metadata import MetadataError, check_max_nucleotides, find_metadata, iter_batches, record_table
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ IMAGE_BATCH_ROWS = 256
 IMAGE_STORAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 _VERSION = datasets.Version("1.0.0")
+#: Inside datasets' incomplete output folder: the records the first split's pass routed to the other splits.
+ROUTED_FOLDER = ".records-by-split"
 
 
 @dataclass
@@ -118,6 +121,18 @@ class _RoutedSplits:
     splits: tuple[str, ...]
     complete: bool = False  # set once that pass has read the whole CSV
 
+    @classmethod
+    def create(cls, folder: Path, splits: tuple[str, ...]) -> _RoutedSplits:
+        """A new routing folder. datasets reuses the incomplete folder of a killed run, so one left there with our
+        marker is removed first; any other folder at that path is refused, never deleted."""
+        if folder.exists() or folder.is_symlink():
+            if folder.is_symlink() or not (folder / STAGING_MARKER).is_file():
+                raise FileExistsError(f"{folder} exists and was not made by bioscan5m; move it away and prepare again.")
+            shutil.rmtree(folder)
+        folder.mkdir()
+        (folder / STAGING_MARKER).touch()
+        return cls(folder, splits)
+
     def path(self, split: str) -> Path:
         return self.folder / f"{split}.arrow"
 
@@ -181,18 +196,16 @@ class Bioscan5M(datasets.ArrowBasedBuilder):
         # Every split's records are spread over the whole CSV, so generating the splits one after the other would
         # read it once per split. Instead the first split generated reads the CSV and routes the other splits'
         # records to one Arrow file each, and those splits are then generated from their files. The files live in
-        # datasets' incomplete output folder and are removed before that folder is renamed into place.
+        # datasets' incomplete output folder (only a local one: elsewhere each split reads the CSV itself), in a folder
+        # that carries our marker, and are removed before datasets renames the incomplete folder into place.
         splits = self.config.splits or release.SPLITS
-        if len(splits) > 1:
-            folder = Path(self._output_dir) / ".records-by-split"
-            shutil.rmtree(folder, ignore_errors=True)  # left by a killed run: datasets reuses its incomplete folder
-            folder.mkdir(parents=True)
-            self._routed = _RoutedSplits(folder, tuple(splits[1:]))
+        if len(splits) > 1 and Path(self._output_dir).name.endswith(".incomplete"):
+            self._routed = _RoutedSplits.create(Path(self._output_dir) / ROUTED_FOLDER, tuple(splits[1:]))
         try:
             super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
         finally:
             if self._routed is not None:
-                shutil.rmtree(self._routed.folder, ignore_errors=True)
+                shutil.rmtree(self._routed.folder, ignore_errors=True)  # made by this run (create refuses any other)
             self._routed = None
 
     def _metadata_tables(self) -> Iterator[pa.Table]:

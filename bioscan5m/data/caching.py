@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -33,7 +34,11 @@ def write_atomically(path: Path, write) -> None:
     """Create or replace a cache entry whole: ``write(staging_path)``, then a rename, so a reader (or a process
     killed mid-write) never leaves half an entry under ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # A name created here and now (exclusively), so the clean-up below can only remove this call's own file.
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    os.chmod(name, 0o644)  # mkstemp makes it private; a cache entry is as readable as any file
+    partial = Path(name)
     try:
         write(partial)
         partial.replace(path)

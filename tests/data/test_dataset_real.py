@@ -3,6 +3,8 @@ the split counts of its README and against the `bioscan-dataset` package's seman
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -195,3 +197,65 @@ def test_labels_and_barcode_mask_are_cached_per_csv_and_option(bold_root, tmp_pa
         np.testing.assert_array_equal(mask, derived._barcode_reduction_mask(source, n))
         path.write_bytes(b"garbage")
         np.testing.assert_array_equal(derived.barcode_reduction_mask(source, n), mask)
+
+
+def test_a_folder_at_the_routing_path_that_is_not_ours_is_refused_not_deleted(tmp_path):
+    from bioscan5m.data.builder import ROUTED_FOLDER, _RoutedSplits
+    from bioscan5m.staging import STAGING_MARKER
+
+    foreign = tmp_path / "a" / ROUTED_FOLDER
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("someone's file")
+    with pytest.raises(FileExistsError, match="was not made by bioscan5m"):
+        _RoutedSplits.create(foreign, ("train",))
+    assert (foreign / "notes.txt").read_text() == "someone's file"
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / STAGING_MARKER).touch()
+    (elsewhere / "keep.txt").write_text("kept")
+    link = tmp_path / "b" / ROUTED_FOLDER
+    link.parent.mkdir()
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(FileExistsError):
+        _RoutedSplits.create(link, ("train",))  # a link is never followed into, even to a marked folder
+    assert (elsewhere / "keep.txt").read_text() == "kept"
+
+    ours = tmp_path / "c" / ROUTED_FOLDER  # what a killed run leaves: our marker and its files
+    ours.mkdir(parents=True)
+    (ours / STAGING_MARKER).touch()
+    (ours / "train.arrow").write_bytes(b"half")
+    routed = _RoutedSplits.create(ours, ("train",))
+    assert sorted(p.name for p in ours.iterdir()) == [STAGING_MARKER] and routed.splits == ("train",)
+
+
+def test_cache_entries_are_written_whole_and_clean_up_only_their_own_staging(tmp_path):
+    from bioscan5m.data.caching import write_atomically
+
+    entry = tmp_path / "entry.json"
+    lookalike = tmp_path / f".entry.json.{os.getpid()}.partial"  # the name an earlier version would have used
+    lookalike.write_text("not ours to delete")
+    write_atomically(entry, lambda path: path.write_text("v1"))
+    assert entry.read_text() == "v1" and lookalike.read_text() == "not ours to delete"
+
+    def fails(path):
+        path.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(entry, fails)
+    assert entry.read_text() == "v1"  # the old entry stands
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lookalike.name, "entry.json"]
+
+
+def test_unreadable_split_codes_are_recomputed_in_the_cache(bold_root):
+    from bioscan5m.data import derived
+    from bioscan5m.data.caching import cache_folder
+
+    source = find_metadata(bold_root)
+    codes = derived.split_codes(source)
+    path = derived._profile(source.stamp(), source)["split_codes"]
+    assert path.parent == cache_folder("metadata")  # the only file split_codes may replace is its own cache entry
+    path.write_bytes(b"garbage")
+    np.testing.assert_array_equal(derived.split_codes(source), codes)
+    assert np.bincount(codes, minlength=8).tolist() == [BOLD_SPLIT_COUNTS[s] for s in release.SPLITS]
