@@ -24,7 +24,7 @@ import json
 
 import numpy as np
 
-from bioscan5m.evaluation.baselines import kmer_embeddings
+from bioscan5m.embedding import kmer_embeddings
 from bioscan5m.evaluation.clustering import zero_shot_clustering
 from bioscan5m.evaluation.benchmark import read_records
 from bioscan5m.evaluation.scoring import clustering_agreement

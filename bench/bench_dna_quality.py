@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioscan5m.evaluation.baselines import aligned_identity_vectors, kmer_counts, l2_normalize_rows
+from bioscan5m.embedding import kmer_counts, l2_normalize_rows
+from bioscan5m.evaluation.baselines import aligned_identity_vectors
 from bioscan5m.evaluation.probes import knn_probe
 from bioscan5m.training.data import load_barcode_sets
 from bioscan5m.embedding import embed_sequences, load_encoder

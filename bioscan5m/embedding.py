@@ -1,18 +1,253 @@
-"""Barcode embeddings at scale: batched, sorted by length, ``torch.inference_mode``, written to disk as they come.
+"""Every embedding the package makes, in one place: the k-mer baseline (SVD of k-mer counts), a saved BarcodeBERT
+and a saved CLIBD (photographs and DNA in one space), resolved from ``"kmer[:K]"`` or a model folder by
+:func:`make_encoder`; and BarcodeBERT embeddings at scale (batched, length-sorted, written to disk as they come).
 
-    from bioscan5m.embedding import embed_sequences
+    from bioscan5m.embedding import embed_sequences, make_encoder
     vectors = embed_sequences("runs/bb", barcodes, out_path="emb.npy", dtype=np.float16)
+    encoder = make_encoder("kmer:6", fit_sequences=keys)          # or a BarcodeBERT / CLIBD folder
+    dna_vectors = encoder.embed_dna(barcodes)
+
+k-mer counts: every overlapping k-mer of A/C/G/T (windows touching any other character are skipped) counted per
+sequence into a sparse ``(n, 4**k)`` matrix; L2-normalised rows (:func:`l2_normalize_rows`) make cosine similarity an
+inner product.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from .staging import check_output, staged_file
 
+if TYPE_CHECKING:
+    import torch
+
+
+# --- k-mer counts, the k-mer baseline's features ---
+
+#: A/C/G/T (either case) to 0-3, every other byte to 4.
+BASE_CODES = np.full(256, 4, dtype=np.uint8)
+for _i, _base in enumerate(b"ACGT"):
+    BASE_CODES[_base] = _i
+    BASE_CODES[ord(chr(_base).lower())] = _i
+
+
+def kmer_counts(sequences: Sequence[str], k: int = 6, chunk_size: int = 20_000):
+    """Overlapping k-mer counts as a ``scipy.sparse.csr_matrix`` of shape ``(n, 4**k)`` (float32).
+
+    Column ``j`` is the k-mer whose bases, read as base-4 digits A=0 C=1 G=2 T=3, spell ``j``.
+    """
+    import scipy.sparse as sp
+
+    if not 1 <= k <= 12:
+        raise ValueError(f"k must be between 1 and 12 (4**k columns); got {k}.")
+    parts = []
+    for start in range(0, len(sequences), chunk_size):
+        parts.append(_kmer_counts_chunk(sequences[start:start + chunk_size], k))
+    if not parts:
+        return sp.csr_matrix((0, 4 ** k), dtype=np.float32)
+    return sp.vstack(parts, format="csr")
+
+
+def _kmer_counts_chunk(sequences: Sequence[str], k: int):
+    import scipy.sparse as sp
+
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    codes = BASE_CODES[np.frombuffer("".join(sequences).encode("ascii", "replace"), dtype=np.uint8)]
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    total = len(codes)
+    window_count = total - k + 1
+    if window_count <= 0:
+        return sp.csr_matrix((len(sequences), 4 ** k), dtype=np.float32)
+    value = np.zeros(window_count, dtype=np.int64)
+    for offset in range(k):
+        value = value * 4 + np.minimum(codes[offset:offset + window_count], 3)
+    # A window is valid when all its bases are ACGT and it does not cross into the next sequence.
+    invalid = np.concatenate([[0], np.cumsum(codes == 4)])
+    valid = (invalid[k:k + window_count] - invalid[:window_count]) == 0
+    row = np.repeat(np.arange(len(sequences)), lengths)[:window_count]
+    position = np.arange(window_count) - starts[row]
+    valid &= position + k <= lengths[row]
+    matrix = sp.coo_matrix((np.ones(valid.sum(), dtype=np.float32), (row[valid], value[valid])),
+                           shape=(len(sequences), 4 ** k))
+    return matrix.tocsr()
+
+
+def kmer_length(spec) -> int | None:
+    """The k of a k-mer model name (``"kmer"`` is k = 6, ``"kmer:K"`` any other k), or None for any other name."""
+    spec = str(spec)
+    if spec != "kmer" and not spec.startswith("kmer:"):
+        return None
+    k = spec.partition(":")[2] or "6"
+    if not k.isdigit() or not 1 <= int(k) <= 12:
+        raise ValueError(f"{spec!r}: the k-mer length must be an integer from 1 to 12, e.g. 'kmer:6'.")
+    return int(k)
+
+
+def l2_normalize_rows(matrix):
+    """Rows scaled to unit L2 norm (zero rows stay zero); dense or scipy sparse."""
+    import scipy.sparse as sp
+
+    if sp.issparse(matrix):
+        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sp.diags(1.0 / norms).astype(np.float32) @ matrix
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return matrix / norms
+
+
+def kmer_embeddings(sequences: Sequence[str], k: int = 6, svd_dims: int | None = 256, seed: int = 0,
+                    fit_sequences: Sequence[str] | None = None) -> np.ndarray:
+    """The k-mer baseline embedding: L2-normalised k-mer counts, projected to ``svd_dims`` by a truncated SVD.
+
+    The SVD is fitted on ``fit_sequences`` when given (e.g. the keys), else on ``sequences`` themselves (it uses
+    no labels). ``svd_dims=None`` returns the dense normalised counts (``4**k`` columns).
+    """
+    counts = l2_normalize_rows(kmer_counts(sequences, k))
+    if svd_dims is None:
+        return counts.toarray()
+    fit_on = counts if fit_sequences is None else l2_normalize_rows(kmer_counts(fit_sequences, k))
+    return kmer_svd(fit_on, svd_dims, seed).transform(counts).astype(np.float32)
+
+
+def kmer_svd(counts, dims: int, seed: int = 0):
+    """A truncated SVD of normalised k-mer counts (no labels), to ``dims`` components or fewer when the counts have
+    fewer rows or columns: the projection of every k-mer embedding here."""
+    from sklearn.decomposition import TruncatedSVD
+
+    components = max(1, min(dims, counts.shape[0] - 1, counts.shape[1] - 1))
+    return TruncatedSVD(n_components=components, algorithm="randomized", random_state=seed).fit(counts)
+
+
+# --- Encoders: one object per embedding model, with embed_dna (and embed_images for CLIBD) ---
+
+KMER_PROJECTION_NAME = "kmer_projection.npy"
+
+
+class KmerEncoder:
+    """The k-mer baseline as an embedding: L2-normalised k-mer counts projected on an SVD fitted to the keys."""
+
+    kind = "kmer"
+    modalities = ("dna",)
+
+    def __init__(self, k: int, projection: np.ndarray):
+        self.k = k
+        self.projection = np.ascontiguousarray(projection, dtype=np.float32)  # (dims, 4**k)
+
+    @classmethod
+    def fit(cls, sequences: Sequence[str], k: int = 6, dims: int = 256, max_fit: int = 20_000, seed: int = 0):
+        sequences = list(sequences)
+        if len(sequences) > max_fit:  # the projection only needs the variety of the keys, not all of them
+            chosen = np.random.default_rng(seed).choice(len(sequences), size=max_fit, replace=False)
+            sequences = [sequences[i] for i in np.sort(chosen)]
+        return cls(k, kmer_svd(l2_normalize_rows(kmer_counts(sequences, k)), dims, seed).components_)
+
+    def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        counts = l2_normalize_rows(kmer_counts(list(sequences), self.k))
+        return np.asarray(counts @ self.projection.T, dtype=np.float32)
+
+    def save(self, folder: Path) -> dict:
+        np.save(folder / KMER_PROJECTION_NAME, self.projection, allow_pickle=False)
+        return {"kind": self.kind, "k": self.k, "dims": int(self.projection.shape[0])}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict):
+        return cls(spec["k"], np.load(folder / KMER_PROJECTION_NAME, allow_pickle=False))
+
+
+class BarcodeBertEncoder:
+    """A saved BarcodeBERT: the mean of its last hidden state is the barcode's embedding."""
+
+    kind = "barcodebert"
+    modalities = ("dna",)
+
+    def __init__(self, model_dir: str | os.PathLike):
+        self.model_dir = str(model_dir)
+        self.model = load_encoder(self.model_dir)
+        self.model.tokenizer  # noqa: B018  (load the tokenizer now, not inside the first request's thread)
+
+    def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        return self.model.embed(list(sequences), batch_size=batch_size, return_numpy=True)
+
+    def save(self, folder: Path) -> dict:
+        return {"kind": self.kind, "model": self.model_dir}
+
+
+class ClibdEncoder:
+    """A saved CLIBD model: photographs and barcodes embedded in one space (``get_image_features`` /
+    ``get_dna_features``), so a photograph can be matched against DNA keys and image keys alike."""
+
+    kind = "clibd"
+    modalities = ("dna", "image")
+
+    def __init__(self, model_dir: str | os.PathLike):
+        from transformers import AutoModel
+
+        self.model_dir = str(model_dir)
+        self.model = AutoModel.from_pretrained(self.model_dir).eval()
+        self.image_processor, self.tokenizer, _ = self.model.load_processors(self.model_dir)
+        self.metadata_features = tuple(self.model.config.metadata_features or ())
+
+    def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        return self._embed({"dna_barcode": list(sequences)}, "dna", batch_size)
+
+    def embed_images(self, images: Sequence, metadata=None, batch_size: int = 64) -> np.ndarray:
+        """Image embeddings; ``metadata`` (a DataFrame row-aligned with ``images``) feeds a model that fuses
+        collection site or specimen size; without it (a user's photograph) those are unknown (None)."""
+        from .training.train_clibd import METADATA_COLUMNS
+
+        records = {"image": list(images)}
+        for column in (c for feature in self.metadata_features for c in METADATA_COLUMNS.get(feature, {}).values()):
+            known = metadata is not None and column in metadata
+            records[column] = metadata[column].tolist() if known else [None] * len(records["image"])
+        return self._embed(records, "image", batch_size)
+
+    def _embed(self, records: dict, modality: str, batch_size: int) -> np.ndarray:
+        from .evaluation.clibd_retrieval import embed_records
+
+        processors = (self.image_processor, self.tokenizer, None)
+        return embed_records(self.model, records, (modality,), processors, batch_size)[modality]
+
+    def save(self, folder: Path) -> dict:
+        return {"kind": self.kind, "model": self.model_dir}
+
+
+def make_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None = None, seed: int = 0):
+    """The embedding model named by ``model``: ``"kmer"``/``"kmer:K"`` (fitted on ``fit_sequences``), or a saved
+    BarcodeBERT or CLIBD folder (told apart by ``model_type`` in its ``config.json``)."""
+    spec = str(model)
+    k = kmer_length(spec)
+    if k is not None:
+        if fit_sequences is None:
+            raise ValueError("The k-mer embedding is fitted on the key barcodes; pass fit_sequences.")
+        return KmerEncoder.fit(fit_sequences, k=k, seed=seed)
+    model_type = model_type_of(spec)
+    if model_type == "clibd":
+        return ClibdEncoder(spec)
+    if model_type == "barcodebert":
+        return BarcodeBertEncoder(spec)
+    raise ValueError(f"{spec}: model_type {model_type!r} is not an embedding model identify knows "
+                     "(barcodebert or clibd).")
+
+
+def model_type_of(model: str | os.PathLike) -> str:
+    """``kmer`` for the k-mer embedding, else the ``model_type`` in the folder's ``config.json``."""
+    spec = str(model)
+    if kmer_length(spec) is not None:
+        return "kmer"
+    config_path = Path(spec) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"Model {spec!r} is neither 'kmer[:K]' nor a saved model folder (no {config_path}).")
+    return json.loads(config_path.read_text()).get("model_type", "")
+
+
+# --- BarcodeBERT at scale ---
 
 def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
     """A BarcodeBERT encoder in eval mode from a folder (or Hub id), or the encoder inside a model object."""
@@ -93,6 +328,8 @@ def embed_dataset(dataset, model_dir: str | os.PathLike, column: str = "dna_barc
 
     def embed_batch(batch, _cache={}):  # noqa: B006  (per-process model cache)
         if "model" not in _cache:
+            import torch
+
             torch.set_num_threads(torch_threads)
             _cache["model"] = load_encoder(model_dir)
         vectors = _cache["model"].embed(batch[column], batch_size=batch_size, return_numpy=True)

@@ -1,7 +1,5 @@
-"""Baselines every model is measured against in the same run: k-mer count embeddings and BLAST top hits.
-
-k-mer counts: every overlapping k-mer of A/C/G/T (windows touching any other character are skipped) counted per
-sequence into a sparse ``(n, 4**k)`` matrix; L2-normalised rows make cosine similarity an inner product.
+"""Baselines every model is measured against in the same run, beside the k-mer counts of ``bioscan5m.embedding``:
+ungapped identity in the reference frame, and BLAST top hits.
 
 BLAST: ``makeblastdb`` over the key sequences and ``blastn`` (Debian/Ubuntu package ``ncbi-blast+``) for the
 queries; the keys ranked by bit score are the prediction. Where ``blastn`` is not installed,
@@ -19,77 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-_CODES = np.full(256, 4, dtype=np.uint8)
-for _i, _base in enumerate(b"ACGT"):
-    _CODES[_base] = _i
-    _CODES[ord(chr(_base).lower())] = _i
-
-
-def kmer_counts(sequences: Sequence[str], k: int = 6, chunk_size: int = 20_000):
-    """Overlapping k-mer counts as a ``scipy.sparse.csr_matrix`` of shape ``(n, 4**k)`` (float32).
-
-    Column ``j`` is the k-mer whose bases, read as base-4 digits A=0 C=1 G=2 T=3, spell ``j``.
-    """
-    import scipy.sparse as sp
-
-    if not 1 <= k <= 12:
-        raise ValueError(f"k must be between 1 and 12 (4**k columns); got {k}.")
-    parts = []
-    for start in range(0, len(sequences), chunk_size):
-        parts.append(_kmer_counts_chunk(sequences[start:start + chunk_size], k))
-    if not parts:
-        return sp.csr_matrix((0, 4 ** k), dtype=np.float32)
-    return sp.vstack(parts, format="csr")
-
-
-def _kmer_counts_chunk(sequences: Sequence[str], k: int):
-    import scipy.sparse as sp
-
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    codes = _CODES[np.frombuffer("".join(sequences).encode("ascii", "replace"), dtype=np.uint8)]
-    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
-    total = len(codes)
-    window_count = total - k + 1
-    if window_count <= 0:
-        return sp.csr_matrix((len(sequences), 4 ** k), dtype=np.float32)
-    value = np.zeros(window_count, dtype=np.int64)
-    for offset in range(k):
-        value = value * 4 + np.minimum(codes[offset:offset + window_count], 3)
-    # A window is valid when all its bases are ACGT and it does not cross into the next sequence.
-    invalid = np.concatenate([[0], np.cumsum(codes == 4)])
-    valid = (invalid[k:k + window_count] - invalid[:window_count]) == 0
-    row = np.repeat(np.arange(len(sequences)), lengths)[:window_count]
-    position = np.arange(window_count) - starts[row]
-    valid &= position + k <= lengths[row]
-    matrix = sp.coo_matrix((np.ones(valid.sum(), dtype=np.float32), (row[valid], value[valid])),
-                           shape=(len(sequences), 4 ** k))
-    return matrix.tocsr()
-
-
-def kmer_length(spec) -> int | None:
-    """The k of a k-mer model name (``"kmer"`` is k = 6, ``"kmer:K"`` any other k), or None for any other name."""
-    spec = str(spec)
-    if spec != "kmer" and not spec.startswith("kmer:"):
-        return None
-    k = spec.partition(":")[2] or "6"
-    if not k.isdigit() or not 1 <= int(k) <= 12:
-        raise ValueError(f"{spec!r}: the k-mer length must be an integer from 1 to 12, e.g. 'kmer:6'.")
-    return int(k)
-
-
-def l2_normalize_rows(matrix):
-    """Rows scaled to unit L2 norm (zero rows stay zero); dense or scipy sparse."""
-    import scipy.sparse as sp
-
-    if sp.issparse(matrix):
-        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        return sp.diags(1.0 / norms).astype(np.float32) @ matrix
-    matrix = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return matrix / norms
-
+from ..embedding import BASE_CODES
 
 def aligned_identity_vectors(sequences: Sequence[str], length: int = 660) -> np.ndarray:
     """The ungapped-identity baseline: one-hot bases in COI-5P reference coordinates, ``(n, 4 * length)`` float32.
@@ -104,34 +32,11 @@ def aligned_identity_vectors(sequences: Sequence[str], length: int = 660) -> np.
 
     aligned = align_to_reference([str(sequence).upper() for sequence in sequences])
     text = "".join(sequence[:length].ljust(length, "N") for sequence in aligned)
-    codes = _CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)].reshape(len(aligned), length)
+    codes = BASE_CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)].reshape(len(aligned), length)
     vectors = np.zeros((len(aligned), length, 4), dtype=np.float32)
     rows, positions = np.nonzero(codes < 4)
     vectors[rows, positions, codes[rows, positions]] = 1.0
     return vectors.reshape(len(aligned), 4 * length)
-
-
-def kmer_embeddings(sequences: Sequence[str], k: int = 6, svd_dims: int | None = 256, seed: int = 0,
-                    fit_sequences: Sequence[str] | None = None) -> np.ndarray:
-    """The k-mer baseline embedding: L2-normalised k-mer counts, projected to ``svd_dims`` by a truncated SVD.
-
-    The SVD is fitted on ``fit_sequences`` when given (e.g. the keys), else on ``sequences`` themselves (it uses
-    no labels). ``svd_dims=None`` returns the dense normalised counts (``4**k`` columns).
-    """
-    counts = l2_normalize_rows(kmer_counts(sequences, k))
-    if svd_dims is None:
-        return counts.toarray()
-    fit_on = counts if fit_sequences is None else l2_normalize_rows(kmer_counts(fit_sequences, k))
-    return kmer_svd(fit_on, svd_dims, seed).transform(counts).astype(np.float32)
-
-
-def kmer_svd(counts, dims: int, seed: int = 0):
-    """A truncated SVD of normalised k-mer counts (no labels), to ``dims`` components or fewer when the counts have
-    fewer rows or columns: the projection of every k-mer embedding here."""
-    from sklearn.decomposition import TruncatedSVD
-
-    components = max(1, min(dims, counts.shape[0] - 1, counts.shape[1] - 1))
-    return TruncatedSVD(n_components=components, algorithm="randomized", random_state=seed).fit(counts)
 
 
 # ---------------------------------------------------------------------------------------------- BLAST

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..data.release import ORDER_TO_SPECIES
-from .baselines import l2_normalize_rows
+from ..embedding import l2_normalize_rows
 from .clustering import check_embeddings
 from .scoring import grouped_topk_accuracy, topk_accuracy
 

@@ -26,8 +26,8 @@ the novelty threshold is flagged "possibly undescribed species"; the threshold i
 held-out queries whose species is among the keys from those whose species is not (``other_heldout``, unseen
 species), by Youden's J.
 
-The package in reading order: ``inputs`` (what a user hands in, checked), ``encoders`` (the embedding models),
-``key_index`` (build, save, load, check), ``prediction`` (identify and vote) and ``calibration`` (temperature
+The package in reading order: ``inputs`` (what a user hands in, checked), ``model_reference`` (how an index names
+and fingerprints its model; the embedding models themselves are ``bioscan5m.embedding``), ``key_index`` (build, save, load, check), ``prediction`` (identify and vote) and ``calibration`` (temperature
 and novelty threshold).
 """
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 
 from .calibration import calibrate
-from .encoders import BarcodeBertEncoder, ClibdEncoder, KmerEncoder, make_encoder, model_fingerprint
+from ..embedding import BarcodeBertEncoder, ClibdEncoder, KmerEncoder, make_encoder
 from .inputs import (
     MAX_BARCODE_NUCLEOTIDES,
     MAX_FASTA_BYTES,
@@ -47,6 +47,7 @@ from .inputs import (
     parse_barcode,
     read_fasta_file,
 )
+from .model_reference import model_fingerprint
 from .key_index import KeyIndex, KeyIndexError, build_index, load_index, write_index
 from .prediction import Identification, Novelty, RankPrediction, format_identification, identify, vote
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..evaluation.baselines import l2_normalize_rows
+from ..embedding import l2_normalize_rows
 from ..data.release import ORDER_TO_SPECIES
 from .key_index import MAX_KEY_NUCLEOTIDES, KeyIndex
 from .prediction import DEFAULT_TEMPERATURE

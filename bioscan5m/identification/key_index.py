@@ -17,7 +17,8 @@ import numpy as np
 
 from ..data.release import MAX_NUCLEOTIDES, ORDER_TO_SPECIES
 from ..staging import STAGING_MARKER, check_output, staged_folder
-from .encoders import KmerEncoder, make_encoder, model_fingerprint, model_reference, model_type_of
+from ..embedding import KmerEncoder, make_encoder, model_type_of
+from .model_reference import model_fingerprint, model_reference
 from .inputs import InputError, open_photo
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..evaluation.baselines import l2_normalize_rows
+from ..embedding import l2_normalize_rows
 from .inputs import InputError, open_photo, parse_barcode
 from ..data.release import ORDER_TO_SPECIES
 from .key_index import KEY_COLUMNS, KeyIndex, load_index

@@ -1,29 +1,12 @@
-"""Baselines: k-mer counts by hand and against a plain Python count; BLAST run for real on real barcodes."""
+"""Baselines: ungapped identity and BLAST, run for real on real barcodes."""
 
 from __future__ import annotations
-
-import itertools
-from collections import Counter
 
 import numpy as np
 import pytest
 
 from bioscan5m import read_metadata
-from bioscan5m.evaluation.baselines import (BlastNotFoundError, aligned_identity_vectors, blast_available, blast_search, kmer_counts,
-                                            kmer_embeddings)
-
-
-def column(kmer: str) -> int:
-    return int("".join("ACGT".index(b).__str__() for b in kmer), 4)
-
-
-def test_kmer_counts_by_hand():
-    counts = kmer_counts(["ACGTAC", "ACNGT", "AC", "G"], k=2).toarray()
-    assert counts.shape == (4, 16)
-    assert {i: counts[0, i] for i in np.flatnonzero(counts[0])} == {column("AC"): 2, column("CG"): 1, column("GT"): 1, column("TA"): 1}
-    # Windows touching N are skipped, and no window spans two sequences.
-    assert {i: counts[1, i] for i in np.flatnonzero(counts[1])} == {column("AC"): 1, column("GT"): 1}
-    assert counts[2].sum() == 1 and counts[3].sum() == 0
+from bioscan5m.evaluation.baselines import BlastNotFoundError, aligned_identity_vectors, blast_available, blast_search
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +14,6 @@ def barcodes(bold_root):
     frame = read_metadata(bold_root, split="train")
     frame = frame[~frame["dna_barcode"].str.rstrip("N").duplicated()].head(60)
     return frame["dna_barcode"].str.rstrip("N").tolist(), frame["species"].astype(str).tolist()
-
-
-def test_kmer_counts_match_python_counting_on_real_barcodes(barcodes):
-    sequences, _ = barcodes
-    counts = kmer_counts(sequences, k=4, chunk_size=17).toarray()
-    index = {"".join(p): i for i, p in enumerate(itertools.product("ACGT", repeat=4))}
-    for row, sequence in zip(counts, sequences):
-        expected = Counter(sequence[i:i + 4] for i in range(len(sequence) - 3))
-        expected = {index[kmer]: n for kmer, n in expected.items() if kmer in index}
-        assert {i: row[i] for i in np.flatnonzero(row)} == expected
-
-
-def test_kmer_embeddings_are_unit_rows_or_svd(barcodes):
-    sequences, _ = barcodes
-    dense = kmer_embeddings(sequences, k=3, svd_dims=None)
-    assert dense.shape == (len(sequences), 64)
-    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
-    assert kmer_embeddings(sequences, k=3, svd_dims=8).shape == (len(sequences), 8)
-    with pytest.raises(ValueError, match="k must be between 1 and 12"):
-        kmer_counts(sequences, k=0)
 
 
 needs_blast = pytest.mark.skipif(not blast_available(), reason="blastn/makeblastdb not installed (Debian package ncbi-blast+)")
@@ -81,6 +44,7 @@ def test_aligned_identity_counts_identical_bases_at_reference_positions(barcodes
     assert max(unaligned) < 0.5 * min(np.diag(overlap))
 
 
+@needs_blast
 @pytest.mark.slow
 def test_blast_top_hit_finds_the_source_barcode(barcodes):
     sequences, species = barcodes

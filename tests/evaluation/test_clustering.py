@@ -8,7 +8,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_mutual_info_score
 
 from bioscan5m import read_metadata
-from bioscan5m.evaluation.baselines import kmer_embeddings
+from bioscan5m.embedding import kmer_embeddings
 from bioscan5m.evaluation.clustering import plot_umap_2d, ward_clustering, zero_shot_clustering
 
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from bioscan5m import read_metadata
-from bioscan5m.evaluation.baselines import kmer_embeddings
+from bioscan5m.embedding import kmer_embeddings
 from bioscan5m.evaluation.probes import knn_predict, knn_probe, linear_probe
 from bioscan5m.evaluation.retrieval import evaluate_retrieval, retrieval_accuracy, search
 

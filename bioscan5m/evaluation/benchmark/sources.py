@@ -13,7 +13,7 @@ import numpy as np
 
 from ...data.caching import cache_folder
 from ...staging import staged_file
-from .. import baselines
+from ... import embedding
 
 
 @dataclass
@@ -37,12 +37,12 @@ def kmer_source(k: int = 6, svd_dims: int = 256) -> EmbeddingSource:
     clustering and retrieval use a truncated SVD of them to ``svd_dims``, fitted on the records of that task."""
 
     def reduce(counts: np.ndarray) -> np.ndarray:
-        return baselines.kmer_svd(counts, svd_dims).transform(counts).astype(np.float32)
+        return embedding.kmer_svd(counts, svd_dims).transform(counts).astype(np.float32)
 
     return EmbeddingSource(
         f"{k}-mer counts", f"L2-normalised overlapping {k}-mer counts ({4 ** k} dims; clustering and retrieval: "
         f"truncated SVD to {svd_dims} dims, fitted without labels on that task's records)",
-        lambda sequences: baselines.kmer_embeddings(sequences, k=k, svd_dims=None), reduce, kind="baseline",
+        lambda sequences: embedding.kmer_embeddings(sequences, k=k, svd_dims=None), reduce, kind="baseline",
         cache_key=f"kmer{k}")
 
 
@@ -96,7 +96,7 @@ def npy_source(path) -> EmbeddingSource:
 
 def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1) -> EmbeddingSource:
     """``kmer`` / ``kmer:K`` (baseline), ``dna:MODEL_DIR`` or ``MODEL_DIR`` (saved model), ``FILE.npy``."""
-    k = baselines.kmer_length(spec)
+    k = embedding.kmer_length(spec)
     if k is not None:
         return kmer_source(k)
     if spec.endswith(".npy"):
