@@ -92,6 +92,7 @@ def bench_preprocessing(root: Path, cache_dir: Path, n_images: int, batch_size: 
 def bench_steps(root: Path, cache_dir: Path, preset: str, steps: int, dna_model=None) -> dict:
     from bioscan5m.modeling.image_processing_clibd import train_transform
     from bioscan5m.tokenization.tokenization_taxonomy import build_taxonomy_tokenizer, taxonomy_string
+    from bioscan5m.modeling.processing_clibd import ClibdProcessor
     from bioscan5m.training.train_clibd import ClibdCollator, build_model, get_clibd_preset, load_records
 
     settings = get_clibd_preset(preset)
@@ -100,7 +101,8 @@ def bench_steps(root: Path, cache_dir: Path, preset: str, steps: int, dna_model=
         ["order", "family", "genus", "species"])])
     rss_before = peak_rss_mb()
     model, dna_tokenizer = build_model(settings, text_tokenizer, dna_model=dna_model)
-    collator = ClibdCollator(dna_tokenizer, text_tokenizer, image_transform=train_transform(settings.image_processor()))
+    processor = ClibdProcessor(settings.image_processor(), text_tokenizer, dna_tokenizer)
+    collator = ClibdCollator(processor, image_transform=train_transform(processor.image_processor))
     batches = [collator([records[(i * settings.batch_size + j) % len(records)] for j in range(settings.batch_size)])
                for i in range(steps + 1)]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -189,9 +189,11 @@ class ClibdEncoder:
     def __init__(self, model_dir: str | os.PathLike):
         from transformers import AutoModel
 
+        from .modeling.processing_clibd import ClibdProcessor
+
         self.model_dir = str(model_dir)
         self.model = AutoModel.from_pretrained(self.model_dir).eval()
-        self.image_processor, self.tokenizer, _ = self.model.load_processors(self.model_dir)
+        self.processor = ClibdProcessor.from_pretrained(self.model_dir)
         self.metadata_features = tuple(self.model.config.metadata_features or ())
 
     def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -211,8 +213,7 @@ class ClibdEncoder:
     def _embed(self, records: dict, modality: str, batch_size: int) -> np.ndarray:
         from .evaluation.clibd_retrieval import embed_records
 
-        processors = (self.image_processor, self.tokenizer, None)
-        return embed_records(self.model, records, (modality,), processors, batch_size)[modality]
+        return embed_records(self.model, records, (modality,), self.processor, batch_size)[modality]
 
     def save(self, folder: Path) -> dict:
         return {"kind": self.kind, "model": self.model_dir}

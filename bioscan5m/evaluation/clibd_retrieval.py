@@ -27,13 +27,13 @@ PAIRS = ("image->image", "dna->dna", "image->dna")
 QUERY_SETS = {"test": "seen", "test_unseen": "unseen"}
 
 
-def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), processors=None,
+def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), processor=None,
                   batch_size: int = 64, progress: bool = False) -> dict[str, np.ndarray]:
     """L2-normalised embeddings of every record for each modality (``image``, ``dna``, ``text``), in record order.
 
     ``records`` is a ``datasets.Dataset`` or a mapping of column lists with the release's columns (``image``,
     ``dna_barcode``, taxonomy, and ``coord-lat``/``coord-lon``/``image_measurement_value`` when the model fuses
-    metadata); ``processors`` the model's (image processor, DNA tokenizer, taxonomy tokenizer) when already loaded.
+    metadata); ``processor`` the model's ``ClibdProcessor`` when already loaded (else read from its folder).
     """
     import torch
     from tqdm.auto import tqdm
@@ -41,7 +41,9 @@ def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), 
     from ..tokenization.tokenization_taxonomy import taxonomy_string
     from ..training.train_clibd import metadata_inputs
 
-    image_processor, dna_tokenizer, text_tokenizer = processors or model.load_processors()
+    from ..modeling.processing_clibd import ClibdProcessor
+
+    processor = processor or ClibdProcessor.from_pretrained(model.config.name_or_path)
     features = set(model.config.metadata_features or ())
     model.eval()
     out = {m: [] for m in modalities}
@@ -52,20 +54,18 @@ def embed_records(model, records, modalities: Sequence[str] = ("image", "dna"), 
             batch = ({column: values[start:start + batch_size] for column, values in records.items()}
                      if isinstance(records, Mapping) else records[start:start + batch_size])
             if "image" in out:
-                pixels = image_processor(batch["image"], return_tensors="pt")["pixel_values"].to(model.device)
+                pixels = processor(images=batch["image"])["pixel_values"].to(model.device)
                 meta = metadata_inputs(lambda column: batch[column], features)
                 out["image"].append(model.get_image_features(pixels, normalize=True, **meta).float().cpu().numpy())
             if "dna" in out:
-                encoded = dna_tokenizer(batch["dna_barcode"], padding=True, truncation=True, return_tensors="pt")
-                out["dna"].append(model.get_dna_features(encoded["input_ids"].to(model.device),
-                                                         encoded["attention_mask"].to(model.device),
+                encoded = processor(dna=batch["dna_barcode"]).to(model.device)
+                out["dna"].append(model.get_dna_features(encoded["dna_input_ids"], encoded["dna_attention_mask"],
                                                          normalize=True).float().cpu().numpy())
             if "text" in out:
                 texts = [taxonomy_string({r: batch[r][i] for r in ("order", "family", "genus", "species")})
                          for i in range(len(batch["dna_barcode"]))]
-                encoded = text_tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-                out["text"].append(model.get_text_features(encoded["input_ids"].to(model.device),
-                                                           encoded["attention_mask"].to(model.device),
+                encoded = processor(text=texts).to(model.device)
+                out["text"].append(model.get_text_features(encoded["text_input_ids"], encoded["text_attention_mask"],
                                                            normalize=True).float().cpu().numpy())
     return {m: np.concatenate(parts) if parts else np.zeros((0, model.config.projection_dim), np.float32)
             for m, parts in out.items()}
@@ -82,8 +82,10 @@ def retrieval_for_model(model, sets: dict, pairs: Sequence[str] = PAIRS, top_k: 
     unknown = [m for m in modalities if m not in ("image", "dna", "text")]
     if unknown:
         raise ValueError(f"Unknown modality in pairs {list(pairs)}; use image, dna or text.")
-    processors = model.load_processors()
-    embedded = {name: embed_records(model, records, modalities, processors, batch_size, progress)
+    from ..modeling.processing_clibd import ClibdProcessor
+
+    processor = ClibdProcessor.from_pretrained(model.config.name_or_path)
+    embedded = {name: embed_records(model, records, modalities, processor, batch_size, progress)
                 for name, records in sets.items()}
     labels = {name: _labels(records) for name, records in sets.items()}
     results = {}

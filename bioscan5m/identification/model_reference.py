@@ -28,7 +28,7 @@ def model_reference(model_dir: str | os.PathLike, index_folder: Path) -> dict:
 
 def model_fingerprint(model_dir: str | os.PathLike) -> str:
     """SHA-256 over the files that decide a model's embeddings (weights, configuration, tokenizers)."""
-    from ..modeling.modeling_clibd import DNA_TOKENIZER_SUBFOLDER
+    from ..modeling.processing_clibd import DNA_TOKENIZER_SUBFOLDER
 
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"No model at {model_dir} (no config.json there).")

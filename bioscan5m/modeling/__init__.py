@@ -64,7 +64,8 @@ _register_barcodebert()
 from .configuration_clibd import ClibdConfig  # noqa: E402
 
 _LAZY_EXPORTS.update({"ClibdModel": "modeling_clibd", "ClibdPreTrainedModel": "modeling_clibd",
-                      "ClibdOutput": "modeling_clibd", "ClibdImageProcessor": "image_processing_clibd"})
+                      "ClibdOutput": "modeling_clibd", "ClibdImageProcessor": "image_processing_clibd",
+                      "ClibdProcessor": "processing_clibd"})
 
 
 def _register_clibd() -> None:

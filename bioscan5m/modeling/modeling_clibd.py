@@ -33,9 +33,6 @@ AUTO_MAP = {
     "AutoConfig": "configuration_clibd.ClibdConfig",
     "AutoModel": "modeling_clibd.ClibdModel",
 }
-#: Sub-folder of a saved CLIBD model holding the DNA (k-mer) tokenizer; the taxonomy tokenizer and the image
-#: processor sit at the top level.
-DNA_TOKENIZER_SUBFOLDER = "dna_tokenizer"
 
 
 @dataclass
@@ -265,27 +262,6 @@ class ClibdModel(ClibdPreTrainedModel):
                 if isinstance(getattr(module, name, None), nn.Module):
                     getattr(module, name).requires_grad_(True)
 
-    def load_processors(self, folder: str | None = None):
-        """``(image_processor, dna_tokenizer, text_tokenizer)`` saved with this model (in ``folder`` or the one it
-        was loaded from)."""
-        import os
-
-        from transformers import AutoTokenizer
-
-        from .image_processing_clibd import ClibdImageProcessor
-
-        folder = folder or self.config.name_or_path
-        if not folder:
-            raise ValueError("This CLIBD model was not loaded from a folder: pass the folder that holds its processors.")
-        # Loaded as remote code (package not installed): trust the tokenizer code saved with the model, no more.
-        remote = type(self).__module__.startswith("transformers_modules")
-        dna_folder = os.path.join(folder, DNA_TOKENIZER_SUBFOLDER)
-        dna_source = dict(pretrained_model_name_or_path=dna_folder) if os.path.isdir(dna_folder) else dict(
-            pretrained_model_name_or_path=folder, subfolder=DNA_TOKENIZER_SUBFOLDER)
-        return (ClibdImageProcessor.from_pretrained(folder),
-                AutoTokenizer.from_pretrained(**dna_source, trust_remote_code=remote),
-                AutoTokenizer.from_pretrained(folder, trust_remote_code=remote))
-
     def _check_pixel_values(self, pixel_values) -> None:
         size = self.config.image_size
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
@@ -361,8 +337,7 @@ def _encoder_layers(module: nn.Module) -> list[nn.Module]:
     raise ValueError(f"Cannot find the blocks of {type(module).__name__} for partial fine-tuning.")
 
 
-__all__ = ["ClibdPreTrainedModel", "ClibdModel", "ClibdOutput", "ClibdMetadataEncoder", "create_image_encoder",
-           "DNA_TOKENIZER_SUBFOLDER"]
+__all__ = ["ClibdPreTrainedModel", "ClibdModel", "ClibdOutput", "ClibdMetadataEncoder", "create_image_encoder"]
 
 # save_pretrained copies this file (and its relative imports) next to the weights.
 ClibdModel.register_for_auto_class("AutoModel")

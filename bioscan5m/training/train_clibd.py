@@ -24,9 +24,10 @@ import torch
 
 from ..modeling.configuration_clibd import METADATA_FEATURES, ClibdConfig
 from ..modeling.image_processing_clibd import ClibdImageProcessor, train_transform
-from ..modeling.modeling_clibd import DNA_TOKENIZER_SUBFOLDER, ClibdModel
+from ..modeling.modeling_clibd import ClibdModel
+from ..modeling.processing_clibd import ClibdProcessor
 from ..staging import check_output, staged_folder
-from ..tokenization.tokenization_taxonomy import MAX_TEXT_TOKENS, build_taxonomy_tokenizer, taxonomy_string
+from ..tokenization.tokenization_taxonomy import build_taxonomy_tokenizer, taxonomy_string
 
 #: Columns a training record needs (the rest of the release's columns are dropped before batching).
 RECORD_COLUMNS = ("image", "dna_barcode", "order", "family", "genus", "species", "coord-lat", "coord-lon",
@@ -100,43 +101,32 @@ def get_clibd_preset(name: str, **overrides) -> ClibdPreset:
 class ClibdCollator:
     """Dataset records (``image``, ``dna_barcode``, taxonomy, coordinates, size) → one CLIBD batch.
 
-    ``image_transform`` maps one PIL image to a normalised tensor (``train_transform(...)``); for evaluation pass
-    ``image_processor`` instead, which processes the whole batch at once. ``modalities`` picks what goes in.
+    ``processor`` (a ``ClibdProcessor``) tokenizes DNA and taxonomy and, for evaluation, processes the photographs;
+    for training pass ``image_transform``, which maps one PIL image to a normalised tensor (``train_transform(...)``).
+    ``modalities`` picks what goes in.
     """
 
-    def __init__(self, dna_tokenizer=None, text_tokenizer=None, image_transform=None, image_processor=None,
-                 modalities=("image", "dna", "text"), metadata_features=(), max_text_tokens: int = MAX_TEXT_TOKENS):
+    def __init__(self, processor, image_transform=None, modalities=("image", "dna", "text"), metadata_features=()):
         unknown = set(modalities) - {"image", "dna", "text"}
         if unknown:
             raise ValueError(f"Unknown modalities {sorted(unknown)}; choose from image, dna, text.")
-        if "image" in modalities and (image_transform is None) == (image_processor is None):
-            raise ValueError("For images give exactly one of image_transform (per image) or image_processor (batched).")
-        if "dna" in modalities and dna_tokenizer is None:
-            raise ValueError("The DNA modality needs dna_tokenizer.")
-        if "text" in modalities and text_tokenizer is None:
-            raise ValueError("The text modality needs text_tokenizer.")
-        self.dna_tokenizer, self.text_tokenizer = dna_tokenizer, text_tokenizer
-        self.image_transform, self.image_processor = image_transform, image_processor
+        self.processor, self.image_transform = processor, image_transform
         self.modalities, self.metadata_features = tuple(modalities), tuple(metadata_features)
-        self.max_text_tokens = max_text_tokens
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {}
-        if "image" in self.modalities:
-            images = [_record_value(r, "image", "image") for r in records]
-            if self.image_processor is not None:
-                batch["pixel_values"] = self.image_processor(images, return_tensors="pt")["pixel_values"]
-            else:
+        inputs = {}
+        if "dna" in self.modalities:
+            inputs["dna"] = [_record_value(r, "dna_barcode", "DNA barcode") for r in records]
+        if "text" in self.modalities:
+            inputs["text"] = [taxonomy_string(r) for r in records]
+        images = [_record_value(r, "image", "image") for r in records] if "image" in self.modalities else None
+        if images is not None and self.image_transform is None:
+            inputs["images"] = images
+        batch = dict(self.processor(**inputs)) if inputs else {}
+        if images is not None:
+            if self.image_transform is not None:
                 batch["pixel_values"] = torch.stack([self.image_transform(image) for image in images])
             batch.update(metadata_inputs(lambda column: [r.get(column) for r in records], self.metadata_features))
-        if "dna" in self.modalities:
-            encoded = self.dna_tokenizer([_record_value(r, "dna_barcode", "DNA barcode") for r in records],
-                                         padding=True, truncation=True, return_tensors="pt")
-            batch["dna_input_ids"], batch["dna_attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
-        if "text" in self.modalities:
-            encoded = self.text_tokenizer([taxonomy_string(r) for r in records], padding=True, truncation=True,
-                                          max_length=self.max_text_tokens, return_tensors="pt")
-            batch["text_input_ids"], batch["text_attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
         return batch
 
 
@@ -209,13 +199,12 @@ def build_model(preset: ClibdPreset, text_tokenizer, dna_model=None, metadata_fe
     return model, dna_tokenizer
 
 
-def save_clibd(model: ClibdModel, out_dir, image_processor, dna_tokenizer, text_tokenizer) -> Path:
-    """Weights, config and code files, the image processor, the taxonomy tokenizer and ``dna_tokenizer/``."""
+def save_clibd(model: ClibdModel, out_dir, processor: ClibdProcessor) -> Path:
+    """Weights, config and code files, and the processor (image processor and taxonomy tokenizer at the top level,
+    the DNA tokenizer in ``dna_tokenizer/``)."""
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
-    image_processor.save_pretrained(out_dir)
-    text_tokenizer.save_pretrained(out_dir)
-    dna_tokenizer.save_pretrained(out_dir / DNA_TOKENIZER_SUBFOLDER)
+    processor.save_pretrained(out_dir)
     return out_dir
 
 
@@ -272,13 +261,13 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         # Towers outside the loss get no gradient; under DDP trainable-but-unused parameters are an error.
         model.freeze(unused)
         getattr(model, f"{unused}_projection").requires_grad_(False)
-    image_processor = settings.image_processor()
+    processor = ClibdProcessor(settings.image_processor(), text_tokenizer, dna_tokenizer)
     world_process_zero = int(os.environ.get("RANK", "0")) == 0
     with staged_folder(out_dir, overwrite, main_process=world_process_zero) as staging:
         if save_no_alignment and world_process_zero:
-            save_clibd(model, staging / NO_ALIGNMENT_SUBFOLDER, image_processor, dna_tokenizer, text_tokenizer)
+            save_clibd(model, staging / NO_ALIGNMENT_SUBFOLDER, processor)
 
-        collator = ClibdCollator(dna_tokenizer, text_tokenizer, image_transform=train_transform(image_processor, augment),
+        collator = ClibdCollator(processor, image_transform=train_transform(processor.image_processor, augment),
                                  modalities=modalities, metadata_features=metadata_features)
         args = training_arguments(staging, per_device_train_batch_size=settings.batch_size,
                                   num_train_epochs=settings.epochs, max_steps=max_steps or -1,
@@ -305,7 +294,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
             "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
         }
         if trainer.is_world_process_zero():
-            save_clibd(trainer.model, staging, image_processor, dna_tokenizer, text_tokenizer)
+            save_clibd(trainer.model, staging, processor)
             (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the settings are in training.json
             (staging / "training.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,4 +1,4 @@
-"""CLIBD model, loss, image processor and taxonomy tokenizer: behaviour, bad input, and remote-code loading."""
+"""CLIBD model, loss, image processor, processor and taxonomy tokenizer: behaviour, bad input, and remote-code loading."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bioscan5m.modeling import ClibdConfig, ClibdImageProcessor, ClibdModel
+from bioscan5m.modeling import ClibdConfig, ClibdImageProcessor, ClibdModel, ClibdProcessor
 from bioscan5m.modeling.loss_clibd import ClibdLoss
 from bioscan5m.tokenization.tokenization_taxonomy import build_taxonomy_tokenizer, taxonomy_string
 
@@ -245,28 +245,72 @@ def test_registered_with_auto_classes(tmp_path):
     assert type(AutoImageProcessor.from_pretrained(tmp_path, trust_remote_code=True)).__name__ == "ClibdImageProcessor"
 
 
+def tiny_processor():
+    from bioscan5m.tokenization import KmerTokenizerFast
+
+    return ClibdProcessor(ClibdImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}),
+                          build_taxonomy_tokenizer(["Diptera Culicidae Aedes Aedes aegypti", "Diptera Sciaridae Bradysia"]),
+                          KmerTokenizerFast(k=4))
+
+
+def test_processor_prepares_every_input_the_model_takes_and_round_trips(tmp_path, images_root):
+    from transformers import AutoProcessor
+
+    processor = tiny_processor()
+    photos = [Image.open(path).convert("RGB") for path in sorted(images_root.rglob("*.jpg"))[:2]]
+    texts = ["Diptera Culicidae Aedes Aedes aegypti", "Diptera Sciaridae Bradysia not_classified"]
+    batch = processor(images=photos, dna=["ACGTACGTAAAAT", "ACGTAC"], text=texts, latitude=[45.5, None])
+    assert set(batch) == {"pixel_values", "latitude", "dna_input_ids", "dna_attention_mask", "text_input_ids",
+                          "text_attention_mask"}
+    assert tuple(batch["pixel_values"].shape) == (2, 3, 64, 64) and math.isnan(batch["latitude"][1])
+    # The same tensors as each component called on its own.
+    assert torch.equal(batch["pixel_values"], processor.image_processor(photos, return_tensors="pt")["pixel_values"])
+    dna = processor.dna_tokenizer(["ACGTACGTAAAAT", "ACGTAC"], padding=True, return_tensors="pt")
+    assert torch.equal(batch["dna_input_ids"], dna["input_ids"]) and batch["dna_attention_mask"][1].sum() < dna["attention_mask"][0].sum()
+    model = tiny_model(text_config={**TINY["text_config"], "vocab_size": len(processor.tokenizer)})
+    with torch.no_grad():
+        output = model(**{k: v for k, v in batch.items() if k != "latitude"})
+    assert output.loss is not None and output.image_embeds.shape == (2, 16)
+    processor.save_pretrained(tmp_path)
+    for loaded in (ClibdProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True)):
+        again = loaded(images=photos, dna=["ACGTACGTAAAAT", "ACGTAC"], text=texts)
+        for key in ("pixel_values", "dna_input_ids", "text_input_ids"):
+            assert torch.equal(again[key], batch[key]), key
+
+
+def test_processor_refuses_what_it_cannot_prepare():
+    processor = tiny_processor()
+    with pytest.raises(ValueError, match="at least one of images, dna or text"):
+        processor()
+    with pytest.raises(TypeError, match="Unexpected arguments"):
+        processor(dna=["ACGT"], padding="max_length")
+    with pytest.raises(ValueError, match="latitude has 1 values for 2 images"):
+        processor(images=[np.full((80, 80, 3), 200, np.uint8)] * 2, latitude=[1.0])
+
+
 # ---------------------------------------------------------------------------------------------- remote code
 REMOTE_SCRIPT = textwrap.dedent("""
     import json, sys
     sys.modules["bioscan5m"] = None          # our package must not be needed (import raises ImportError)
     import torch
     from safetensors.torch import load_file, save_file
-    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
     folder, inputs_path, out_path = sys.argv[1:4]
     torch.set_num_threads(1)
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-    dna_tokenizer = AutoTokenizer.from_pretrained(folder + "/dna_tokenizer", trust_remote_code=True)
-    text_tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     x = load_file(inputs_path)
     with torch.no_grad():
         out = {"image": model.get_image_features(x["pixel_values"]),
                "dna": model.get_dna_features(x["dna_input_ids"], x["dna_attention_mask"]),
                "text": model.get_text_features(x["text_input_ids"], x["text_attention_mask"])}
     save_file({k: v.contiguous() for k, v in out.items()}, out_path)
-    print(json.dumps({"model": type(model).__module__, "processor": type(processor).__name__,
-                      "dna_ids": dna_tokenizer(["ACGTACGTAAAA"])["input_ids"][0],
-                      "text_ids": text_tokenizer(["diptera culicidae"])["input_ids"][0]}))
+    encoded = processor(dna=["ACGTACGTAAAA"], text=["diptera culicidae"])
+    print(json.dumps({"model": type(model).__module__, "image_processor": type(image_processor).__name__,
+                      "processor": type(processor).__module__ + "." + type(processor).__name__,
+                      "dna_tokenizer": type(processor.dna_tokenizer).__module__,
+                      "dna_ids": encoded["dna_input_ids"][0].tolist(), "text_ids": encoded["text_input_ids"][0].tolist()}))
 """)
 
 
@@ -278,13 +322,13 @@ def test_save_load_in_fresh_process_without_package(tmp_path):
     folder = tmp_path / "clibd"
     model = tiny_model()
     model.save_pretrained(folder)
-    ClibdImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(folder)
     text_tokenizer = build_taxonomy_tokenizer(["Diptera Culicidae Aedes Aedes aegypti"])
-    text_tokenizer.save_pretrained(folder)
     dna_tokenizer = KmerTokenizerFast(k=4)
-    dna_tokenizer.save_pretrained(folder / "dna_tokenizer")
+    image_processor = ClibdImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64})
+    ClibdProcessor(image_processor, text_tokenizer, dna_tokenizer).save_pretrained(folder)
     for name in ("modeling_clibd.py", "configuration_clibd.py", "loss_clibd.py", "modeling_barcodebert.py",
-                 "configuration_barcodebert.py", "image_processing_clibd.py", "model.safetensors"):
+                 "configuration_barcodebert.py", "image_processing_clibd.py", "processing_clibd.py",
+                 "processor_config.json", "dna_tokenizer/tokenization_kmer.py", "model.safetensors"):
         assert (folder / name).is_file(), name
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt"))
     batch = inputs()
@@ -300,7 +344,9 @@ def test_save_load_in_fresh_process_without_package(tmp_path):
     assert lines, done.stdout[-2000:] + done.stderr[-2000:]
     info = json.loads(lines[-1])
     assert info["model"].startswith("transformers_modules")
-    assert info["processor"] == "ClibdImageProcessor"
+    assert info["image_processor"] == "ClibdImageProcessor"
+    assert info["processor"].startswith("transformers_modules") and info["processor"].endswith(".ClibdProcessor")
+    assert info["dna_tokenizer"].startswith("transformers_modules")
     assert info["dna_ids"] == dna_tokenizer(["ACGTACGTAAAA"])["input_ids"][0]
     assert info["text_ids"] == text_tokenizer(["diptera culicidae"])["input_ids"][0]
     remote = load_file(tmp_path / "out.safetensors")

@@ -31,10 +31,13 @@ def test_training_lowers_the_contrastive_loss(trained):
     saved = json.loads((out / "training.json").read_text())
     assert saved["modalities"] == ["image", "dna", "text"] and saved["split"] == "pretrain+train"
     for name in ("model.safetensors", "config.json", "modeling_clibd.py", "modeling_barcodebert.py",
-                 "image_processing_clibd.py", "preprocessor_config.json", "tokenizer.json",
+                 "image_processing_clibd.py", "processing_clibd.py", "processor_config.json", "tokenizer.json",
                  "dna_tokenizer/tokenizer_config.json", "no_alignment/model.safetensors"):
         assert (out / name).is_file(), name
     assert not (out / "training_args.bin").exists()
+    from transformers import AutoProcessor
+
+    assert type(AutoProcessor.from_pretrained(out, trust_remote_code=True)).__name__ == "ClibdProcessor"
 
 
 def test_alignment_beats_the_no_alignment_baseline(trained, sample_root):
@@ -104,7 +107,7 @@ def test_bad_training_requests_fail_clearly(sample_root, tmp_path):
         from bioscan5m.training.train_clibd import size_statistics
 
         size_statistics([None, float("nan")])
-    collator = ClibdCollator(dna_tokenizer=object(), text_tokenizer=None, modalities=("dna",))
+    collator = ClibdCollator(processor=None, modalities=("dna",))
     with pytest.raises(ValueError, match="no DNA barcode"):
         collator([{"dna_barcode": None}])
 
