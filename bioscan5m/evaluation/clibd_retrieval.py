@@ -153,15 +153,13 @@ def clibd_retrieval_report(model_dir, data_root, config: str = "cropped_256",
 
 def markdown_table(report: dict, metric: str = "macro_top1") -> str:
     """One row per model, pair and query set; one column per rank (percent)."""
-    names = list(report["queries"])
-    lines = [f"| model | query→key | queries | {' | '.join(ORDER_TO_SPECIES)} |",
-             "|---|---|---|" + "---|" * len(ORDER_TO_SPECIES)]
-    for model, results in report["results"].items():
-        for pair, ranks in results.items():
-            for name in names:
-                cells = " | ".join(f"{100 * ranks[r][name][metric]:.1f}" for r in ORDER_TO_SPECIES if r in ranks)
-                lines.append(f"| {model} | {pair.replace('->', '→')} | {name} | {cells} |")
-    return f"{metric} (%), keys {report['keys']}\n\n" + "\n".join(lines) + "\n"
+    import pandas as pd
+
+    rows = [{"model": model, "query→key": pair.replace("->", "→"), "queries": name,
+             **{r: round(100 * ranks[r][name][metric], 1) for r in ORDER_TO_SPECIES if r in ranks}}
+            for model, results in report["results"].items() for pair, ranks in results.items()
+            for name in report["queries"]]
+    return f"{metric} (%), keys {report['keys']}\n\n" + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f") + "\n"
 
 
 def plot_retrieval(report: dict, path, metric: str = "macro_top1") -> Path:

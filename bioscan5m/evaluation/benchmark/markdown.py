@@ -19,6 +19,12 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
+def _table(rows: list[dict]) -> list[str]:
+    import pandas as pd
+
+    return [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+
+
 def to_markdown(report: Benchmark) -> str:
     """The report as Markdown: paper-style tables, then the data, sources, performance and plots."""
     lines = ["# BIOSCAN-5M benchmark", "", f"Command: `{report.command}`", "",
@@ -26,54 +32,52 @@ def to_markdown(report: Benchmark) -> str:
              + (f"; first {report.data['max_records_per_split']} records per split" if report.data["max_records_per_split"] else ""), ""]
     if report.classification:
         lines += ["## DNA classification (unique barcodes, keys = train)", "",
-                  "Accuracy %, micro / macro. 1-NN: cosine nearest train barcode; BLAST: top `blastn` hit.", "",
-                  "| method | species @ test: 1-NN / top hit | species @ test: linear probe | genus @ test_unseen: 1-NN / top hit |",
-                  "|---|---|---|---|"]
+                  "Accuracy %, micro / macro. 1-NN: cosine nearest train barcode; BLAST: top `blastn` hit.", ""]
+        columns = {"species @ test: 1-NN / top hit": ("species@test 1-NN", "species@test top hit"),
+                   "species @ test: linear probe": ("species@test linear",),
+                   "genus @ test_unseen: 1-NN / top hit": ("genus@test_unseen 1-NN", "genus@test_unseen top hit")}
+        rows = []
         for name, result in report.classification.items():
-            cells = []
-            for tasks in (("species@test 1-NN", "species@test top hit"), ("species@test linear",),
-                          ("genus@test_unseen 1-NN", "genus@test_unseen top hit")):
+            row = {"method": name}
+            for column, tasks in columns.items():
                 found = next((result[t] for t in tasks if t in result), None)
-                cells.append("—" if found is None else f"{_pct(found['micro_top1'])} / {_pct(found['macro_top1'])}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+                row[column] = "—" if found is None else f"{_pct(found['micro_top1'])} / {_pct(found['macro_top1'])}"
+            rows.append(row)
+        lines += _table(rows)
     if report.clustering:
         ranks = [r for r in CLUSTER_RANKS if any(r in c["ami"] for c in report.clustering.values())]
         first = next(iter(report.clustering.values()))
         lines += [f"## Zero-shot clustering (AMI %, {first['records']:,} records of test+test_unseen, "
-                  f"UMAP 50 -> Ward, {first['n_clusters']} clusters)", "",
-                  "| method | " + " | ".join(RANK_TITLES[r] for r in ranks) + " |", "|---|" + "---|" * len(ranks)]
-        for name, result in report.clustering.items():
-            cells = [_pct(result["ami"].get(r)) if result["scores"].get(r, {}).get("num_classes", 2) > 1 else "n/a (1 class)"
-                     for r in ranks]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "AMI at each rank scores the same species-count clustering; records without a label at a rank "
+                  f"UMAP 50 -> Ward, {first['n_clusters']} clusters)", ""]
+        lines += _table([{"method": name, **{RANK_TITLES[r]: _pct(result["ami"].get(r))
+                                             if result["scores"].get(r, {}).get("num_classes", 2) > 1 else "n/a (1 class)"
+                                             for r in ranks}} for name, result in report.clustering.items()])
+        lines += ["AMI at each rank scores the same species-count clustering; records without a label at a rank "
                   "are left out of that rank.", ""]
     if report.retrieval:
-        ranks = ORDER_TO_SPECIES
-        lines += ["## DNA -> DNA retrieval (keys = train + key_unseen; top-1 accuracy %)", "",
-                  "| method | average | " + " | ".join(f"{r} seen | {r} unseen | {r} H.M." for r in ranks) + " |",
-                  "|---|---|" + "---|" * (3 * len(ranks))]
+        lines += ["## DNA -> DNA retrieval (keys = train + key_unseen; top-1 accuracy %)", ""]
+        rows = []
         for name, result in report.retrieval.items():
-            scores = result["dna->dna"]
             for average in ("micro", "macro"):
-                cells = []
-                for r in ranks:
-                    s = scores[r]
-                    cells += [_pct(s["seen"][f"{average}_top1"]), _pct(s["unseen"][f"{average}_top1"]),
-                              _pct(s[f"harmonic_mean_{average}_top1"])]
-                lines.append(f"| {name} | {average} | " + " | ".join(cells) + " |")
-        lines += ["", "Species top-k (macro %, seen / unseen):", "", "| method | top-1 | top-3 | top-5 |", "|---|---|---|---|"]
-        for name, result in report.retrieval.items():
-            s = result["dna->dna"]["species"]
-            cells = [f"{_pct(s['seen'][f'macro_top{k}'])} / {_pct(s['unseen'][f'macro_top{k}'])}" for k in (1, 3, 5)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["## Data", "", "| task | set | records | species |", "|---|---|---|---|"]
-    for role in ("classification", "clustering", "retrieval"):
-        for set_name, counts in report.data.get(role, {}).items():
-            lines.append(f"| {role} | {set_name} | {counts['records']:,} | {counts['species']:,} |")
-    lines += ["", "## Methods", ""] + [f"- **{n}**: {d}" for n, d in report.sources.items()] + [""]
+                row = {"method": name, "average": average}
+                for r in ORDER_TO_SPECIES:
+                    s = result["dna->dna"][r]
+                    row.update({f"{r} seen": _pct(s["seen"][f"{average}_top1"]),
+                                f"{r} unseen": _pct(s["unseen"][f"{average}_top1"]),
+                                f"{r} H.M.": _pct(s[f"harmonic_mean_{average}_top1"])})
+                rows.append(row)
+        lines += _table(rows)
+        lines += ["Species top-k (macro %, seen / unseen):", ""]
+        species = {name: result["dna->dna"]["species"] for name, result in report.retrieval.items()}
+        lines += _table([{"method": name, **{f"top-{k}": f"{_pct(s['seen'][f'macro_top{k}'])} / "
+                                                         f"{_pct(s['unseen'][f'macro_top{k}'])}" for k in (1, 3, 5)}}
+                         for name, s in species.items()])
+    lines += ["## Data", ""]
+    lines += _table([{"task": role, "set": set_name, "records": f"{counts['records']:,}",
+                      "species": f"{counts['species']:,}"}
+                     for role in ("classification", "clustering", "retrieval")
+                     for set_name, counts in report.data.get(role, {}).items()])
+    lines += ["## Methods", ""] + [f"- **{n}**: {d}" for n, d in report.sources.items()] + [""]
     lines += ["## Performance", ""]
     for name, seconds in report.performance.get("embedding_seconds", {}).items():
         lines.append(f"- embedding ({name}): {seconds:.1f} s for all distinct sequences")
