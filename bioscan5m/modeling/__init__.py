@@ -80,7 +80,7 @@ def _import_model_module(module: str):
     """Import one of the modelling modules, naming a broken torch/torchvision pair when that is the cause.
 
     transformers imports torchvision whenever it is installed, so a torchvision built for another torch makes
-    every model import fail with an opaque operator error (hf-conventions §5); say what to install instead.
+    every model import fail with an opaque operator error; say what to install instead.
     """
     try:
         return importlib.import_module(f".{module}", __name__)
