@@ -75,6 +75,7 @@ def __getattr__(name):
         "iter_image_batches": ("data.images", "iter_image_batches"),
         # identification.py, not identify.py: a submodule named `identify` would shadow the function.
         "identify": ("identification", "identify"),
+        "identify_many": ("identification", "identify_many"),
         "build_index": ("identification", "build_index"),
         "load_index": ("identification", "load_index"),
         "InputError": ("identification", "InputError"),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
 import os
 
 from ..data.release import IMAGE_PACKAGES
-
-
 from .arguments import add_overwrite_arg, add_release_root, add_seed_arg, add_split_arg, positive_int
+
+logger = logging.getLogger("bioscan5m")
 
 
 def add_commands(sub) -> None:
@@ -30,14 +33,23 @@ def add_commands(sub) -> None:
     add_overwrite_arg(p)
     p.set_defaults(run=_run_index_build)
 
-    p = sub.add_parser("identify", help="identify one specimen from a barcode (text or FASTA) and/or a photograph")
+    p = sub.add_parser("identify", help="identify specimens from barcodes (text or FASTA) and/or photographs",
+                       description="Identify one specimen (a report) or many (a hit table: a FASTA of several "
+                                   "records, --images, or --out).")
     p.add_argument("--index", required=True, help="key index folder (from `bioscan5m index build`)")
     p.add_argument("--model", default=None, help="model folder, if it moved since the index was built")
-    p.add_argument("--dna", default=None, help="the barcode, as text")
-    p.add_argument("--fasta", default=None, help="a FASTA file holding one barcode")
-    p.add_argument("--image", default=None, help="a specimen photograph (needs a CLIBD index)")
-    p.add_argument("--top", type=positive_int, default=10, help="nearest reference specimens to list (default 10)")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--dna", default=None, help="one barcode, as text")
+    p.add_argument("--fasta", default=None, help="a FASTA file (.gz too) of any number of barcodes, read as a stream")
+    p.add_argument("--image", default=None, help="one specimen photograph (needs a CLIBD index)")
+    p.add_argument("--images", default=None,
+                   help="photographs: a folder, or a text file listing one path per line (needs a CLIBD index)")
+    p.add_argument("--out", default=None, help="write the hit table here (.tsv, .csv or .jsonl); default stdout")
+    p.add_argument("--format", choices=("tsv", "csv", "jsonl"), default=None,
+                   help="hit table format on stdout (default tsv; with --out, from its suffix)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="queries embedded together (default 256)")
+    p.add_argument("--top", type=positive_int, default=10, help="one specimen: nearest references to list (default 10)")
+    p.add_argument("--json", action="store_true", help="one specimen: print the full result as JSON")
+    add_overwrite_arg(p)
     p.set_defaults(run=_run_identify)
 
     about = "the identification web page (Gradio), on 127.0.0.1 unless --host says otherwise"
@@ -61,7 +73,6 @@ def _run_index_build(args) -> None:
     out = build_index(args.data, args.out, model=args.model, splits=args.split, calibration=calibration,
                       image_package=args.image_package, thumbnails=not args.no_thumbnails, index_type=args.index_type,
                       batch_size=args.batch_size, seed=args.seed, overwrite=args.overwrite)
-    import json
 
     manifest = json.loads((out / "index.json").read_text())
     print(f"{manifest['keys']:,} keys ({manifest['thumbnails']:,} with thumbnails) written to {out}")
@@ -77,18 +88,47 @@ def _run_index_build(args) -> None:
 
 
 def _run_identify(args) -> None:
-    from ..identification import format_identification, identify, load_index, read_fasta_file
+    from ..identification import (InputError, check_sequence, format_identification, identify, iter_fasta,
+                                  iter_identifications, iter_photos, load_index, table_format, write_identifications)
 
     if args.dna is not None and args.fasta is not None:
-        raise ValueError("Give the barcode once: --dna or --fasta, not both.")
-    dna = read_fasta_file(args.fasta) if args.fasta else args.dna
-    result = identify(load_index(args.index, model=args.model), dna=dna, image=args.image, top_k=args.top)
-    if args.json:
-        import json
-
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(format_identification(result))
+        raise InputError("Give the barcodes once: --dna or --fasta, not both.")
+    if args.image is not None and args.images is not None:
+        raise InputError("Give the photographs once: --image or --images, not both.")
+    if args.out is not None and args.format is not None and table_format(args.out) != args.format:
+        raise InputError(f"--format {args.format} contradicts the suffix of --out {args.out}.")
+    if args.out is not None:
+        table_format(args.out)  # a bad suffix is refused before any work
+    index = load_index(args.index, model=args.model)
+    records = None
+    if args.fasta is not None:
+        records = iter_fasta(args.fasta)
+        first = list(itertools.islice(records, 2))
+        records = itertools.chain(first, records)
+        if not first:
+            raise InputError(f"{args.fasta}: no FASTA record (no '>' header line) in the file.")
+    many = args.images is not None or args.out is not None or args.format is not None or (
+        records is not None and len(first) > 1)
+    if not many:
+        dna = args.dna
+        if records is not None:
+            record = first[0]
+            try:
+                if record.error:
+                    raise InputError(record.error)
+                dna = f">{record.id}\n{check_sequence(record.sequence)}"
+            except InputError as error:
+                raise InputError(f"{args.fasta}, record {record.id}: {error}") from None
+        result = identify(index, dna=dna, image=args.image, top_k=args.top)
+        print(json.dumps(result.to_dict(), indent=2) if args.json else format_identification(result))
+        return
+    dna = records if records is not None else None if args.dna is None else [args.dna]
+    images = iter_photos(args.images) if args.images is not None else None if args.image is None else [args.image]
+    batches = iter_identifications(index, dna=dna, images=images, batch_size=args.batch_size,
+                                   progress=args.out is not None)
+    count = write_identifications(batches, args.out, table=args.format, overwrite=args.overwrite)
+    if args.out is not None:
+        logger.info("%s queries identified; hit table written to %s", f"{count:,}", args.out)
 
 
 def _run_serve(args) -> None:

@@ -27,7 +27,8 @@ held-out queries whose species is among the keys from those whose species is not
 species), by Youden's J.
 
 The package in reading order: ``inputs`` (what a user hands in, checked), ``model_reference`` (how an index names
-and fingerprints its model; the embedding models themselves are ``bioscan5m.embedding``), ``key_index`` (build, save, load, check), ``prediction`` (identify and vote) and ``calibration`` (temperature
+and fingerprints its model; the embedding models themselves are ``bioscan5m.embedding``), ``key_index`` (build, save, load, check), ``prediction`` (identify and vote), ``batch`` (many
+queries: FASTA and photograph streams, the hit table) and ``calibration`` (temperature
 and novelty threshold).
 """
 
@@ -43,6 +44,7 @@ from .inputs import (
     MAX_PHOTO_PIXELS,
     MIN_BARCODE_NUCLEOTIDES,
     InputError,
+    check_sequence,
     open_photo,
     parse_barcode,
     read_fasta_file,
@@ -50,9 +52,12 @@ from .inputs import (
 from .model_reference import model_fingerprint
 from .key_index import KeyIndex, KeyIndexError, build_index, load_index, write_index
 from .prediction import Identification, Novelty, RankPrediction, format_identification, identify, vote
+from .batch import (IDENTIFICATION_COLUMNS, FastaRecord, identify_many, iter_fasta, iter_identifications, iter_photos,
+                    table_format, write_identifications)
 
-__all__ = ["InputError", "KeyIndexError", "KeyIndex", "Identification", "RankPrediction", "Novelty", "build_index",
+__all__ = ["identify_many", "iter_identifications", "write_identifications", "iter_fasta", "iter_photos",
+           "FastaRecord", "IDENTIFICATION_COLUMNS", "table_format", "InputError", "KeyIndexError", "KeyIndex", "Identification", "RankPrediction", "Novelty", "build_index",
            "write_index", "load_index", "identify", "vote", "calibrate", "parse_barcode", "read_fasta_file",
-           "open_photo", "format_identification", "make_encoder", "model_fingerprint", "KmerEncoder",
+           "check_sequence", "open_photo", "format_identification", "make_encoder", "model_fingerprint", "KmerEncoder",
            "BarcodeBertEncoder", "ClibdEncoder", "MAX_BARCODE_NUCLEOTIDES", "MIN_BARCODE_NUCLEOTIDES",
            "MAX_FASTA_BYTES", "MAX_PHOTO_BYTES", "MAX_PHOTO_PIXELS"]

@@ -51,7 +51,12 @@ def parse_barcode(text: str) -> tuple[str | None, str]:
             raise InputError("The FASTA text has sequence before its '>' header line; put the header first.")
         record_id = lines[0][1:].strip() or None
         lines = lines[1:]
-    raw = _IGNORED_IN_BARCODE.sub("", "".join(lines)).upper()
+    return record_id, check_sequence("".join(lines))
+
+
+def check_sequence(text: str) -> str:
+    """One barcode's sequence text, cleaned and checked (see `parse_barcode`): the upper-case sequence."""
+    raw = _IGNORED_IN_BARCODE.sub("", text).upper()
     for position, letter in enumerate(raw, start=1):
         if letter not in _NUCLEOTIDE_CODES:
             hint = " (U is RNA; a barcode is DNA, write T)" if letter == "U" else ""
@@ -66,7 +71,7 @@ def parse_barcode(text: str) -> tuple[str | None, str]:
     if known < MIN_BARCODE_NUCLEOTIDES:
         raise InputError(f"The sequence has only {known} determined nucleotides (A/C/G/T); at least "
                          f"{MIN_BARCODE_NUCLEOTIDES} are needed to identify a specimen (a barcode is about 658).")
-    return record_id, raw
+    return raw
 
 
 def read_fasta_file(path: str | os.PathLike) -> str:

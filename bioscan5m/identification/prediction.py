@@ -63,11 +63,8 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
         an `Identification`. Raises `InputError` with a message for the user when the query cannot be answered.
     """
     started = time.perf_counter()
-    for name, value in (("top_k", top_k), ("vote_k", vote_k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}.")
-    if not isinstance(index, KeyIndex):
-        index = _cached_index(str(index))
+    check_counts(top_k=top_k, vote_k=vote_k)
+    index = resolve_index(index)
     has_dna = dna is not None and str(dna).strip() != ""
     if not has_dna and image is None:
         raise InputError("Nothing to identify: paste a DNA barcode, upload a FASTA file, or upload a photograph.")
@@ -86,31 +83,44 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
         vectors["image"] = l2_normalize_rows(index.encoder.embed_images([photo]))
         query["modalities"].append("image")
         query["image_size"] = list(photo.size)
-    query_vector = l2_normalize_rows(np.mean(list(vectors.values()), axis=0))  # DNA and photo together: the mean direction
+    (ranks, novelty, hits, scores), = predict(index, vectors, top_k, vote_k, key_modality)
+    neighbours = _neighbour_records(index, hits[:top_k], scores[:top_k])
+    return Identification(ranks, novelty, neighbours, query, time.perf_counter() - started)
 
+
+def predict(index: KeyIndex, vectors: dict[str, np.ndarray], top_k: int, vote_k: int, key_modality: str = "dna"):
+    """The core of `identify` for a batch: ``vectors`` maps each query modality to ``(n, dims)`` L2-normalised
+    embeddings of the same ``n`` queries. Returns, per query, ``(ranks, novelty, key rows, similarities)`` with
+    the key rows and similarities of its ``max(top_k, vote_k)`` nearest keys, best first."""
+    query_vectors = l2_normalize_rows(np.mean(list(vectors.values()), axis=0))  # DNA and photo together: the mean direction
     if key_modality == "image":
         if index.image_index is None:
             raise InputError("This index has no photograph keys; match against DNA keys (key_modality='dna').")
-        scores, hits = index.image_index.search(query_vector, max(top_k, vote_k))
-        hits = np.where(hits >= 0, index.image_rows[np.clip(hits, 0, None)], -1)
+        all_scores, all_hits = index.image_index.search(query_vectors, max(top_k, vote_k))
+        all_hits = np.where(all_hits >= 0, index.image_rows[np.clip(all_hits, 0, None)], -1)
     elif key_modality == "dna":
-        scores, hits = index.dna_index.search(query_vector, max(top_k, vote_k))
+        all_scores, all_hits = index.dna_index.search(query_vectors, max(top_k, vote_k))
     else:
         raise ValueError(f"key_modality must be 'dna' or 'image'; got {key_modality!r}.")
-    valid = hits[0] >= 0
-    scores, hits = scores[0][valid], hits[0][valid]
-
     # Calibrated for a barcode (or a photograph alone) against DNA keys. With both, the barcode decides novelty,
     # being the surer of the two, and the ranking uses both.
     basis = "dna" if "dna" in vectors else "image"
     calibration = ((index.manifest.get("calibration") or {}).get(basis) or {}) if key_modality == "dna" else {}
-    ranks = vote({rank: index.columns[rank][hits[:vote_k]] for rank in ORDER_TO_SPECIES}, scores[:vote_k],
-                 calibration.get("temperature", DEFAULT_TEMPERATURE))
+    temperature = calibration.get("temperature", DEFAULT_TEMPERATURE)
     threshold = calibration.get("novelty_threshold")
-    nearest = float(scores[0]) if len(vectors) == 1 else float(index.dna_index.search(vectors[basis], 1)[0][0, 0])
-    novelty = Novelty(None if threshold is None else bool(nearest < threshold), nearest, threshold)
-    neighbours = _neighbour_records(index, hits[:top_k], scores[:top_k])
-    return Identification(ranks, novelty, neighbours, query, time.perf_counter() - started)
+    if len(vectors) == 1:
+        nearest = all_scores[:, 0]
+    else:
+        nearest = index.dna_index.search(vectors[basis], 1)[0][:, 0]
+    answers = []
+    for scores, hits, similarity in zip(all_scores, all_hits, nearest):
+        valid = hits >= 0
+        scores, hits = scores[valid], hits[valid]
+        ranks = vote({rank: index.columns[rank][hits[:vote_k]] for rank in ORDER_TO_SPECIES}, scores[:vote_k],
+                     temperature)
+        novelty = Novelty(None if threshold is None else bool(similarity < threshold), float(similarity), threshold)
+        answers.append((ranks, novelty, hits, scores))
+    return answers
 
 
 DEFAULT_TEMPERATURE = 0.02
@@ -150,10 +160,21 @@ def _neighbour_records(index: KeyIndex, hits: np.ndarray, scores: np.ndarray) ->
     return records
 
 
+def check_counts(**counts) -> None:
+    """Refuse counts (``top_k``, ``vote_k``, ``batch_size``) that are not positive integers."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
+
+
 _INDEX_CACHE: dict[str, KeyIndex] = {}
 
 
-def _cached_index(folder: str) -> KeyIndex:
+def resolve_index(index: KeyIndex | str | os.PathLike) -> KeyIndex:
+    """A `KeyIndex` as given, or the index in a folder (loaded once per process and cached)."""
+    if isinstance(index, KeyIndex):
+        return index
+    folder = str(index)
     if folder not in _INDEX_CACHE:
         _INDEX_CACHE[folder] = load_index(folder)
     return _INDEX_CACHE[folder]

@@ -24,21 +24,6 @@ from bioscan5m.identification import (
 )
 
 
-@pytest.fixture(scope="module")
-def sample_index(sample_root, tmp_path_factory):
-    folder = bioscan5m.build_index(sample_root, tmp_path_factory.mktemp("index") / "kmer", model="kmer")
-    return bioscan5m.load_index(folder)
-
-
-@pytest.fixture(scope="module")
-def bold_index(bold_root, tmp_path_factory):
-    """Real keys: key_unseen (4,954 BOLD records); calibrated on val_unseen (known) and other_heldout (novel)."""
-    folder = bioscan5m.build_index(bold_root, tmp_path_factory.mktemp("bold") / "index", model="kmer",
-                                   splits="key_unseen", calibration="val_unseen+other_heldout",
-                                   max_calibration_queries=1500)
-    return bioscan5m.load_index(folder)
-
-
 # ---------------------------------------------------------------------------------------------- input checks
 def test_parse_barcode_reads_plain_text_and_one_fasta_record():
     sequence = "acgt" * 50
@@ -224,6 +209,14 @@ def test_clibd_index_identifies_photographs_against_image_and_dna_keys(sample_ro
     both = bioscan5m.identify(index, dna=keys[4]["dna_barcode"], image=photo)
     assert both.query["modalities"] == ["dna", "image"]
     assert both.novelty.threshold == index.manifest["calibration"]["dna"]["novelty_threshold"]
+    # Many photographs at once, paired with their barcodes or alone: the same nearest keys as one at a time.
+    photos = [(keys[i]["processid"], keys[i]["image"]) for i in range(6)]
+    table = bioscan5m.identify_many(index, images=photos, key_modality="image", batch_size=4, progress=False)
+    assert table["query_id"].tolist() == table["nearest_processid"].tolist() == [p for p, _ in photos]
+    paired = bioscan5m.identify_many(index, dna=[keys[i]["dna_barcode"] for i in range(6)], images=photos,
+                                     progress=False)
+    assert paired["query_id"].tolist() == [p for p, _ in photos] and paired["error"].isna().all()
+    assert paired["species"].iloc[4] == both.prediction("species").label
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -239,6 +232,6 @@ def test_cli_builds_an_index_and_identifies_a_fasta_file(sample_root, tmp_path, 
     result = json.loads(capsys.readouterr().out)
     assert result["query"]["record_id"] == record["processid"]
     assert result["ranks"][3]["label"] == record["species"]
-    fasta.write_text(">one\nACGT\n>two\nACGT\n")
+    fasta.write_text(">one\nACGT\n")
     assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta)]) == 2
-    assert "FASTA holds 2 records" in capsys.readouterr().err
+    assert "query.fasta, record one: The sequence has only 4 determined nucleotides" in capsys.readouterr().err
