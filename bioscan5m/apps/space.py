@@ -52,16 +52,17 @@ def demo_index(folder: Path = DEMO_DIR) -> Path:
     return index_dir
 
 
-def example_barcodes(index) -> list[list[str]]:
-    """Two queries from the index's release that are not keys: a known species and one from a held-out genus."""
+def example_barcodes(index) -> list[tuple[str, str]]:
+    """Two labelled queries from the index's release that are not keys: a known species, and one from a genus
+    absent from the library."""
     data = index.manifest.get("data")
     if not data or not Path(data).exists():
         return []
     examples = []
-    for split in ("test", "other_heldout"):
+    for split, label in (("test", "a known species"), ("other_heldout", "a genus absent from the library")):
         records = bioscan5m.read_metadata(data, split=split)
         if len(records):
-            examples.append([records["dna_barcode"].iloc[0]])
+            examples.append((records["dna_barcode"].iloc[0], label))
     return examples
 
 
@@ -125,12 +126,14 @@ def gallery_items(result) -> list[tuple[str, str]]:
              f"{n['country'] or '?'} · {n['similarity']:.3f}") for n in result.neighbours if n["thumbnail"]]
 
 
-NEIGHBOUR_HEADERS = ["similarity", "processid", "species", "genus", "BIN", "country", "province/state", "lat", "lon"]
+NEIGHBOUR_HEADERS = ["similarity", "processid", "species", "BIN", "collected in"]
 
 
 def neighbour_rows(result) -> list[list]:
-    return [[n["similarity"], n["processid"], n["species"] or "-", n["genus"] or "-", n["dna_bin"] or "-",
-             n["country"] or "-", n["province_state"] or "-", n["coord-lat"], n["coord-lon"]] for n in result.neighbours]
+    """One short row per neighbour, so the table reads without sideways scrolling (coordinates are on the map)."""
+    return [[n["similarity"], n["processid"], n["species"] or (f"{n['genus']} sp." if n["genus"] else "-"),
+             n["dna_bin"] or "-", ", ".join(part for part in (n["province_state"], n["country"]) if part) or "-"]
+            for n in result.neighbours]
 
 
 MAP_COLUMNS = ["longitude", "latitude", "country", "species", "similarity"]
@@ -152,33 +155,47 @@ def collection_map(result):
 def build_demo(index) -> gr.Blocks:
     """The page over a loaded key index (`bioscan5m.load_index`)."""
     photos = "image" in index.modalities
+    thumbnails = photos or int(index.manifest.get("thumbnails") or 0) > 0
+    library = index.library()
     with gr.Blocks(title="BIOSCAN-5M specimen identification",
                    delete_cache=(UPLOAD_LIFETIME_SECONDS, UPLOAD_LIFETIME_SECONDS)) as demo:
-        gr.Markdown("# BIOSCAN-5M: identify an insect from its DNA barcode"
-                    + (" or photograph" if photos else "")
-                    + f"\nReference library: {index.describe()}.")
+        gr.Markdown("# BIOSCAN-5M: identify an insect from its DNA barcode" + (" or photograph" if photos else "")
+                    + f"\n**Reference library:** {library['sentence']}", elem_id="header")
+        if library["synthetic"]:
+            gr.Markdown("> ⚠️ **This reference library is synthetic**: generated records that demonstrate the page. "
+                        "Its answers say nothing about real insects; serve an index built from the BIOSCAN-5M release "
+                        "for real identifications.", elem_id="synthetic-banner")
+        warning = calibration_warning(index)
+        if warning:
+            gr.Markdown(warning, elem_id="calibration-warning")
         with gr.Row():
             with gr.Column():
                 dna = gr.Textbox(label="DNA barcode (COI-5P; plain sequence or one FASTA record)", lines=6,
                                  max_lines=12, placeholder="AACATTATATTTTATTTTTGGAATTTGAGCAGG...", elem_id="dna-input")
                 fasta = gr.File(label="...or a FASTA file (one record)", file_types=[".fasta", ".fa", ".fas", ".fna", ".txt"],
                                 type="filepath", elem_id="fasta-input")
-                photo = gr.File(label="Specimen photograph" + ("" if photos else
-                                " (this index is DNA-only: photographs need a CLIBD index)"),
-                                file_types=["image"], type="filepath", elem_id="photo-input")
+                # A file, not gr.Image: gradio would decode an upload before identify() could check its size
+                # and pixels; the checked photograph is shown beside it.
+                photo = gr.File(label="Specimen photograph", file_types=["image"], type="filepath", visible=photos,
+                                elem_id="photo-input")
+                preview = gr.Image(label="Your photograph", interactive=False, visible=photos, height=220,
+                                   elem_id="photo-preview")
+                photo.change(preview_photo, inputs=[photo], outputs=[preview], show_progress="hidden")
                 button = gr.Button("Identify", variant="primary", elem_id="identify-button")
                 examples = example_barcodes(index)
                 if examples:
-                    gr.Examples(examples, inputs=[dna], label="Example barcodes (a known species; a held-out genus)")
+                    gr.Examples([barcode for barcode, _ in examples], inputs=[dna], label="Example barcodes",
+                                example_labels=[label for _, label in examples])
             with gr.Column():
                 status = gr.Markdown("Paste a barcode or upload a file, then press **Identify**.", elem_id="status")
                 lineage = gr.Dataframe(headers=["rank", "prediction", "confidence"], label="Predicted lineage",
                                        interactive=False, elem_id="lineage")
                 species = gr.Label(num_top_classes=5, label="Species (confidence)")
-        gallery = gr.Gallery(label="Nearest reference specimens", columns=5, height=260, elem_id="gallery")
+        gallery = gr.Gallery(label="Nearest reference specimens", columns=5, height=260, visible=thumbnails,
+                             elem_id="gallery")
+        neighbours = gr.Dataframe(headers=NEIGHBOUR_HEADERS, label="Nearest reference specimens", interactive=False,
+                                  wrap=True, elem_id="neighbours")
         with gr.Row():
-            neighbours = gr.Dataframe(headers=NEIGHBOUR_HEADERS, label="Nearest reference specimens",
-                                      interactive=False, elem_id="neighbours")
             where = gr.ScatterPlot(x="longitude", y="latitude", color="country", tooltip=MAP_COLUMNS,
                                    x_lim=[-180, 180], y_lim=[-90, 90], label="Where they were collected",
                                    title="Collection sites of the nearest reference specimens", elem_id="map")
@@ -186,7 +203,40 @@ def build_demo(index) -> gr.Blocks:
             details = gr.JSON()
         button.click(lambda *inputs: run_identification(index, *inputs), inputs=[dna, fasta, photo],
                      outputs=[status, lineage, species, gallery, neighbours, where, details], api_name="identify")
+        gr.Markdown(FOOTER, elem_id="footer")
     return demo
+
+
+def preview_photo(path: str | None):
+    """The uploaded photograph, checked like a query (size, format, pixels) and shrunk for display; None when it
+    cannot be read (pressing Identify then says why)."""
+    if not path:
+        return None
+    try:
+        photo = bioscan5m.identification.open_photo(path)
+    except bioscan5m.InputError:
+        return None
+    photo.thumbnail((480, 480))
+    return photo
+
+
+FOOTER = ("---\nData: [BIOSCAN-5M](https://github.com/bioscan-ml/BIOSCAN-5M) (CC BY 3.0), Gharaee et al., "
+          "*BIOSCAN-5M: A Multimodal Dataset for Insect Biodiversity*, NeurIPS 2024 "
+          "([paper](https://arxiv.org/abs/2406.12723)). Page: the bioscan5m package (MIT). Identifications are "
+          "suggestions from the nearest reference barcodes, not an expert determination.")
+
+
+def calibration_warning(index) -> str | None:
+    """A warning for the page when the index cannot say which specimens may be undescribed."""
+    calibration = (index.manifest.get("calibration") or {}).get("dna") or {}
+    auroc = calibration.get("novelty_auroc")
+    if not calibration or calibration.get("novelty_threshold") is None:
+        return ("> ⚠️ **No novelty threshold**: this index was built without calibration (or it failed), so the page "
+                "cannot flag possibly undescribed species, and confidences are uncalibrated.")
+    if auroc is not None and auroc < 0.6:
+        return (f"> ⚠️ **Unreliable novelty flag**: on held-out records its threshold separated known from novel "
+                f"species with AUROC {auroc:.2f} only (0.5 is chance).")
+    return None
 
 
 def serve(index: str | os.PathLike | None = None, model: str | None = None, host: str = "127.0.0.1",

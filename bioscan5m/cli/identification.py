@@ -1,4 +1,4 @@
-"""Identification commands: index build, identify, serve."""
+"""Identification commands: index build, identify, serve, space export."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ logger = logging.getLogger("bioscan5m")
 
 
 def add_commands(sub) -> None:
-    """index build, identify, serve."""
+    """index build, identify, serve, space export."""
     models = "'kmer[:K]' (k-mer embedding, no training), a BarcodeBERT folder or a CLIBD folder"
     index = sub.add_parser("index", help="key indexes of reference specimens for identification")
     index_sub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
@@ -64,6 +64,19 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                    help="port to serve on (default $GRADIO_SERVER_PORT, else 7860)")
     p.set_defaults(run=_run_serve)
+
+    space = sub.add_parser("space", help="the identification page as a Hugging Face Space")
+    space_sub = space.add_subparsers(dest="space_command", required=True, metavar="ACTION")
+    p = space_sub.add_parser("export", help="write a folder that is a working Space: page, index, model, source",
+                             description="Write a folder that deploys as a Hugging Face Space as is: README header, "
+                                         "app.py, requirements.txt (CPU torch), the bioscan5m source, the key index, "
+                                         "its model and the licences.")
+    p.add_argument("out", help="the Space folder to write")
+    p.add_argument("--index", required=True, help="key index folder (from `bioscan5m index build`)")
+    p.add_argument("--model", default=None, help="model folder, if it moved since the index was built")
+    p.add_argument("--title", default="BIOSCAN-5M specimen identification", help="the Space's title")
+    add_overwrite_arg(p)
+    p.set_defaults(run=_run_space_export)
 
 
 def _run_index_build(args) -> None:
@@ -142,3 +155,11 @@ def _run_serve(args) -> None:
     if index is None and args.model is not None:
         index = str(Path(args.model) / "index")
     serve(index=index, model=args.model, host=args.host, port=args.port)
+
+
+def _run_space_export(args) -> None:
+    from ..apps.space_export import export_space
+
+    out = export_space(args.out, args.index, model=args.model, title=args.title, overwrite=args.overwrite)
+    print(f"Space written to {out}; publish it with: hf upload USER/SPACE {out} . --repo-type space")
+

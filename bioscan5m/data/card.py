@@ -31,6 +31,12 @@ def split_statistics(dataset) -> dict:
     return stats
 
 
+def _table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
 def _feature_type(feature) -> str:
     import datasets
 
@@ -75,43 +81,40 @@ def write_dataset_card(path: Path, root: Path, configs: list[str], splits: list[
               f'ds = datasets.load_dataset("<this repo or folder>", "{default}", split="train")',
               f'it = datasets.load_dataset("<this repo or folder>", "{default}", split="key_unseen", streaming=True)',
               "```", ""]
-    lines += ["## Configs", "", "| config | content |", "|---|---|"]
-    for config in configs:
-        text = release.IMAGE_PACKAGE_DESCRIPTIONS.get(config, "Metadata and DNA barcodes only, no images.")
-        lines.append(f"| `{config}` | {text} |")
+    lines += ["## Configs", "", _table([{"config": f"`{config}`", "content": release.IMAGE_PACKAGE_DESCRIPTIONS.get(
+        config, "Metadata and DNA barcodes only, no images.")} for config in configs])]
     lines += ["", "## Splits", "", "Counts computed from the exported data.", ""]
     reference = statistics.get("dna") or next(iter(statistics.values()))
-    lines += ["| split | purpose | records | unique barcodes | median length | orders | families | genera | species | BINs |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name in splits:
-        s = reference[name]
-        ranks = s["ranks"]
-        lines.append(f"| `{name}` | {release.SPLIT_DESCRIPTIONS[name]} | {s['records']:,} | {s['unique_barcodes']:,} | "
-                     f"{s['median_barcode_length']:.0f} | " +
-                     " | ".join(f"{ranks[r]['classes']:,}" for r in ("order", "family", "genus", "species", "dna_bin")) + " |")
+    rank_columns = {"order": "orders", "family": "families", "genus": "genera", "species": "species", "dna_bin": "BINs"}
+    lines.append(_table([{"split": f"`{name}`", "purpose": release.SPLIT_DESCRIPTIONS[name],
+                          "records": f"{s['records']:,}", "unique barcodes": f"{s['unique_barcodes']:,}",
+                          "median length": f"{s['median_barcode_length']:.0f}",
+                          **{title: f"{s['ranks'][rank]['classes']:,}" for rank, title in rank_columns.items()}}
+                         for name, s in ((name, reference[name]) for name in splits)]))
     image_configs = [c for c in configs if c != "dna"]
     if image_configs:
         lines += ["", "Records with an image, per image config (records without one were skipped at export, "
-                  "when asked to):", "", "| config | " + " | ".join(f"`{n}`" for n in splits) + " | skipped |",
-                  "|---|" + "---|" * (len(splits) + 1)]
+                  "when asked to):", ""]
+        rows = []
         for config in image_configs:
-            rows = [statistics[config][n]["records"] for n in splits]
-            skipped = sum(metadata_counts.get(n, 0) for n in splits) - sum(rows)
-            lines.append(f"| `{config}` | " + " | ".join(f"{r:,}" for r in rows) + f" | {skipped:,} |")
-    lines += ["", "Labelled records per rank (exported splits; classes over the whole release):", "",
-              "| rank | labelled | classes |", "|---|---|---|"]
+            counts = [statistics[config][n]["records"] for n in splits]
+            skipped = sum(metadata_counts.get(n, 0) for n in splits) - sum(counts)
+            rows.append({"config": f"`{config}`", **{f"`{n}`": f"{c:,}" for n, c in zip(splits, counts)},
+                         "skipped": f"{skipped:,}"})
+        lines.append(_table(rows))
+    lines += ["", "Labelled records per rank (exported splits; classes over the whole release):", ""]
+    rows = []
     for rank in reference[splits[0]]["ranks"]:
         labelled = sum(reference[n]["ranks"][rank]["labelled"] for n in splits)
         total = sum(reference[n]["records"] for n in splits)
-        classes = features[f"{rank}_index"].num_classes
-        lines.append(f"| {rank} | {labelled:,} ({100 * labelled / max(total, 1):.1f} %) | {classes:,} |")
-    lines += ["", "## Fields", "", "| field | type | description |", "|---|---|---|"]
-    for name, feature in features.items():
-        if name.endswith("_index"):
-            description = f"Integer target for `{name[:-6]}`: position in the sorted list of all labels of the release (identical across splits)."
-        else:
-            description = release.COLUMN_DESCRIPTIONS[name]
-        lines.append(f"| `{name}` | {_feature_type(feature)} | {description} |")
+        rows.append({"rank": rank, "labelled": f"{labelled:,} ({100 * labelled / max(total, 1):.1f} %)",
+                     "classes": f"{features[f'{rank}_index'].num_classes:,}"})
+    lines.append(_table(rows))
+    lines += ["", "## Fields", ""]
+    lines.append(_table([{"field": f"`{name}`", "type": _feature_type(feature), "description": (
+        f"Integer target for `{name[:-6]}`: position in the sorted list of all labels of the release (identical "
+        "across splits)." if name.endswith("_index") else release.COLUMN_DESCRIPTIONS[name])}
+        for name, feature in features.items()]))
     if image_configs:
         lines.append(f"| `image` | Image (JPEG bytes) | {release.COLUMN_DESCRIPTIONS['image']} |")
     lines += ["", "## Licence", "", "Images and metadata: [CC BY 3.0](https://creativecommons.org/licenses/by/3.0/) "

@@ -55,6 +55,7 @@ class KeyIndex:
     dna_index: object
     image_index: object | None = None
     image_rows: np.ndarray | None = None  # row in `keys` of each image-index entry
+    model_dir: Path | None = None  # the model folder (None for the k-mer embedding, whose projection is in `folder`)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -70,6 +71,21 @@ class KeyIndex:
         m = self.manifest
         return (f"{len(self.keys):,} reference specimens ({m['splits']}) from {m['data']}, embedded with "
                 f"{m['encoder'].get('model', m['encoder']['kind'])}")
+
+    def library(self) -> dict:
+        """The reference library in words, for people (no server paths): its size, source and licence, and
+        whether it is synthetic (every key a generated ``SYNTH`` record)."""
+        processids = self.keys["processid"].astype(str)
+        synthetic = bool(len(processids)) and bool(processids.str.startswith("SYNTH").all())
+        source = Path(self.manifest["data"]).name if self.manifest.get("data") else "a BIOSCAN-5M release"
+        species = int(self.keys["species"].nunique())
+        sentence = (f"{len(self.keys):,} reference specimens of {species:,} named species from "
+                    + ("a synthetic BIOSCAN-5M sample" if synthetic else f"the release `{source}`")
+                    + (f" ({self.manifest['splits']} splits)" if self.manifest.get("splits") else "")
+                    + f", matched by their {'DNA barcodes and photographs' if 'image' in self.modalities else 'DNA barcodes'}"
+                    + f" with the {self.manifest['encoder']['kind']} embedding. Data: BIOSCAN-5M, CC BY 3.0.")
+        return {"sentence": sentence, "synthetic": synthetic, "records": len(self.keys), "species": species,
+                "source": source}
 
 
 def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None = None, model: str = "kmer",
@@ -250,6 +266,7 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
             raise KeyIndexError(f"{path}: missing or not the file the manifest records ({size:,} bytes); the index "
                                 "is incomplete or was altered. Rebuild it.")
     spec = manifest["encoder"]
+    model_dir = None
     if spec["kind"] == "kmer":
         encoder = KmerEncoder.load(folder, spec)
     else:
@@ -270,7 +287,7 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
         image_index = _read_faiss(folder / IMAGE_INDEX_NAME)
         image_rows = np.flatnonzero(keys["image_row"].notna().to_numpy())
     _check_index_contents(folder, manifest, keys, dna_index, image_index)
-    index = KeyIndex(folder, manifest, keys, encoder, dna_index, image_index, image_rows)
+    index = KeyIndex(folder, manifest, keys, encoder, dna_index, image_index, image_rows, model_dir)
     index.columns  # noqa: B018  (build the lookup arrays now, not in the first request)
     probe = encoder.embed_dna(["ACGT" * 40])  # catches a model whose embedding size differs from the index's
     if probe.shape[1] != dna_index.d:

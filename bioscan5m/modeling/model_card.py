@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from .configuration_barcodebert import BarcodeBertConfig
 
 _USAGE = """```python
@@ -55,26 +57,26 @@ def write_model_card(folder: str | os.PathLike, config: BarcodeBertConfig, sourc
         "",
         f"A BERT encoder over non-overlapping DNA {config.k_mer}-mers of COI barcodes, {source}.",
         "",
-        "| | |",
-        "|---|---|",
-        f"| tokenizer | non-overlapping {config.k_mer}-mers, `{config.tokenizer_vocabulary}` vocabulary "
-        f"({config.vocab_size} tokens), up to {config.max_nucleotides} nucleotides |",
-        f"| encoder | {config.num_hidden_layers} layer{'s' * (config.num_hidden_layers != 1)}, "
-        f"{config.num_attention_heads} heads, hidden {config.hidden_size}, intermediate {config.intermediate_size} |",
-        f"| embedding | {_POOLED[config.pooling]}, {config.embedding_size} values |",
     ]
+    facts = {"tokenizer": f"non-overlapping {config.k_mer}-mers, `{config.tokenizer_vocabulary}` vocabulary "
+                          f"({config.vocab_size} tokens), up to {config.max_nucleotides} nucleotides",
+             "encoder": f"{config.num_hidden_layers} layer{'s' * (config.num_hidden_layers != 1)}, "
+                        f"{config.num_attention_heads} heads, hidden {config.hidden_size}, intermediate "
+                        f"{config.intermediate_size}",
+             "embedding": f"{_POOLED[config.pooling]}, {config.embedding_size} values"}
     if heads:
-        lines.append(f"| classifier heads | {heads}, on the mean of the last hidden state |")
+        facts["classifier heads"] = f"{heads}, on the mean of the last hidden state"
     if data:
-        lines.append(f"| data | {data} |")
-    for name, value in (training or {}).items():
-        lines.append(f"| {name} | {value} |")
+        facts["data"] = data
+    facts.update({name: str(value) for name, value in (training or {}).items()})
+    lines.append(pd.DataFrame({"": list(facts), " ": list(facts.values())}).to_markdown(index=False,
+                                                                                        disable_numparse=True))
     lines += ["", "## Usage", "", _USAGE.format(path=model_name or folder.name, size=config.embedding_size), "",
               "## Evaluation protocol", "", _PROTOCOL.format(max_nucleotides=config.max_nucleotides), ""]
     lines += ["## Results", ""]
     if results:
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {name} | {value:.2f} % |" for name, value in results.items()]
+        lines.append(pd.DataFrame({"metric": list(results), "value": [f"{v:.2f} %" for v in results.values()]})
+                     .to_markdown(index=False, disable_numparse=True))
     else:
         lines.append("Not measured for this folder.")
     lines += ["", "Made with [bioscan5m](https://github.com/bioscan-ml/BIOSCAN-5M). Cite BIOSCAN-5M "
