@@ -27,6 +27,7 @@ MAX_UPLOAD = "25mb"  # the server refuses larger uploads before they reach ident
 #: Uploaded files are deleted an hour after upload (checked hourly), so a long-running page does not fill the disk.
 UPLOAD_LIFETIME_SECONDS = 3600
 CONCURRENT_IDENTIFICATIONS = 4
+QUEUE_STATUS_SECONDS = 1.0
 
 logger = logging.getLogger("bioscan5m.apps.space")
 
@@ -253,7 +254,9 @@ def serve(index: str | os.PathLike | None = None, model: str | None = None, host
     faiss.omp_set_num_threads(1)
     folder = Path(index) if index else demo_index()
     demo = build_demo(bioscan5m.load_index(folder, model=model))
-    demo.queue(default_concurrency_limit=CONCURRENT_IDENTIFICATIONS)
+    # Queue positions are sent to waiting clients once a second, not after every event: with 'auto', 20 waiting
+    # clients get 20 messages per answer, and the server spends its time on those, not on identifications.
+    demo.queue(default_concurrency_limit=CONCURRENT_IDENTIFICATIONS, status_update_rate=QUEUE_STATUS_SECONDS)
     # The gallery serves the index's thumbnails, which sit outside gradio's own folders; load_index has checked
     # that each is a regular file inside it. Nothing else of the index folder is served.
     demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD,

@@ -1,7 +1,7 @@
 """End to end in headless Chromium (Debian ``chromium`` + ``chromium-driver``, driven by Selenium): paste a real
 BOLD barcode into the page, press Identify, and read the identification off the page.
 
-With ``BIOSCAN5M_SCREENSHOT=path.png`` the photograph test also saves a screenshot of the page (README's image).
+With ``BIOSCAN5M_SCREENSHOT=path.png`` the real-barcode test also saves a screenshot of the page (the docs' image).
 """
 
 from __future__ import annotations
@@ -83,6 +83,18 @@ def test_real_barcode_pasted_in_chromium_is_identified(browser, app, bold_root, 
         neighbours = browser.find_element(By.ID, "neighbours").text
         assert "BOLD:" in neighbours
         assert "Traceback" not in browser.page_source
+        # As a first-time visitor sees it: the library in words (no server path), no photo widgets or gallery on a
+        # DNA-only index, no synthetic banner, the licence footer.
+        header = browser.find_element(By.ID, "header").text
+        assert "4,954 reference specimens of 72 named species" in header and str(bold_root) not in header
+        assert not browser.find_elements(By.ID, "photo-input") and not browser.find_elements(By.ID, "gallery")
+        assert not browser.find_elements(By.ID, "synthetic-banner") and not browser.find_elements(By.ID, "calibration-warning")
+        assert "CC BY 3.0" in browser.find_element(By.ID, "footer").text
+        screenshot = os.environ.get("BIOSCAN5M_SCREENSHOT")
+        if screenshot:
+            height = browser.execute_script("return document.body.scrollHeight")
+            browser.set_window_size(1400, min(height + 40, 2400))
+            browser.save_screenshot(screenshot)
     finally:
         demo.close()
 
@@ -99,11 +111,8 @@ def test_photographs_and_map_render_in_chromium(browser, app, sample_root, space
         # The map is drawn in the browser (Vega): wait for its canvas or SVG to be laid out.
         drawn = "return [...document.querySelectorAll('#map canvas, #map svg')].some(e => e.getBoundingClientRect().width > 200)"
         wait.until(lambda driver: driver.execute_script(drawn))
-        screenshot = os.environ.get("BIOSCAN5M_SCREENSHOT")
-        if screenshot:
-            height = browser.execute_script("return document.body.scrollHeight")
-            browser.set_window_size(1400, min(height + 40, 2400))
-            browser.save_screenshot(screenshot)
         assert browser.find_element(By.ID, "status").text.startswith("Identified as")
+        assert "synthetic" in browser.find_element(By.ID, "synthetic-banner").text
+        assert browser.find_element(By.ID, "photo-input").is_displayed()
     finally:
         demo.close()
