@@ -137,19 +137,62 @@ def neighbour_rows(result) -> list[list]:
             for n in result.neighbours]
 
 
-MAP_COLUMNS = ["longitude", "latitude", "country", "species", "similarity"]
+#: Natural Earth 1:110m land outline (public domain): (longitude, latitude) rows, rings separated by NaN rows.
+WORLD_OUTLINE = Path(__file__).with_name("world_outline.npy")
+
+
+class WorldMap:
+    """Collection sites over a world outline, drawn on the server without any map tiles (the page works offline).
+
+    The outline is drawn once; each answer restores that background and draws only its points (a few ms), so the
+    map costs the server little under load. One figure is shared by the worker threads, hence the lock.
+    """
+
+    def __init__(self):
+        import threading
+
+        import numpy as np
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self._lock = threading.Lock()
+        self.figure = Figure(figsize=(8.4, 4.2), dpi=100)
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.axes = self.figure.add_axes((0.08, 0.11, 0.9, 0.81))
+        outline = np.load(WORLD_OUTLINE, allow_pickle=False)
+        self.axes.plot(outline[:, 0], outline[:, 1], color="#9aa5b1", linewidth=0.6)
+        self.axes.set(xlim=(-180, 180), ylim=(-90, 90), xlabel="longitude", ylabel="latitude",
+                      title="Collection sites of the nearest reference specimens")
+        self.axes.grid(color="#eeeeee", linewidth=0.5)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.figure.bbox)
+
+    def render(self, sites: list[tuple[float, float]]):
+        """An RGB image of the ``(longitude, latitude)`` sites (their countries are in the neighbours table)."""
+        import numpy as np
+
+        with self._lock:
+            self.canvas.restore_region(self.background)
+            points = self.axes.scatter(*np.asarray(sites, dtype=float).T, s=44, color="#e4572e", edgecolors="black",
+                                       linewidths=0.6, zorder=3)
+            self.axes.draw_artist(points)
+            image = np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+            points.remove()
+        return image
+
+
+_WORLD_MAP: list[WorldMap] = []
 
 
 def collection_map(result):
-    """Collection sites of the nearest specimens, for a scatter over the whole globe (longitude, latitude).
-
-    A native gradio plot, drawn in the browser: no map tiles to download (offline) and no rendering on the server.
-    """
-    import pandas as pd
-
-    points = [[n["coord-lon"], n["coord-lat"], n["country"] or "?", n["species"] or n["genus"] or "?", n["similarity"]]
-              for n in result.neighbours if n["coord-lat"] is not None and n["coord-lon"] is not None]
-    return pd.DataFrame(points, columns=MAP_COLUMNS)
+    """The nearest specimens' collection sites on the world map (an image), or None when none has coordinates."""
+    sites = [(n["coord-lon"], n["coord-lat"]) for n in result.neighbours
+             if n["coord-lat"] is not None and n["coord-lon"] is not None]
+    if not sites:
+        return None
+    if not _WORLD_MAP:
+        _WORLD_MAP.append(WorldMap())
+    return _WORLD_MAP[0].render(sites)
 
 
 # ---------------------------------------------------------------------------------------------- the page
@@ -196,10 +239,8 @@ def build_demo(index) -> gr.Blocks:
                              elem_id="gallery")
         neighbours = gr.Dataframe(headers=NEIGHBOUR_HEADERS, label="Nearest reference specimens", interactive=False,
                                   wrap=True, elem_id="neighbours")
-        with gr.Row():
-            where = gr.ScatterPlot(x="longitude", y="latitude", color="country", tooltip=MAP_COLUMNS,
-                                   x_lim=[-180, 180], y_lim=[-90, 90], label="Where they were collected",
-                                   title="Collection sites of the nearest reference specimens", elem_id="map")
+        # JPEG: a twelfth of PNG's encoding time, which matters when the page is busy.
+        where = gr.Image(label="Where they were collected", interactive=False, format="jpeg", elem_id="map")
         with gr.Accordion("Full result (JSON)", open=False):
             details = gr.JSON()
         button.click(lambda *inputs: run_identification(index, *inputs), inputs=[dna, fasta, photo],
