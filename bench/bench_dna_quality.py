@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from bioscan5m.embedding import kmer_counts, l2_normalize_rows
-from bioscan5m.evaluation.baselines import aligned_identity_vectors
+from bioscan5m.evaluation.baselines import aligned_identity_nearest
 from bioscan5m.evaluation.probes import knn_probe
 from bioscan5m.training.data import load_barcode_sets
 from bioscan5m.embedding import embed_sequences, load_encoder
@@ -53,15 +53,11 @@ def kmer_1nn(keys, key_labels, queries, query_labels, k: int = 6) -> dict:
     return {"accuracy": accuracy(np.asarray(key_labels)[best], query_labels), "queries_per_second": len(queries) / seconds}
 
 
-def aligned_identity_1nn(keys, key_labels, queries, query_labels, chunk: int = 512) -> dict:
-    key_x = aligned_identity_vectors(list(keys))
+def aligned_identity_1nn(keys, key_labels, queries, query_labels) -> dict:
     started = time.perf_counter()
-    best = []
-    for start in range(0, len(queries), chunk):
-        query_x = aligned_identity_vectors(list(queries[start:start + chunk]))
-        best.append((query_x @ key_x.T).argmax(axis=1))
+    nearest = aligned_identity_nearest(list(queries), list(keys))
     seconds = time.perf_counter() - started
-    return {"accuracy": accuracy(np.asarray(key_labels)[np.concatenate(best)], query_labels),
+    return {"accuracy": accuracy(np.asarray(key_labels)[nearest], query_labels),
             "queries_per_second": len(queries) / seconds}
 
 

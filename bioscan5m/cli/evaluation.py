@@ -60,7 +60,9 @@ def add_commands(sub) -> None:
     p.add_argument("--kmer", type=positive_int, default=6, help="k of the k-mer baseline (default 6)")
     p.add_argument("--dedup", choices=("barcodebert", "per-split"), default="barcodebert",
                    help="unique-barcode protocol for classification (default barcodebert)")
-    p.add_argument("--tasks", default="classification,clustering,retrieval", help="comma-separated tasks to run")
+    p.add_argument("--tasks", default="classification,clustering,retrieval",
+                   help="comma-separated tasks: classification, clustering, retrieval, open_world (the open-world "
+                        "protocol at every rank)")
     p.add_argument("--no-linear-probe", action="store_true", help="skip the linear probe")
     p.add_argument("--max-records-per-split", type=positive_int, default=None, help="first N records of each split (quick runs)")
     p.add_argument("--out", default="runs/benchmark", help="folder for report.md, report.json, plots")

@@ -118,3 +118,36 @@ def test_retrieve_refuses_reading_frames_for_a_clibd_folder(sample_root, tmp_pat
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clibd"}))
     assert main(["retrieve", "--model", str(tmp_path), "--data", str(sample_root), "--reading-frames", "4"]) != 0
     assert "--reading-frames applies to BarcodeBERT models" in capsys.readouterr().err
+
+
+def test_open_world_protocol_holds_whole_taxa_out_of_the_keys(bold_root):
+    from bioscan5m import read_metadata
+    from bioscan5m.evaluation.benchmark.records import OPEN_WORLD_TASKS, open_world_sets
+
+    unique = unique_barcode_records(read_metadata(bold_root, split="all", max_nucleotides=None))
+    sets = open_world_sets(unique, seed=0)
+    assert list(sets) == list(OPEN_WORLD_TASKS)
+    assert [task["rank"] for task in sets.values()] == ["species", "genus", "family", "order"]
+    assert len(sets["genus | species absent"]["queries"]) == 1069  # the paper's test_unseen unique barcodes
+    again = open_world_sets(unique, seed=0)
+    for name, (held, parent) in (("family | genus absent", ("genus", "family")), ("order | family absent", ("family", "order"))):
+        task = sets[name]
+        keys, queries = task["keys"], task["queries"]
+        assert 0 < len(queries) <= 2000 and queries.sequences == again[name]["queries"].sequences
+        # No key shares a query's held-out taxon, and every query's answer is among the keys.
+        assert not set(keys.labels[held]) & set(queries.labels[held])
+        assert set(queries.labels[parent]) <= set(keys.labels[parent])
+
+
+def test_benchmark_runs_the_open_world_protocol_beside_identity_and_blast(sample_root, tmp_path):
+    out = tmp_path / "open-world"
+    argv = ["benchmark", "--data", str(sample_root), "--tasks", "open_world", "--out", str(out)]
+    assert main(argv + (["--blast"] if blast_available() else [])) == 0
+    report = json.loads((out / "report.json").read_text())
+    methods = ["6-mer counts", "aligned identity"] + (["BLAST"] if blast_available() else [])
+    assert list(report["open_world"]) == methods
+    for result in report["open_world"].values():
+        assert list(result) == ["species | species in keys", "genus | species absent", "family | genus absent",
+                                "order | family absent"]
+        assert all(0 <= score["micro_top1"] <= 1 for score in result.values())
+    assert "## Open world at every rank" in (out / "report.md").read_text()

@@ -72,6 +72,14 @@ def to_markdown(report: Benchmark) -> str:
         lines += _table([{"method": name, **{f"top-{k}": f"{_pct(s['seen'][f'macro_top{k}'])} / "
                                                          f"{_pct(s['unseen'][f'macro_top{k}'])}" for k in (1, 3, 5)}}
                          for name, s in species.items()])
+    if report.open_world:
+        lines += ["## Open world at every rank (top-1 accuracy %, micro / macro)", "",
+                  "Queries whose taxon one rank below is absent from the keys: species of `test` (keys `train`), genus "
+                  "of `test_unseen`, family of held-out genera, order of held-out families (unique barcodes of "
+                  "`train`+`test`, a fifth of the eligible taxa held out, seed 0, at most 2,000 queries).", ""]
+        lines += _table([{"method": name, **{task: f"{_pct(score['micro_top1'])} / {_pct(score['macro_top1'])}"
+                                             for task, score in result.items()}}
+                         for name, result in report.open_world.items()])
     lines += ["## Data", ""]
     lines += _table([{"task": role, "set": set_name, "records": f"{counts['records']:,}",
                       "species": f"{counts['species']:,}"}

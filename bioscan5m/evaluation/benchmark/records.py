@@ -50,6 +50,50 @@ def _record_set(name: str, frame) -> RecordSet:
                      frame["order"].astype(object).fillna("").to_numpy())
 
 
+#: The open-world protocol: at every rank, queries whose taxon one rank below is absent from the keys.
+OPEN_WORLD_TASKS = ("species | species in keys", "genus | species absent", "family | genus absent",
+                    "order | family absent")
+
+
+def open_world_sets(unique, seed: int = 0, held_out_fraction: float = 0.2, max_queries: int = 2_000) -> dict:
+    """The open-world tasks, each ``{"keys", "queries", "rank"}``, from unique-barcode records.
+
+    ``species | species in keys``: keys ``train``, queries ``test`` (the paper's species@test).
+    ``genus | species absent``: keys ``train``, queries ``test_unseen`` (the paper's genus@test_unseen).
+    ``family | genus absent``: whole genera of ``train`` + ``test`` (a fraction, chosen with ``seed`` among genera
+    whose family keeps another genus) are held out of the keys; their records are the queries, their family the
+    answer. ``order | family absent``: the same with families, their order the answer.
+    Queries are capped at ``max_queries`` (drawn with ``seed``).
+    """
+    by_split = lambda *names: unique[unique["split"].isin(names)]  # noqa: E731
+    train = by_split("train")
+    tasks = {OPEN_WORLD_TASKS[0]: (train, by_split("test"), "species"),
+             OPEN_WORLD_TASKS[1]: (train, by_split("test_unseen"), "genus")}
+    pool = by_split("train", "test")
+    rng = np.random.default_rng(seed)
+    for name, (held, parent) in zip(OPEN_WORLD_TASKS[2:], (("genus", "family"), ("family", "order"))):
+        labelled = pool.dropna(subset=[held, parent])
+        parent_of = labelled.groupby(held)[parent].first()
+        remaining = parent_of.value_counts().to_dict()  # taxa left in the keys per parent
+        eligible = [taxon for taxon in sorted(parent_of.index) if remaining[parent_of[taxon]] >= 2]
+        wanted, chosen = max(1, round(held_out_fraction * len(eligible))), set()
+        for taxon in rng.permutation(eligible):
+            if len(chosen) == wanted:
+                break
+            if remaining[parent_of[taxon]] >= 2:  # the parent must keep a taxon in the keys, or it is no answer
+                chosen.add(taxon)
+                remaining[parent_of[taxon]] -= 1
+        out = labelled[held].isin(chosen)
+        tasks[name] = (pool[~pool[held].isin(chosen)], labelled[out], parent)
+    sets = {}
+    for name, (keys, queries, rank) in tasks.items():
+        if len(queries) > max_queries:
+            queries = queries.sample(max_queries, random_state=seed)
+        sets[name] = {"keys": _record_set(f"{name}: keys", keys), "queries": _record_set(f"{name}: queries", queries),
+                      "rank": rank}
+    return sets
+
+
 def load_benchmark_records(root, dedup: str = "barcodebert", max_records_per_split: int | None = None,
                            tasks: Sequence[str] = ("classification", "clustering", "retrieval")) -> dict:
     """The record sets each task needs, read from a release root.
@@ -69,12 +113,14 @@ def load_benchmark_records(root, dedup: str = "barcodebert", max_records_per_spl
                                   for s in ("train", "test", "test_unseen")}
     if "clustering" in tasks:
         sets["clustering"] = _record_set("test+test_unseen", by_split(frame, "test", "test_unseen"))
+    if "open_world" in tasks:
+        sets["open_world"] = open_world_sets(unique_barcode_records(frame, dedup))
     if "retrieval" in tasks:
         sets["retrieval"] = {"keys": _record_set("train+key_unseen", by_split(frame, "train", "key_unseen")),
                              "seen": _record_set("test", by_split(frame, "test")),
                              "unseen": _record_set("test_unseen", by_split(frame, "test_unseen"))}
     for role, value in sets.items():
-        for record_set in (value.values() if isinstance(value, dict) else [value]):
+        for record_set in record_sets(value):
             if len(record_set) == 0:
                 raise ValueError(f"{root}: no records for {role} ({record_set.name}); the release lacks those splits.")
     return sets
@@ -89,4 +135,11 @@ def read_records(root, split: str) -> RecordSet:
         raise ValueError(f"{root}: split {split!r} holds no records.")
     return _record_set(split, frame)
 
+
+def record_sets(value) -> list[RecordSet]:
+    """The record sets of one role of `load_benchmark_records` (a set, a mapping of sets, or of tasks)."""
+    if isinstance(value, RecordSet):
+        return [value]
+    return [s for item in value.values() for s in (record_sets(item) if isinstance(item, dict) else
+                                                   [item] if isinstance(item, RecordSet) else [])]
 

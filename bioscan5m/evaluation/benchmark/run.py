@@ -18,17 +18,23 @@ import numpy as np
 from ...staging import check_output, staged_folder
 from .. import baselines
 from .markdown import plot_bars, to_markdown
-from .records import load_benchmark_records, read_records
+from .records import load_benchmark_records, read_records, record_sets
 from .sources import embed_unique, embedding_cache_dir, embedding_rows, kmer_source, model_source, parse_source
 from .tasks import (
     blast_classification,
+    blast_open_world,
     blast_retrieval,
+    identity_open_world,
     retrieval_arrays,
     run_classification,
     run_clustering,
+    run_open_world,
     run_retrieval,
     search_speed,
 )
+
+#: What a benchmark can measure; ``open_world`` is the open-world protocol at every rank.
+TASKS = ("classification", "clustering", "retrieval", "open_world")
 
 
 def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="runs/cluster",
@@ -78,6 +84,7 @@ class Benchmark:
     classification: dict[str, dict] = field(default_factory=dict)
     clustering: dict[str, dict] = field(default_factory=dict)
     retrieval: dict[str, dict] = field(default_factory=dict)
+    open_world: dict[str, dict] = field(default_factory=dict)
     performance: dict[str, dict] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     environment: dict = field(default_factory=dict)
@@ -106,9 +113,9 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
         reading_frames: the models embed each barcode from this many start offsets and average (1: as trained).
     """
     out_dir = check_output(out_dir, overwrite, inputs=(root, *models))
-    unknown = set(tasks) - {"classification", "clustering", "retrieval"}
+    unknown = set(tasks) - set(TASKS)
     if unknown:
-        raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from classification, clustering, retrieval.")
+        raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from {', '.join(TASKS)}.")
     with staged_folder(out_dir, overwrite) as staging:
         (staging / "plots").mkdir()
         return _run_benchmark(root, staging, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
@@ -123,10 +130,10 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
     sets = load_benchmark_records(root, dedup=dedup, max_records_per_split=max_records_per_split, tasks=tasks)
     report = Benchmark(command=command or "bioscan5m.evaluation.benchmark.run_benchmark(...)",
                        data=_describe_data(root, sets, dedup, max_records_per_split), environment=_environment())
-    all_sequences = sorted({s for value in sets.values()
-                            for record_set in (value.values() if isinstance(value, dict) else [value])
+    all_sequences = sorted({s for value in sets.values() for record_set in record_sets(value)
                             for s in record_set.sequences})
-    steps = tqdm(total=len(sources) * len(tasks) + (2 if blast else 0), desc="benchmark", unit="step")
+    steps = tqdm(total=len(sources) * len(tasks) + (3 if blast else 0) + ("open_world" in sets), desc="benchmark",
+                 unit="step")
     for source in sources:
         report.sources[source.name] = source.description
         steps.set_postfix_str(f"embedding {source.name}")
@@ -153,14 +160,25 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
             report.retrieval[source.name] = {"dna->dna": run_retrieval(arrays, sets["retrieval"])}
             report.performance.setdefault("search", {})[source.name] = search_speed(arrays)
             steps.update()
+        if "open_world" in sets:
+            steps.set_postfix_str(f"{source.name}: open world")
+            report.open_world[source.name] = run_open_world(
+                lambda records, table=table: embedding_rows(table, records.sequences), sets["open_world"])
+            steps.update()
         del table
+    if "open_world" in sets:
+        steps.set_postfix_str("aligned identity: open world")
+        report.open_world["aligned identity"] = identity_open_world(sets["open_world"])
+        report.sources["aligned identity"] = ("the key with the most identical bases at the same COI-5P reference "
+                                              "positions: ungapped identity 1-NN, no model")
+        steps.update()
     if blast:
         try:
             baselines.require_blast()
         except baselines.BlastNotFoundError as error:
             report.skipped.append(str(error))
             print(error, file=sys.stderr)
-            steps.update(2)
+            steps.update(3)
         else:
             report.environment["blast"] = baselines.blast_version()
             if "classification" in sets:
@@ -171,6 +189,10 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
             if "retrieval" in sets:
                 steps.set_postfix_str("BLAST retrieval")
                 report.retrieval["BLAST"] = {"dna->dna": blast_retrieval(sets["retrieval"])}
+            steps.update()
+            if "open_world" in sets:
+                steps.set_postfix_str("BLAST open world")
+                report.open_world["BLAST"] = blast_open_world(sets["open_world"])
             steps.update()
     steps.close()
     for name, result in report.clustering.items():
@@ -197,9 +219,8 @@ def _json_default(value):
 def _describe_data(root, sets: dict, dedup: str, max_records_per_split: int | None) -> dict:
     described = {"root": str(root), "dedup": dedup, "max_records_per_split": max_records_per_split}
     for role, value in sets.items():
-        record_sets = value.values() if isinstance(value, dict) else [value]
         described[role] = {s.name: {"records": len(s), "species": int(len(set(s.labels["species"][s.labels["species"] >= 0])))}
-                           for s in record_sets}
+                           for s in record_sets(value)}
     return described
 
 

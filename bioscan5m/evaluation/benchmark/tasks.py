@@ -93,6 +93,33 @@ def blast_retrieval(sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5)
     return retrieval.retrieval_accuracy(indices, labels, sets["keys"].labels, top_k, groups)
 
 
+def run_open_world(embed, sets: dict) -> dict:
+    """Cosine 1-NN micro/macro top-1 on every open-world task; ``embed(record_set)`` gives its embeddings."""
+    return {name: probes.knn_probe(embed(task["keys"]), task["keys"].labels[task["rank"]], embed(task["queries"]),
+                                   task["queries"].labels[task["rank"]], k=1)
+            for name, task in sets.items()}
+
+
+def identity_open_world(sets: dict) -> dict:
+    """The aligned-identity baseline (most identical bases in the reference frame, no model) on the open-world tasks."""
+    return _top_hit_open_world(sets, baselines.aligned_identity_nearest)
+
+
+def blast_open_world(sets: dict) -> dict:
+    """BLAST's top hit on every open-world task (a database of that task's keys)."""
+    return _top_hit_open_world(sets, lambda queries, keys: baselines.blast_search(queries, keys, k=1, progress=False)[:, 0])
+
+
+def _top_hit_open_world(sets: dict, nearest) -> dict:
+    out = {}
+    for name, task in sets.items():
+        keys, queries, rank = task["keys"], task["queries"], task["rank"]
+        top = nearest(queries.sequences, keys.sequences)
+        predicted = np.where(top >= 0, keys.labels[rank][np.clip(top, 0, None)], -2)
+        out[name] = topk_accuracy(predicted, queries.labels[rank])
+    return out
+
+
 def search_speed(arrays: dict[str, np.ndarray], k: int = 5, max_queries: int = 2_000) -> dict:
     """Queries per second of FAISS (flat, exact) and brute-force NumPy on the same retrieval embeddings.
 
