@@ -101,6 +101,12 @@ class BarcodeBertConfig(BertConfig):
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be positive, not {self.contrastive_temperature}.")
         super().__post_init__(**kwargs)
+        if self.classifier_ranks:
+            # The standard fields carry the first rank, so pipelines and the Hub name its classes; rank_labels
+            # keeps every rank's.
+            names = self.rank_labels[self.classifier_ranks[0]]
+            self.id2label = dict(enumerate(names))
+            self.label2id = {name: index for index, name in enumerate(names)}
 
     def _check_types(self) -> None:
         """A config.json is data: refuse values of the wrong type before they are used (a string of rank names

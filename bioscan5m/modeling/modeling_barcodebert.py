@@ -242,21 +242,19 @@ class BarcodeBertForMaskedLM(BarcodeBertPreTrainedModel):
 class BarcodeBertForSequenceClassification(BarcodeBertPreTrainedModel):
     """Encoder, attention-mask-aware mean pooling, then one linear classifier per taxonomic rank.
 
-    The ranks and their class names come from ``config.classifier_ranks`` and ``config.rank_labels``.
-    ``labels`` is ``(batch,)`` for one rank or ``(batch, n_ranks)`` in ``classifier_ranks`` order; negative
-    labels (a missing rank) are ignored.
+    The ranks and their class names come from ``config.classifier_ranks`` and ``config.rank_labels``; without
+    them, one head of ``config.num_labels`` classes named by ``config.id2label``, as any transformers classifier
+    (``from_pretrained(encoder, num_labels=N)``). ``labels`` is ``(batch,)`` for one rank or ``(batch, n_ranks)``
+    in ``classifier_ranks`` order; negative labels (a missing rank) are ignored.
     """
 
     def __init__(self, config: BarcodeBertConfig):
         super().__init__(config)
-        if not config.classifier_ranks:
-            raise ValueError("BarcodeBertForSequenceClassification needs config.classifier_ranks and rank_labels, "
-                             "e.g. classifier_ranks=['species'], rank_labels={'species': [...class names...]}.")
         self.bert = BarcodeBertModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
-        self.classifiers = nn.ModuleDict({rank: nn.Linear(config.hidden_size, size)
-                                          for rank, size in config.num_labels_per_rank.items()})
+        heads = config.num_labels_per_rank or {"label": config.num_labels}
+        self.classifiers = nn.ModuleDict({rank: nn.Linear(config.hidden_size, size) for rank, size in heads.items()})
         self.post_init()
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,

@@ -155,6 +155,34 @@ def test_multi_rank_classifier_ignores_missing_labels_and_round_trips(tmp_path, 
     torch.testing.assert_close(encoder.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
 
 
+def test_classifier_folders_name_their_classes_for_pipelines_and_the_hub(tmp_path, saved_mlm, barcodes):
+    from transformers import pipeline
+
+    config = BarcodeBertConfig(k_mer=5, classifier_ranks=["species", "genus"],
+                               rank_labels={"species": ["Aedes aegypti", "Culex pipiens"], "genus": ["Aedes", "Culex"]},
+                               **TINY)
+    assert config.num_labels == 2 and config.id2label == {0: "Aedes aegypti", 1: "Culex pipiens"}
+    assert config.label2id == {"Aedes aegypti": 0, "Culex pipiens": 1}
+    folder = tmp_path / "classifier"
+    BarcodeBertForSequenceClassification(config).save_pretrained(folder)
+    KmerTokenizerFast(k=5).save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["id2label"] == {"0": "Aedes aegypti", "1": "Culex pipiens"} and saved["rank_labels"]["genus"] == ["Aedes", "Culex"]
+    classify = pipeline("text-classification", model=str(folder), trust_remote_code=True, top_k=None)
+    answer = classify([barcodes[0]])[0]  # one list of {label, score} per input
+    assert sorted(item["label"] for item in answer) == ["Aedes aegypti", "Culex pipiens"]
+    assert sum(item["score"] for item in answer) == pytest.approx(1.0, abs=1e-5)
+    # The usual recipe: a new head of N classes on a pretrained encoder.
+    model = AutoModelForSequenceClassification.from_pretrained(saved_mlm, num_labels=5).eval()
+    assert list(model.classifiers) == ["label"] and model.config.num_labels == 5
+    encoded = KmerTokenizerFast(k=5)(barcodes[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**encoded, labels=torch.tensor([4, 0]))
+    assert out.logits.shape == (2, 5) and torch.isfinite(out.loss)
+    torch.testing.assert_close(model.bert.embeddings.word_embeddings.weight,
+                               BarcodeBertModel.from_pretrained(saved_mlm).embeddings.word_embeddings.weight)
+
+
 def test_config_rejects_inconsistent_vocabulary():
     with pytest.raises(ValueError, match="does not match k_mer=5"):
         BarcodeBertConfig(k_mer=5, vocab_size=258)
