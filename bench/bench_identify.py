@@ -12,6 +12,8 @@
   on how many are timed);
 * accuracy of both on the same queries: species of ``test`` queries, genus of ``test_unseen`` queries (their
   species are not among the keys) — ours the voted label, BLAST's the top hit's;
+* ``bioscan5m identify --fasta --out`` on FASTA files of ``--stream-records`` barcodes, each in a fresh process:
+  wall time and peak RSS (flat as the file grows: the input is streamed);
 * index memory per key, extrapolated to the release's 2.5 M unique barcodes; and at 2.5 M keys (the real key
   embeddings replicated with small noise) an IVF-PQ index: p95 latency of one query and recall@1 against exact search.
 """
@@ -47,6 +49,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads for each method (default 2)")
     parser.add_argument("--scale-keys", type=int, default=RELEASE_UNIQUE_BARCODES,
                         help="keys of the IVF-PQ latency test (0 to skip)")
+    parser.add_argument("--stream-records", type=int, nargs="*", default=[10_000, 200_000],
+                        help="FASTA sizes identified from the command line in a fresh process (time, peak RSS)")
     parser.add_argument("--json", default=None, help="write the figures here too")
     args = parser.parse_args()
 
@@ -114,6 +118,9 @@ def main() -> None:
         results["ours_on_blast_queries"] = ours_same
         results["speedup_vs_blast"] = round(results["ours"]["queries_per_second"] / results["blast"]["queries_per_second"], 1)
 
+        if args.stream_records:
+            results["stream"] = [_stream(index_dir, pool["dna_barcode"].tolist(), n, tmp) for n in args.stream_records]
+
         files = sum(path.stat().st_size for path in index_dir.rglob("*") if path.is_file())
         results["index_bytes_per_key"] = round(files / len(keys), 1)
         results["index_gb_at_release_scale"] = round(files / len(keys) * RELEASE_UNIQUE_BARCODES / 1e9, 2)
@@ -125,6 +132,24 @@ def main() -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def _stream(index_dir: Path, sequences: list[str], records: int, tmp: Path) -> dict:
+    """``bioscan5m identify --fasta --out`` on a FASTA of ``records`` barcodes in a fresh process: its wall time
+    and peak RSS, which stays flat as the file grows when the input is streamed."""
+    fasta = tmp / f"stream-{records}.fasta"
+    with open(fasta, "w") as handle:
+        for i in range(records):
+            handle.write(f">s{i}\n{sequences[i % len(sequences)]}\n")
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "bioscan5m.cli", "identify", "--index", str(index_dir), "--fasta",
+                              str(fasta), "--out", str(tmp / f"stream-{records}.tsv")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"identify on {fasta} failed (status {status})")
+    return {"records": records, "fasta_mb": round(fasta.stat().st_size / 1e6, 1),
+            "seconds": round(time.perf_counter() - started, 1), "peak_rss_gb": round(usage.ru_maxrss / 1e6, 2)}
 
 
 def _accuracy(species, genus, queries) -> dict:
