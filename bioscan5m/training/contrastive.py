@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 from transformers import Trainer
@@ -108,8 +109,9 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                 model_name=out_dir.name, source=f"contrastively fine-tuned from `{model_dir}` by "
                                                       "`bioscan5m finetune --objective contrastive`",
                 data=f"{len(labelled):,} unique barcodes of BIOSCAN-5M `train` with a {ranks[-1]} label",
-                results={"linear probe, species accuracy, test": results["linear_probe_species_test"],
-                         "1-NN genus accuracy, test_unseen (open world)": results["knn_genus_test_unseen"]},
+                results={"linear probe, species accuracy": ("test", results["linear_probe_species_test"]),
+                         "1-NN genus accuracy (open world)": ("test_unseen", results["knn_genus_test_unseen"])},
+                base_model=Path(model_dir).name,
                 training={"barcodes": describe_frame(tokenizer),
                           "objective": f"supervised contrastive on {', '.join(ranks)} (temperature "
                                        f"{settings.contrastive_temperature}), groups of {group_size} per {ranks[-1]}",

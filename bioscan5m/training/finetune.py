@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -134,8 +135,9 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
                 staging, trainer.model.config,
                 model_name=out_dir.name, source=f"{kind} from `{model_dir}` by `bioscan5m finetune`",
                 data=f"{len(labelled):,} unique labelled barcodes of BIOSCAN-5M `train`",
-                results={f"{rank_name} accuracy, test (closed world)": results[f"{rank_name}_test_accuracy"]
+                results={f"{rank_name} accuracy (closed world)": ("test", results[f"{rank_name}_test_accuracy"])
                          for rank_name in ranks},
+                base_model=Path(model_dir).name,
                 training={"barcodes": describe_frame(tokenizer), "epochs": settings.finetune_epochs,
                           "steps": train_output.global_step,
                           "batch size": f"{settings.finetune_batch_size} × {args.world_size} processes",

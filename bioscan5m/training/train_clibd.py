@@ -24,6 +24,7 @@ import torch
 
 from ..modeling.configuration_clibd import METADATA_FEATURES, ClibdConfig
 from ..modeling.image_processing_clibd import ClibdImageProcessor, train_transform
+from ..modeling.model_card import write_clibd_card
 from ..modeling.modeling_clibd import ClibdModel
 from ..modeling.processing_clibd import ClibdProcessor
 from ..staging import check_output, staged_folder
@@ -295,6 +296,10 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         }
         if trainer.is_world_process_zero():
             save_clibd(trainer.model, staging, processor)
+            write_clibd_card(staging, model.config, model_name=Path(out_dir).name, training={
+                "preset": preset, "records": f"{len(records):,} of `{split}` ({config})", "steps": result.global_step,
+                "modalities": ", ".join(modalities), "time": f"{seconds / 60:.1f} min",
+                "final training loss": f"{result.training_loss:.4f}"})
             (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the settings are in training.json
             (staging / "training.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -102,6 +102,13 @@ def test_contrastive_finetune_saves_an_encoder_whose_probes_it_reports(tiny_mode
     assert config["auto_map"]["AutoModel"] == "modeling_barcodebert.BarcodeBertModel"
     assert config["contrastive_ranks"] == ["genus", "species"]
     assert "supervised contrastive on genus, species" in (out / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md").data
+    assert card.pipeline_tag == "feature-extraction" and card.base_model == tiny_model.name
+    assert {r.metric_name: r.metric_value for r in card.eval_results} == {
+        "linear probe, species accuracy": pytest.approx(results["linear_probe_species_test"]),
+        "1-NN genus accuracy (open world)": pytest.approx(results["knn_genus_test_unseen"])}
 
     # The folder is the trained encoder: it differs from the pretrained one, and the reported probes are its own.
     barcodes = load_barcode_sets(sample_root, roles=("test",))["test"].dna_barcode.tolist()[:32]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -38,6 +39,11 @@ def test_training_lowers_the_contrastive_loss(trained):
     from transformers import AutoProcessor
 
     assert type(AutoProcessor.from_pretrained(out, trust_remote_code=True)).__name__ == "ClibdProcessor"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and "clibd" in card.data.tags
+    assert "AutoProcessor.from_pretrained" in card.text and re.search(r"\|\s*steps\s*\|\s*30\s*\|", card.text)
 
 
 def test_alignment_beats_the_no_alignment_baseline(trained, sample_root):

@@ -118,6 +118,17 @@ def test_finetune_reports_the_accuracy_of_the_saved_model(tiny_model, sample_roo
     assert not AutoTokenizer.from_pretrained(tiny_model).align_to_reference
     assert AutoTokenizer.from_pretrained(tmp_path / "ft").align_to_reference
     assert "COI-5P reference coordinates" in (tmp_path / "ft" / "README.md").read_text()
+    # The card's metadata, read back by huggingface_hub: the pipeline of the head, the base model, and the measured
+    # accuracies in a model-index, each with its split, in percent.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "ft" / "README.md").data
+    assert card.pipeline_tag == "text-classification" and card.base_model == tiny_model.name
+    assert card.library_name == "transformers" and card.datasets == ["bioscan-ml/BIOSCAN-5M"]
+    measured = {result.metric_name: (result.dataset_split, result.metric_value) for result in card.eval_results}
+    assert measured["species accuracy (closed world)"] == ("test", pytest.approx(results["species_test_accuracy"]))
+    pretrained_card = ModelCard.load(tiny_model / "README.md").data
+    assert pretrained_card.pipeline_tag == "fill-mask" and pretrained_card.base_model is None
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft")
     test = load_barcode_sets(sample_root, roles=("test",))["test"]
