@@ -66,13 +66,14 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
             raise ValueError(f"Unknown config {config!r}; choose from {', '.join((*release.IMAGE_PACKAGES, 'dna'))}.")
 
     with staged_folder(out, overwrite) as staging:
-        statistics, data_files = {}, {}
+        statistics, data_files, features, example = {}, {}, {}, None
         for config in configs:
             cache = staging / ".cache"
             builder = Bioscan5M(config_name=config, data_dir=str(root), cache_dir=str(cache), splits=tuple(splits),
                                 max_nucleotides=max_nucleotides, skip_missing_images=skip_missing_images)
             prepare(builder, splits)
             data_files[config] = {}
+            features[config] = builder.info.features
             for name in splits:
                 dataset = builder.as_dataset(split=name)
                 count = max(1, math.ceil(dataset.data.nbytes / max_shard_bytes))
@@ -82,11 +83,14 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
                     path.parent.mkdir(parents=True, exist_ok=True)
                     dataset.shard(count, index, contiguous=True).to_parquet(str(path))
                 statistics.setdefault(config, {})[name] = split_statistics(dataset)
+                if example is None and len(dataset):
+                    example = {key: value for key, value in dataset[0].items() if key != "image"}
                 del dataset
             del builder
             shutil.rmtree(cache)
         write_dataset_card(staging / "README.md", root, configs, splits, data_files, statistics,
-                           max_nucleotides=max_nucleotides)
+                           max_nucleotides=max_nucleotides, features=features, example=example,
+                           repo_id=push_to_hub or out.name)
     if push_to_hub:
         from huggingface_hub import HfApi
 

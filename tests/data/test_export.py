@@ -33,6 +33,27 @@ def test_card_declares_every_config_and_split(exported):
     assert re.search(r"\| `species_index`\s*\| ClassLabel", text) and re.search(r"\| `coord-lat`\s*\| float64\s*\|", text)
 
 
+def test_card_metadata_reads_back_through_huggingface_hub(exported, sample_root, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(exported / "README.md")
+    data = card.data.to_dict()
+    info = {entry["config_name"]: {f["name"]: f for f in entry["features"]} for entry in data["dataset_info"]}
+    assert set(info) == {"cropped_256", "dna"} and "image" in info["cropped_256"] and "image" not in info["dna"]
+    assert info["dna"]["species_index"]["dtype"]["class_label"]["names"]  # the label names travel with the card
+    assert {"image-classification", "feature-extraction"} <= set(data["task_categories"])
+    assert data["source_datasets"] == ["original"] and data["license"] == "cc-by-3.0"
+    assert 'load_dataset("bioscan-5m", "cropped_256"' in card.text and "<this repo" not in card.text
+    for section in ("## An example record", "## How the data was collected", "## Limitations"):
+        assert section in card.text
+    assert "'processid': 'SYNTH" in card.text
+    # A DNA-only export promises no photographs.
+    dna_only = bioscan5m.export(sample_root, tmp_path / "dna-only", configs=["dna"], split="val_unseen")
+    dna_card = DatasetCard.load(dna_only / "README.md")
+    assert "image-classification" not in dna_card.data.task_categories and "multimodal" not in dna_card.data.tags
+    assert "no images" in dna_card.text and "JPEG" not in dna_card.text
+
+
 def test_stock_datasets_loads_every_config_and_split(exported, sample_root, tmp_path):
     reference = bioscan5m.load_dataset(sample_root, "cropped_256", cache_dir=str(tmp_path / "cache"))
     assert datasets.get_dataset_config_names(str(exported)) == ["cropped_256", "dna"]
