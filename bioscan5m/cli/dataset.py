@@ -35,6 +35,7 @@ def add_commands(sub) -> None:
                    help=f"cut barcodes to this many nucleotides ('none' keeps them whole; default {release.MAX_NUCLEOTIDES})")
     p.add_argument("--skip-missing-images", action="store_true", help="skip records without an image and report how many")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the exported folder to this Hub dataset repo")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo private")
     add_overwrite_arg(p)
     p.set_defaults(run=_run_export)
 
@@ -63,7 +64,8 @@ def _run_export(args) -> None:
 
     out = export(release_root(args), args.out, configs=csv_list(args.configs) if args.configs else None, split=args.split,
                  max_shard_bytes=args.max_shard_mb << 20, skip_missing_images=args.skip_missing_images,
-                 max_nucleotides=args.max_nucleotides, push_to_hub=args.push_to_hub, overwrite=args.overwrite)
+                 max_nucleotides=args.max_nucleotides, push_to_hub=args.push_to_hub, private=args.private,
+                 overwrite=args.overwrite)
     print(f"exported to {out}")
 
 

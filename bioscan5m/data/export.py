@@ -50,7 +50,8 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
         skip_missing_images: skip records whose image is missing or truncated; the number skipped per split
             is logged and written into the card. Off by default: a missing image stops the export.
         max_nucleotides: barcode truncation, as in the builder (``None`` keeps whole barcodes).
-        push_to_hub: a Hub dataset repo id to upload the finished folder to.
+        push_to_hub: a Hub dataset repo id to upload the finished folder to (see `upload`).
+        private: create that repo private.
         overwrite: replace ``out`` if it exists (only once the new export is complete).
     """
     root = Path(os.path.expanduser(str(root)))
@@ -92,10 +93,24 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
                            max_nucleotides=max_nucleotides, features=features, example=example,
                            repo_id=push_to_hub or out.name)
     if push_to_hub:
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        api.create_repo(push_to_hub, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(repo_id=push_to_hub, folder_path=str(out), repo_type="dataset",
-                          commit_message="Upload BIOSCAN-5M (exported by bioscan5m)")
+        upload(out, push_to_hub, private=private)
     return out
+
+
+#: Above this size an export is uploaded with ``upload_large_folder`` (resumable, many commits, parallel workers).
+LARGE_UPLOAD_BYTES = 5 << 30
+
+
+def upload(folder: Path, repo_id: str, private: bool = False) -> None:
+    """Upload an export to a Hub dataset repo (created if needed, private when asked): one commit for a small
+    export, ``upload_large_folder`` for a large one, which resumes where an interrupted upload stopped."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    size = sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+    if size > LARGE_UPLOAD_BYTES:
+        api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset", private=private)
+    else:
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset",
+                          commit_message="Upload BIOSCAN-5M (exported by bioscan5m)")

@@ -14,6 +14,7 @@ import yaml
 import bioscan5m
 from bioscan5m.data import export as export_module
 from bioscan5m import release
+from bioscan5m.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,16 @@ def test_push_to_hub_uploads_the_finished_folder(sample_root, tmp_path, monkeypa
         def upload_folder(self, repo_id, folder_path, repo_type, commit_message):
             calls.append(("upload_folder", repo_id, repo_type, sorted(p.name for p in Path(folder_path).iterdir())))
 
+        def upload_large_folder(self, repo_id, folder_path, repo_type, private):
+            calls.append(("upload_large_folder", repo_id, repo_type, private))
+
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     bioscan5m.export(sample_root, tmp_path / "out", configs=["dna"], push_to_hub="me/bioscan-5m")
     assert calls == [("create_repo", "me/bioscan-5m", "dataset"),
                      ("upload_folder", "me/bioscan-5m", "dataset", ["README.md", "dna"])]
+    # A large export goes through upload_large_folder (resumable), private when asked, from the command line too.
+    calls.clear()
+    monkeypatch.setattr(export_module, "LARGE_UPLOAD_BYTES", 1)
+    assert main(["export", "--data", str(sample_root), str(tmp_path / "large"), "--configs", "dna",
+                 "--push-to-hub", "me/large", "--private"]) == 0
+    assert calls == [("create_repo", "me/large", "dataset"), ("upload_large_folder", "me/large", "dataset", True)]
