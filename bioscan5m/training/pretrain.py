@@ -130,7 +130,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                           "steps": train_output.global_step,
                           "batch size": f"{settings.pretrain_batch_size} × {args.world_size} processes",
                           "learning rate": settings.pretrain_learning_rate, "time": f"{minutes:.1f} min",
-                          "MLM accuracy on held-out barcodes": f"{100 * metrics['mlm_accuracy']:.1f} %"},
+                          "MLM accuracy on held-out barcodes": f"{metrics['mlm_accuracy']:.1f} %"},
             )
     return out_dir
 
@@ -145,7 +145,8 @@ def describe_frame(tokenizer) -> str:
 @torch.inference_mode()
 def mlm_accuracy(model: BarcodeBertForMaskedLM, sequences: list[str], collator: KmerMLMCollator,
                  batch_size: int) -> dict[str, float]:
-    """Token accuracy of the MLM head on masked positions and on all scored positions."""
+    """Token accuracy of the MLM head on masked positions and on all scored positions, in percent (the unit of
+    every result the package writes)."""
     model.eval()
     hits_masked = hits_all = n_masked = n_all = 0
     for start in range(0, len(sequences), batch_size):
@@ -159,4 +160,5 @@ def mlm_accuracy(model: BarcodeBertForMaskedLM, sequences: list[str], collator: 
         hits_all += int((correct & scored).sum())
         n_masked += int(masked.sum())
         n_all += int(scored.sum())
-    return {"mlm_accuracy": hits_masked / max(n_masked, 1), "mlm_accuracy_all_scored": hits_all / max(n_all, 1)}
+    return {"mlm_accuracy": 100 * hits_masked / max(n_masked, 1),
+            "mlm_accuracy_all_scored": 100 * hits_all / max(n_all, 1)}
