@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification,
+                          AutoModelForZeroShotImageClassification, AutoTokenizer)
 
 from ..tokenization.tokenization_kmer import KmerTokenizerFast
 from .configuration_barcodebert import BarcodeBertConfig
@@ -70,7 +71,8 @@ _LAZY_EXPORTS.update({"ClibdModel": "modeling_clibd", "ClibdPreTrainedModel": "m
 
 def _register_clibd() -> None:
     AutoConfig.register(ClibdConfig.model_type, ClibdConfig, exist_ok=True)
-    AutoModel.register(ClibdConfig, _DeferredModelClass("modeling_clibd", "ClibdModel", ClibdConfig), exist_ok=True)
+    for auto_class in (AutoModel, AutoModelForZeroShotImageClassification):
+        auto_class.register(ClibdConfig, _DeferredModelClass("modeling_clibd", "ClibdModel", ClibdConfig), exist_ok=True)
 
 
 _register_clibd()

@@ -32,6 +32,7 @@ from .modeling_barcodebert import BarcodeBertModel, masked_mean
 AUTO_MAP = {
     "AutoConfig": "configuration_clibd.ClibdConfig",
     "AutoModel": "modeling_clibd.ClibdModel",
+    "AutoModelForZeroShotImageClassification": "modeling_clibd.ClibdModel",
 }
 
 
@@ -44,6 +45,8 @@ class ClibdOutput(ModelOutput):
         image_embeds, dna_embeds, text_embeds: L2-normalised embeddings, ``(batch, projection_dim)``, or None.
         logit_scale: the inverse temperature used (exponentiated, clamped).
         pair_losses: each modality pair's loss, e.g. ``{"image-dna": ...}`` (detached).
+        logits_per_image, logits_per_text: scaled image–text similarities, ``(images, texts)`` and its transpose,
+            when both are given (CLIP's outputs, which transformers' zero-shot image classification reads).
     """
 
     loss: torch.Tensor | None = None
@@ -52,6 +55,8 @@ class ClibdOutput(ModelOutput):
     text_embeds: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
     pair_losses: dict[str, torch.Tensor] | None = None
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
 
 
 def create_image_encoder(config: ClibdConfig) -> nn.Module:
@@ -228,8 +233,14 @@ class ClibdModel(ClibdPreTrainedModel):
                 dna_attention_mask: torch.Tensor | None = None, text_input_ids: torch.Tensor | None = None,
                 text_attention_mask: torch.Tensor | None = None, latitude: torch.Tensor | None = None,
                 longitude: torch.Tensor | None = None, size: torch.Tensor | None = None,
-                return_loss: bool = True, **kwargs) -> ClibdOutput:
-        """Normalised embeddings of every modality given, and the CLIP loss over their pairs (``return_loss``)."""
+                return_loss: bool = True, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, **kwargs) -> ClibdOutput:
+        """Normalised embeddings of every modality given, and the CLIP loss over their pairs (``return_loss``).
+
+        ``input_ids``/``attention_mask`` are the taxonomy text under CLIP's names, as transformers' pipelines pass it.
+        """
+        if text_input_ids is None:
+            text_input_ids, text_attention_mask = input_ids, attention_mask
         if pixel_values is None and dna_input_ids is None and text_input_ids is None:
             raise ValueError("Give at least one modality: pixel_values, dna_input_ids or text_input_ids.")
         image = None if pixel_values is None else self.get_image_features(
@@ -239,10 +250,15 @@ class ClibdModel(ClibdPreTrainedModel):
                                                                            normalize=True)
         scale = self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
         loss = pair_losses = None
-        if return_loss and sum(x is not None for x in (image, dna, text)) >= 2:
+        given = [x for x in (image, dna, text) if x is not None]
+        # The loss pairs row i of every modality; unpaired inputs (one photo against several taxonomy strings, as in
+        # zero-shot classification) have logits but no loss.
+        if return_loss and len(given) >= 2 and len({x.shape[0] for x in given}) == 1:
             loss, pair_losses = self.contrastive_loss({"image": image, "dna": dna, "text": text}, scale)
+        per_image = None if image is None or text is None else scale * image @ text.T
         return ClibdOutput(loss=loss, image_embeds=image, dna_embeds=dna, text_embeds=text, logit_scale=scale,
-                           pair_losses=pair_losses)
+                           pair_losses=pair_losses, logits_per_image=per_image,
+                           logits_per_text=None if per_image is None else per_image.T)
 
     # ------------------------------------------------------------------------------------------ helpers
     def freeze(self, encoder: str, trainable_layers: int = 0) -> None:

@@ -356,3 +356,24 @@ def test_save_load_in_fresh_process_without_package(tmp_path):
                  "text": model.get_text_features(batch["text_input_ids"], batch["text_attention_mask"])}
     for name, value in local.items():
         assert torch.allclose(remote[name], value, atol=1e-6), name
+
+
+def test_zero_shot_image_classification_pipeline_over_taxonomy_strings(tmp_path, images_root):
+    """transformers' zero-shot image classification runs on a saved CLIBD folder: its scores are the softmax of the
+    model's own scaled image–taxonomy similarities."""
+    from transformers import pipeline
+
+    processor = tiny_processor()
+    model = tiny_model(text_config={**TINY["text_config"], "vocab_size": len(processor.tokenizer)})
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    photo = Image.open(next((images_root / "specimens").glob("*.jpg"))).convert("RGB")
+    labels = ["Diptera Culicidae Aedes Aedes aegypti", "Diptera Sciaridae Bradysia not_classified"]
+    classify = pipeline("zero-shot-image-classification", model=str(tmp_path), trust_remote_code=True)
+    answer = classify(photo, candidate_labels=labels, hypothesis_template="{}")
+    with torch.no_grad():
+        output = model(**processor(images=[photo], text=labels))
+    assert output.loss is None and output.logits_per_image.shape == (1, 2)  # one photo, two strings: no pairs
+    expected = output.logits_per_image[0].softmax(-1)
+    assert {item["label"]: item["score"] for item in answer} == pytest.approx(
+        {label: float(p) for label, p in zip(labels, expected)}, abs=1e-5)
