@@ -52,6 +52,22 @@ def sample_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_barcodebert(tmp_path_factory) -> Path:
+    """A tiny untrained BarcodeBERT folder (k = 4, 2 layers, hidden 32) with its tokenizer; copy it before changing it."""
+    import torch
+
+    from bioscan5m.modeling import BarcodeBertConfig, BarcodeBertForMaskedLM
+    from bioscan5m.tokenization import KmerTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-barcodebert") / "model"
+    torch.manual_seed(0)
+    BarcodeBertForMaskedLM(BarcodeBertConfig(k_mer=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=64)).save_pretrained(folder)
+    KmerTokenizerFast(k=4).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def space_demo_index(sample_root, tmp_path_factory) -> Path:
     """The Space's embedded default (tiny CLIBD + key index), made by the page's own code on the session's sample."""
     from bioscan5m.apps.space import demo_index

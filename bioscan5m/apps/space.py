@@ -11,6 +11,7 @@ photographs, and a map of where those were collected. Only the public ``bioscan5
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -181,7 +182,9 @@ class WorldMap:
         return image
 
 
-_WORLD_MAP: list[WorldMap] = []
+@functools.cache
+def world_map() -> WorldMap:
+    return WorldMap()
 
 
 def collection_map(result):
@@ -190,9 +193,7 @@ def collection_map(result):
              if n["coord-lat"] is not None and n["coord-lon"] is not None]
     if not sites:
         return None
-    if not _WORLD_MAP:
-        _WORLD_MAP.append(WorldMap())
-    return _WORLD_MAP[0].render(sites)
+    return world_map().render(sites)
 
 
 # ---------------------------------------------------------------------------------------------- the page

@@ -16,6 +16,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 from ..data import release
 from ..staging import check_output, staged_folder
 
@@ -82,13 +84,9 @@ def requirements() -> str:
     lines = ["# CPU-only torch: a Space without a GPU needs no CUDA libraries.", f"--extra-index-url {CPU_WHEELS}"]
     for name in ("torch", "torchvision"):
         lines.append(f"{name}=={_base_version(metadata.version(name))}")
-    for requirement in metadata.requires("bioscan5m") or []:
-        if "extra ==" in requirement:
-            continue
-        name = requirement.split(";")[0].strip()
-        if not any(name.lower().startswith(provided) and not name[len(provided):len(provided) + 1].isalnum()
-                   for provided in PROVIDED):
-            lines.append(name)
+    for requirement in map(Requirement, metadata.requires("bioscan5m") or []):
+        if requirement.marker is None and requirement.name not in PROVIDED:  # markers: the optional extras
+            lines.append(f"{requirement.name}{requirement.specifier}")
     return "\n".join(lines) + "\n"
 
 

@@ -108,10 +108,8 @@ def _run_identify(args) -> None:
         raise InputError("Give the barcodes once: --dna or --fasta, not both.")
     if args.image is not None and args.images is not None:
         raise InputError("Give the photographs once: --image or --images, not both.")
-    if args.out is not None and args.format is not None and table_format(args.out) != args.format:
+    if args.out is not None and args.format not in (None, table_format(args.out)):  # a bad suffix: before any work
         raise InputError(f"--format {args.format} contradicts the suffix of --out {args.out}.")
-    if args.out is not None:
-        table_format(args.out)  # a bad suffix is refused before any work
     index = load_index(args.index, model=args.model)
     records = None
     if args.fasta is not None:

@@ -4,6 +4,7 @@ identifies a real barcode through gradio_client; nothing of this machine is name
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,3 +83,18 @@ def test_the_exported_space_runs_from_its_folder_and_identifies_a_real_barcode(r
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_export_copies_the_model_of_a_model_index_and_only_its_files(sample_root, tiny_barcodebert, tmp_path):
+    model_dir = tmp_path / "bb"
+    shutil.copytree(tiny_barcodebert, model_dir)
+    (model_dir / "training_args.bin").write_bytes(b"not for the Space")  # what a training run may leave
+    index = bioscan5m.build_index(sample_root, tmp_path / "index", model=str(model_dir), splits="key_unseen",
+                                  calibration=None, thumbnails=False)
+    out = export_space(tmp_path / "space", index)
+    copied = {path.name for path in (out / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_barcodebert.py"} <= copied
+    assert "training_args.bin" not in copied
+    assert '"--model", str(HERE / "model")' in (out / "app.py").read_text()
+    # The copy is the model the index was built with: it loads with the index's recorded fingerprint.
+    assert bioscan5m.load_index(out / "index", model=out / "model").model_dir == out / "model"

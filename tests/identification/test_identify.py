@@ -4,6 +4,7 @@ on the synthetic sample (with photographs) and on real BOLD barcodes; the CLI co
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -150,15 +151,9 @@ def test_identify_refuses_photographs_on_a_dna_only_index_and_empty_queries(samp
         bioscan5m.identify(sample_index, dna="  ")
 
 
-def test_barcodebert_index_finds_a_key_from_its_own_barcode(sample_root, tmp_path):
-    from bioscan5m.modeling import BarcodeBertConfig, BarcodeBertForMaskedLM
-    from bioscan5m.tokenization import KmerTokenizerFast
-
+def test_barcodebert_index_finds_a_key_from_its_own_barcode(sample_root, tiny_barcodebert, tmp_path):
     model_dir = tmp_path / "tiny-barcodebert"
-    torch.manual_seed(0)
-    BarcodeBertForMaskedLM(BarcodeBertConfig(k_mer=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                             intermediate_size=64)).save_pretrained(model_dir)
-    KmerTokenizerFast(k=4).save_pretrained(model_dir)
+    shutil.copytree(tiny_barcodebert, model_dir)  # the index goes beside the model by default
     folder = bioscan5m.build_index(sample_root, model=str(model_dir), splits="key_unseen", calibration=None,
                                    thumbnails=False)
     assert folder == model_dir / "index"  # saved beside the model by default

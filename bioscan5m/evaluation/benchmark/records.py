@@ -140,6 +140,7 @@ def record_sets(value) -> list[RecordSet]:
     """The record sets of one role of `load_benchmark_records` (a set, a mapping of sets, or of tasks)."""
     if isinstance(value, RecordSet):
         return [value]
-    return [s for item in value.values() for s in (record_sets(item) if isinstance(item, dict) else
-                                                   [item] if isinstance(item, RecordSet) else [])]
+    if isinstance(value, dict):
+        return [record_set for item in value.values() for record_set in record_sets(item)]
+    return []  # an open-world task's rank name
 
