@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+
 import evaluate
 import numpy as np
 import pytest
@@ -9,7 +14,10 @@ from sklearn.metrics import (accuracy_score, adjusted_mutual_info_score, adjuste
                              normalized_mutual_info_score, top_k_accuracy_score)
 
 from bioscan5m import evaluation
-from bioscan5m.evaluation.scoring import harmonic_mean
+from bioscan5m.data.release import TARGET_COLUMNS
+from bioscan5m.evaluation.metrics.ami import clustering_scores
+from bioscan5m.evaluation.metrics.taxonomic_accuracy import accuracy_scores
+from bioscan5m.evaluation.scoring import clustering_agreement, harmonic_mean, topk_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +134,56 @@ def test_ami_hand_cases_and_missing_labels(ami):
     assert result["ami"] == pytest.approx(1.0) and result["num_missing"] == 2
     with pytest.raises(ValueError, match="Unknown rank"):
         ami.compute(predictions=[0], references=[0], rank="kingdom")
+
+
+STANDALONE = """
+import json, sys
+sys.modules["bioscan5m"] = None          # the package cannot be imported
+import evaluate
+folder = sys.argv[1]
+accuracy = evaluate.load(folder + "/taxonomic_accuracy")
+ami = evaluate.load(folder + "/ami")
+print(json.dumps({
+    "accuracy": accuracy.compute(predictions=[["a", "b"], ["b", "a"], ["c", "c"], ["a", "a"]],
+                                 references=[None, "a", "b", "a"], top_k=[1, 2], rank="genus"),
+    "ami": ami.compute(predictions=[0, 0, 1, 1, 2, 2], references=[None, 5, 6, 6, 7, 7], rank="species"),
+    "bioscan5m_imported": [name for name, module in sys.modules.items() if name.startswith("bioscan5m") and module],
+}))
+"""
+
+
+def test_metric_folders_stand_alone_without_the_package(tmp_path):
+    # The folders as they would be pushed to the Hub: copied elsewhere, loaded where bioscan5m cannot be imported.
+    shutil.copytree(evaluation.METRICS_DIR, tmp_path / "metrics", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("ami", "taxonomic_accuracy"):
+        card = (tmp_path / "metrics" / name / "README.md").read_text()
+        assert card.startswith("---\n") and "## How to Use" in card and "## Citation" in card
+    done = subprocess.run([sys.executable, "-c", STANDALONE, str(tmp_path / "metrics")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["bioscan5m_imported"] == []
+    expected = topk_accuracy([["b", "a"], ["c", "c"], ["a", "a"]], ["a", "b", "a"], top_k=[1, 2], rank="genus")
+    assert result["accuracy"] == {**expected, "num_missing": 1}  # the same code: exactly equal
+    assert result["ami"] == pytest.approx({**clustering_agreement([5, 6, 6, 7, 7], [0, 1, 1, 2, 2]), "rank": "species",
+                                           "num_missing": 1})
+
+
+def test_none_as_the_first_reference_is_missing():
+    accuracy, ami = evaluation.load("taxonomic_accuracy"), evaluation.load("ami")  # fresh: no earlier batch's format
+    for references in ([None, "a", "b"], ["", "a", "b"]):
+        result = accuracy.compute(predictions=["x", "a", "b"], references=references)
+        assert (result["micro_top1"], result["num_missing"]) == (1.0, 1)
+    assert accuracy.compute(predictions=[9, 1, 2], references=[None, 1, 2])["num_missing"] == 1
+    assert ami.compute(predictions=[0, 0, 1], references=[None, "a", "b"])["num_missing"] == 1
+    accuracy.add(prediction="a", reference=None)
+    accuracy.add(prediction="a", reference="a")
+    assert accuracy.compute()["num_missing"] == 1
+
+
+def test_each_metric_folder_carries_the_same_label_rules():
+    # Each folder stands alone, so each has its copy of the rank list and of what counts as missing.
+    assert accuracy_scores.RANKS == clustering_scores.RANKS == TARGET_COLUMNS
+    labels = np.array([None, "", "a", float("nan"), -1, 3], dtype=object)
+    assert accuracy_scores.is_missing(labels).tolist() == clustering_scores.is_missing(labels).tolist() \
+        == [True, True, False, True, True, False]

@@ -1,12 +1,13 @@
 """Taxonomic accuracy: micro and macro top-k accuracy at one rank, as scored for BIOSCAN-5M (CLIBD, BarcodeBERT).
 
-Load it offline with ``evaluate.load(path_to_this_folder)`` or ``bioscan5m.evaluation.load("taxonomic_accuracy")``.
+Load it with ``evaluate.load(path_to_this_folder)`` (offline; the folder stands alone, without bioscan5m) or
+``bioscan5m.evaluation.load("taxonomic_accuracy")``. The scoring itself is in ``accuracy_scores.py`` beside this file.
 """
 
 import datasets
 import evaluate
 
-from bioscan5m.evaluation.scoring import grouped_topk_accuracy, topk_accuracy
+from .accuracy_scores import fill_missing, grouped_topk_accuracy, topk_accuracy
 
 _DESCRIPTION = """Top-k accuracy of taxonomic label predictions at one rank. Micro accuracy is the fraction of
 references whose label is among the first k predictions; macro accuracy averages each class's recall over the
@@ -16,7 +17,7 @@ per group plus the harmonic mean over the groups. Missing references (None, "", 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: a label per reference, or a ranked list of labels per reference (best first) for top-k.
-    references: the true labels (text or integer).
+    references: the true labels (text or integer); None, "" or a negative index means missing.
     rank: the taxonomic rank scored (phylum, class, order, family, subfamily, genus, species, dna_bin).
     top_k: k values to score (default [1]); needs at least max(top_k) ranked predictions.
     groups: optional group name per reference, e.g. "seen"/"unseen"; adds per-group scores and harmonic means.
@@ -25,7 +26,7 @@ Returns:
     micro_top{k}, macro_top{k}, per_class_top1, num_references, num_classes, num_missing
     (with groups: one such dict per group and harmonic_mean_{micro,macro}_top{k}).
 Example:
-    >>> acc = evaluate.load("bioscan5m/evaluation/metrics/taxonomic_accuracy")
+    >>> acc = evaluate.load("path/to/taxonomic_accuracy")
     >>> acc.compute(predictions=["Aedes", "Culex"], references=["Aedes", "Aedes"], rank="genus")["micro_top1"]
     0.5
 """
@@ -52,6 +53,17 @@ class TaxonomicAccuracy(evaluate.Metric):
                 _features(datasets.Sequence(text), text),
             ],
         )
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of predictions and references; a ``None`` reference is missing, even the first one.
+        """
+        return super().add_batch(predictions=predictions, references=fill_missing(references, predictions),
+                                 **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one prediction and its reference; a ``None`` reference is missing.
+        """
+        return super().add(prediction=prediction, reference=fill_missing([reference], [prediction])[0], **kwargs)
 
     def _compute(self, predictions, references, rank=None, top_k=(1,), groups=None, per_class=True):
         if groups is not None:
