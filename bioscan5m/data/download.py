@@ -1,13 +1,16 @@
 """Download the official release files: lazily per split group, resumable, checksum-verified.
 
-Files land in the release root exactly as the official mirrors name them; the builder reads the metadata
-and image archives in place, so nothing needs extracting.
+Each file comes from the Hub mirror through ``huggingface_hub`` at a pinned revision (resume, authentication and
+``HF_HUB_OFFLINE`` as everywhere on the Hub), else from Zenodo over plain HTTP with Range resumes. Files land in
+the release root exactly as the official mirrors name them; the builder reads the metadata and image archives in
+place, so nothing needs extracting.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import urllib.error
 import urllib.request
 import zipfile
@@ -70,39 +73,65 @@ def _http_get(url: str, part: Path, timeout: float) -> None:
         raise TimeoutError(f"the connection closed after {part.stat().st_size:,} of {total:,} bytes")
 
 
+def _hub_get(remote: RemoteFile, root: Path, timeout: float) -> Path:
+    """Fetch ``remote`` from the Hub mirror into ``root``. ``huggingface_hub`` downloads into
+    ``root/.cache/huggingface`` (resumed there after an interruption) and moves the file into place once complete.
+    A ``.cache`` folder this call made is removed again when the download failed before writing anything."""
+    from huggingface_hub import hf_hub_download
+
+    cache = root / ".cache"
+    made_cache = not cache.exists()
+    try:
+        return Path(hf_hub_download(release.HUB_REPO_ID, remote.filename, repo_type="dataset",
+                                    revision=remote.hub_revision, local_dir=root, etag_timeout=timeout))
+    except BaseException:
+        if made_cache and all(p.is_dir() or p.name in (".gitignore", "CACHEDIR.TAG") or p.suffix == ".lock"
+                              for p in cache.rglob("*")):
+            shutil.rmtree(cache, ignore_errors=True)
+        raise
+
+
+def _download(remote: RemoteFile, destination: Path, timeout: float) -> Path:
+    """Download ``remote`` from its first source that answers; return the complete file (the destination itself,
+    or a ``.part`` file beside it)."""
+    errors = []
+    if remote.hub_revision is not None:
+        try:
+            return _hub_get(remote, destination.parent, timeout)
+        except Exception as error:  # any failure of the Hub falls back to Zenodo, and is reported if that fails too
+            errors.append(f"the Hub ({release.HUB_REPO_ID}@{remote.hub_revision}): {str(error).splitlines()[0]}")
+    part = destination.with_name(destination.name + ".part")
+    for url in remote.urls:
+        try:
+            _http_get(url, part, timeout)
+            return part
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            errors.append(f"{url}: {getattr(error, 'reason', error)}")
+    raise ConnectionError(
+        f"Could not download {remote.filename}; tried {'; '.join(errors)}. If this machine is offline, download "
+        f"the file elsewhere and place it at {destination} (a partial download is kept and resumed next time)."
+    )
+
+
 def fetch(remote: RemoteFile, root: str | os.PathLike, timeout: float = 60.0) -> Path:
-    """Download one release file into ``root`` (resuming a ``.part`` file) and verify its MD5."""
+    """Download one release file into ``root`` (resuming an interrupted download) and verify it."""
     root = Path(os.path.expanduser(str(root)))
     root.mkdir(parents=True, exist_ok=True)
     destination = root / remote.filename
     if _is_verified(destination):
         return destination
-    if destination.is_file():
-        part = destination  # verify what is there before downloading anything
-    else:
-        part = destination.with_name(destination.name + ".part")
-        errors = []
-        for url in remote.urls:
-            try:
-                _http_get(url, part, timeout)
-                break
-            except (urllib.error.URLError, OSError, TimeoutError) as error:
-                errors.append(f"{url}: {getattr(error, 'reason', error)}")
-        else:
-            raise ConnectionError(
-                f"Could not download {remote.filename}; tried {'; '.join(errors)}. If this machine is offline, "
-                f"download the file elsewhere and place it at {destination} (a partial download is kept at {part} "
-                "and resumed next time)."
-            )
-    problem = _verification_problem(remote, part)
+    placed_by_user = destination.is_file()  # verified before anything is downloaded, and never deleted
+    downloaded = destination if placed_by_user else _download(remote, destination, timeout)
+    problem = _verification_problem(remote, downloaded)
     if problem is not None:
-        if part == destination:  # a file the user placed: report it, never delete it
+        if placed_by_user:
             raise ChecksumError(f"{destination}: {problem}; the file is corrupt or a different version. Move it "
                                 "away and download again.")
-        part.unlink()
+        downloaded.unlink()
         raise ChecksumError(f"{destination.name}: {problem}; the download was deleted (corrupt, truncated or not "
                             "the file asked for). Run the download again.")
-    part.replace(destination)
+    if downloaded != destination:
+        downloaded.replace(destination)
     stat = destination.stat()
     _stamp(destination).write_text(f"{stat.st_size} {stat.st_mtime_ns}")
     return destination

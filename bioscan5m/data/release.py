@@ -205,33 +205,38 @@ def _archive_group(path: str | os.PathLike, package: str) -> str | None:
 # ----------------------------------------------------------------------------------------------
 
 ZENODO = "https://zenodo.org/records/11973457/files"
-HF_REPO = "https://huggingface.co/datasets/bioscan-ml/BIOSCAN-5M/resolve"
+#: The Hub mirror of the release, a dataset repo fetched with ``huggingface_hub``.
+HUB_REPO_ID = "bioscan-ml/BIOSCAN-5M"
+#: The mirror's revision that bioscan-dataset pins the metadata to; files with a published MD5 are fetched at it.
+HUB_REVISION = "eeefb30"
 
 
 @dataclass(frozen=True)
 class RemoteFile:
     """One downloadable file of the release and where it goes under the root.
 
-    ``md5`` is the published checksum; without one, ``size`` (bytes, where known) and the archive's structure are
-    what a download is checked against.
+    ``hub_revision`` is the revision of the Hub mirror to fetch it at (``None``: not on the mirror); ``urls`` are
+    the plain HTTP sources (Zenodo) tried after it. ``md5`` is the published checksum; without one, ``size``
+    (bytes, where known) and the archive's structure are what a download is checked against.
     """
 
     filename: str
     urls: tuple[str, ...]
     md5: str | None
     size: int | None = None
+    hub_revision: str | None = HUB_REVISION
 
 
 METADATA_REMOTE = RemoteFile(
     filename=METADATA_ZIP_NAME,
-    urls=(f"{ZENODO}/{METADATA_ZIP_NAME}", f"{HF_REPO}/eeefb30/{METADATA_ZIP_NAME}"),
+    urls=(f"{ZENODO}/{METADATA_ZIP_NAME}",),
     md5="ac381b69fafdbaedc2f9cfb89e3571f7",
 )
 METADATA_CSV_MD5 = "603020b433ef566946efba7a08dbb23d"
 
-#: Image archives per (package, split group). Only cropped_256 has published checksums; the other packages are
-#: listed with their Hub URLs where known. Those are checked against their size where it is recorded, and must
-#: open as zip archives whose member names are safe, before they are marked verified.
+#: Image archives per (package, split group). Only cropped_256 has published checksums; original_256 is on the
+#: Hub mirror only, at ``main`` (no revision of it is pinned anywhere), and is checked against its size where it
+#: is recorded, and must open as a zip archive whose member names are safe, before it is marked verified.
 IMAGE_REMOTES: dict[tuple[str, str], tuple[RemoteFile, ...]] = {
     ("cropped_256", "pretrain"): (
         RemoteFile("BIOSCAN_5M_cropped_256_pretrain.01.zip",
@@ -248,8 +253,7 @@ IMAGE_REMOTES: dict[tuple[str, str], tuple[RemoteFile, ...]] = {
                    (f"{ZENODO}/BIOSCAN_5M_cropped_256_eval.zip",), "16a997f72a8cd08cbcf7becafe2dda50"),
     ),
     ("original_256", "eval"): (
-        RemoteFile("BIOSCAN_5M_original_256_eval.zip",
-                   (f"{HF_REPO}/main/BIOSCAN_5M_original_256_eval.zip",), None),
+        RemoteFile("BIOSCAN_5M_original_256_eval.zip", (), None, hub_revision="main"),
     ),
 }
 

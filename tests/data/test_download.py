@@ -1,13 +1,20 @@
-"""Downloads: resumable over HTTP Range, MD5-verified, lazy per split group, clear offline errors.
+"""Downloads: from the Hub mirror through huggingface_hub at a pinned revision, else resumable over HTTP Range;
+MD5-verified, lazy per split group, clear offline errors.
 
-A real HTTP server on 127.0.0.1 stands in for Zenodo; the release's own URLs cannot be reached from here."""
+Real HTTP servers on 127.0.0.1 stand in for Zenodo and for the Hub's resolve API (hf_hub_download runs for real
+against it); the release's own URLs cannot be reached from here."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import http.server
+import subprocess
+import sys
 import threading
+import time
 
+import huggingface_hub.constants
 import pytest
 
 from bioscan5m import release
@@ -50,7 +57,7 @@ def server():
 
 
 def test_fetch_verifies_and_resumes(server, tmp_path):
-    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest())
+    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest(), hub_revision=None)
     part = tmp_path / "archive.zip.part"
     part.write_bytes(PAYLOAD[:300_000])  # an interrupted earlier download
     path = fetch(remote, tmp_path)
@@ -60,7 +67,7 @@ def test_fetch_verifies_and_resumes(server, tmp_path):
 
 
 def test_checksum_mismatch_is_an_error_and_discards_the_download(server, tmp_path):
-    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), "0" * 32)
+    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), "0" * 32, hub_revision=None)
     with pytest.raises(ChecksumError, match=r"archive\.zip: MD5 [0-9a-f]{32} does not match the published 0{32}"):
         fetch(remote, tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -82,9 +89,11 @@ def test_offline_error_says_what_to_do(tmp_path):
 
 def test_official_remotes_are_complete():
     assert release.METADATA_REMOTE.urls[0].startswith("https://zenodo.org/records/11973457/files/")
+    assert release.METADATA_REMOTE.hub_revision == release.HUB_REVISION
     for group in release.SPLIT_GROUPS:
         for remote in release.IMAGE_REMOTES[("cropped_256", group)]:
             assert len(remote.md5) == 32 and remote.urls[0].endswith(remote.filename)
+            assert remote.hub_revision == release.HUB_REVISION  # a pinned revision wherever an MD5 guards the file
     assert release.split_groups(["test", "val"]) == ["eval"]
     assert release.split_groups(release.SPLITS) == ["pretrain", "train", "eval"]
 
@@ -96,3 +105,128 @@ def test_unknown_package_and_unpublished_archive(tmp_path, monkeypatch):
         download(tmp_path, package="cropped256")
     with pytest.raises(ValueError, match="No published download URL is known for 'cropped' images of the 'eval'"):
         download(tmp_path, package="cropped", split="test")
+
+
+HUB_COMMIT = "e" * 40
+
+
+class FakeHubHandler(http.server.BaseHTTPRequestHandler):
+    """The Hub's ``/datasets/{repo}/resolve/{revision}/{file}``: the headers hf_hub_download reads, then the bytes."""
+
+    files: dict = {}
+    requests: list = []
+    stall_after: int | None = None  # stop sending (and hang) after this many bytes of a body
+    stalled = threading.Event()
+
+    def _answer(self, with_body: bool):
+        FakeHubHandler.requests.append((self.command, self.path, self.headers.get("authorization"),
+                                        self.headers.get("Range")))
+        prefix = f"/datasets/{release.HUB_REPO_ID}/resolve/"
+        revision, _, filename = self.path[len(prefix):].partition("/") if self.path.startswith(prefix) else ("", "", "")
+        data = FakeHubHandler.files.get((revision, filename))
+        if data is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if "Range" in self.headers else 0
+        self.send_response(206 if start else 200)
+        self.send_header("X-Repo-Commit", HUB_COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if with_body and FakeHubHandler.stall_after is not None:
+            self.wfile.write(data[start:FakeHubHandler.stall_after])
+            self.wfile.flush()
+            FakeHubHandler.stalled.set()
+            time.sleep(60)
+        elif with_body:
+            self.wfile.write(data[start:])
+
+    def do_HEAD(self):
+        self._answer(with_body=False)
+
+    def do_GET(self):
+        self._answer(with_body=True)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """huggingface_hub pointed at a fake Hub on 127.0.0.1, online (the suite runs with HF_HUB_OFFLINE=1)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHubHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    FakeHubHandler.files, FakeHubHandler.requests, FakeHubHandler.stall_after = {}, [], None
+    FakeHubHandler.endpoint = endpoint
+    FakeHubHandler.stalled.clear()
+    yield FakeHubHandler
+    httpd.shutdown()
+
+
+def test_hub_mirror_is_fetched_at_the_pinned_revision(hub, server, tmp_path):
+    hub.files[(release.HUB_REVISION, "archive.zip")] = PAYLOAD
+    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest())
+    path = fetch(remote, tmp_path)
+    assert path == tmp_path / "archive.zip" and path.read_bytes() == PAYLOAD
+    assert (tmp_path / "archive.zip.verified").is_file()
+    paths = {path for _, path, _, _ in hub.requests}
+    assert paths == {f"/datasets/{release.HUB_REPO_ID}/resolve/{release.HUB_REVISION}/archive.zip"}
+    assert all(auth == "Bearer hf_test_token" for _, _, auth, _ in hub.requests)  # the user's token, as on the Hub
+    assert RangeHandler.served == []  # Zenodo was never asked
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache", "archive.zip", "archive.zip.verified"]
+    count = len(hub.requests)
+    assert fetch(remote, tmp_path) == path and len(hub.requests) == count  # verified once: no request at all
+
+
+def test_a_file_missing_from_the_hub_comes_from_zenodo(hub, server, tmp_path):
+    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest())
+    assert fetch(remote, tmp_path).read_bytes() == PAYLOAD
+    assert hub.requests and RangeHandler.served == [("/archive.zip", 0)]
+
+
+def test_a_corrupt_hub_download_is_deleted(hub, tmp_path):
+    hub.files[(release.HUB_REVISION, "archive.zip")] = b"an error page, not the archive"
+    remote = RemoteFile("archive.zip", (), hashlib.md5(PAYLOAD).hexdigest())
+    with pytest.raises(ChecksumError, match="MD5 .* does not match the published"):
+        fetch(remote, tmp_path)
+    assert not (tmp_path / "archive.zip").exists() and not (tmp_path / "archive.zip.verified").exists()
+
+
+def test_offline_mode_names_both_sources(tmp_path):
+    # The suite runs with HF_HUB_OFFLINE=1: the Hub is not asked, and the error says what to do.
+    remote = RemoteFile("archive.zip", ("http://127.0.0.1:9/archive.zip",), None)
+    with pytest.raises(ConnectionError, match=rf"tried the Hub \({release.HUB_REPO_ID}@{release.HUB_REVISION}\).*"
+                                              r"127\.0\.0\.1:9/archive\.zip.*place it at"):
+        fetch(remote, tmp_path, timeout=5)
+
+
+KILLED_FETCH = """
+import sys
+from bioscan5m.data.download import fetch
+from bioscan5m.data.release import RemoteFile
+fetch(RemoteFile("archive.zip", (), sys.argv[2]), sys.argv[1])
+"""
+
+
+def test_a_hub_download_killed_midway_leaves_no_file_and_a_rerun_completes(hub, tmp_path):
+    hub.files[(release.HUB_REVISION, "archive.zip")] = PAYLOAD
+    hub.stall_after = 400_000
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", KILLED_FETCH, str(tmp_path), hashlib.md5(PAYLOAD).hexdigest()],
+                               env=env, stderr=subprocess.PIPE)
+    assert hub.stalled.wait(120), process.stderr.read().decode()[-2000:] if process.poll() is not None else ""
+    time.sleep(1)  # let the client write what it received
+    process.kill()
+    process.wait()
+    assert not (tmp_path / "archive.zip").exists()   # nothing that loads as complete
+    hub.stall_after = None
+    assert fetch(RemoteFile("archive.zip", (), hashlib.md5(PAYLOAD).hexdigest()), tmp_path).read_bytes() == PAYLOAD
