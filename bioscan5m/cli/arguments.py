@@ -90,6 +90,52 @@ def add_run_length_args(p) -> None:
 
 
 
+def add_trainer_args(p) -> None:
+    """The ``TrainingArguments`` users reach for, and any other field through ``--training-arg KEY=VALUE``."""
+    g = p.add_argument_group("Trainer options (TrainingArguments fields; docs/training.md)")
+    g.add_argument("--report-to", default=None, metavar="NAME[,NAME]",
+                   help="loggers: tensorboard, wandb, mlflow, trackio, all or none (default none)")
+    g.add_argument("--logging-steps", type=positive_int, default=None, help="log the loss every N steps")
+    g.add_argument("--save-steps", type=positive_int, default=None,
+                   help="save a checkpoint every N steps (into --checkpoint-dir)")
+    g.add_argument("--save-total-limit", type=positive_int, default=None, help="keep only the newest N checkpoints")
+    g.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="where checkpoints go (default OUT.checkpoints, beside the model folder)")
+    g.add_argument("--resume-from-checkpoint", default=None, metavar="PATH|last",
+                   help="resume a killed run from a checkpoint folder, or the newest complete one ('last')")
+    g.add_argument("--bf16", action="store_true", default=None, help="bfloat16 mixed precision (CPU or GPU)")
+    g.add_argument("--fp16", action="store_true", default=None, help="float16 mixed precision (GPU)")
+    g.add_argument("--gradient-accumulation-steps", type=positive_int, default=None,
+                   help="accumulate gradients over N batches per optimiser step")
+    g.add_argument("--push-to-hub", action="store_true", default=None,
+                   help="upload the finished model folder to the Hub (--hub-model-id, default the folder's name)")
+    g.add_argument("--hub-model-id", default=None, metavar="REPO", help="Hub repo of --push-to-hub")
+    g.add_argument("--private", dest="hub_private_repo", action="store_true", default=None,
+                   help="make the --push-to-hub repo private")
+    g.add_argument("--training-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other TrainingArguments field (repeatable), e.g. warmup_steps=100 or "
+                        "optim=adamw_torch_fused; VALUE is read as JSON where it parses, else as text")
+
+
+#: ``add_trainer_args`` options that are ``TrainingArguments`` fields of the same name (``--checkpoint-dir`` is
+#: ``output_dir``).
+_TRAINER_FIELDS = ("report_to", "logging_steps", "save_steps", "save_total_limit", "resume_from_checkpoint", "bf16",
+                   "fp16", "gradient_accumulation_steps", "push_to_hub", "hub_model_id", "hub_private_repo")
+
+
+def trainer_options(args) -> dict:
+    """The ``TrainingArguments`` fields the user set on the command line (the options left out are not set)."""
+    from ..training.trainer_runs import parse_training_arg
+
+    chosen = dict(parse_training_arg(text) for text in args.training_arg)
+    chosen.update({name: getattr(args, name) for name in _TRAINER_FIELDS if getattr(args, name) is not None})
+    if args.checkpoint_dir is not None:
+        chosen["output_dir"] = args.checkpoint_dir
+    if isinstance(chosen.get("report_to"), str):
+        chosen["report_to"] = csv_list(chosen["report_to"])
+    return chosen
+
+
 def print_results(results: dict) -> None:
     import os
 

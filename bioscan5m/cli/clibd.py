@@ -10,9 +10,11 @@ from .arguments import (
     add_overwrite_arg,
     add_release_root,
     add_seed_arg,
+    add_trainer_args,
     csv_list,
     positive_int,
     print_results,
+    trainer_options,
 )
 
 
@@ -39,6 +41,7 @@ def add_commands(sub) -> None:
     p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="override the preset's learning rate")
     add_seed_arg(p)
     add_overwrite_arg(p)
+    add_trainer_args(p)
     p.set_defaults(run=_run_train_clip)
 
 
@@ -54,6 +57,7 @@ def _run_train_clip(args) -> None:
                           metadata_features=csv_list(args.metadata), freeze=freeze, epochs=args.epochs,
                           max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                           max_records=args.max_records, augment=not args.no_augment, image_weights=args.image_weights,
-                          num_workers=args.num_workers, seed=args.seed, overwrite=args.overwrite)
+                          num_workers=args.num_workers, seed=args.seed, overwrite=args.overwrite,
+                          **trainer_options(args))
     print_results({"steps": summary["steps"], "train_loss": summary["train_loss"],
                     "seconds_per_step": summary["seconds_per_step"], "written_to": args.out})

@@ -10,9 +10,11 @@ from .arguments import (
     add_reading_frames_arg,
     add_release_root,
     add_run_length_args,
+    add_trainer_args,
     csv_list,
     positive_int,
     print_results,
+    trainer_options,
 )
 
 
@@ -29,6 +31,7 @@ def add_commands(sub) -> None:
                    help="barcodebert: 50%% [MASK], loss on all tokens; standard: BERT 15%% 80/10/10")
     add_align_arg(p)
     add_run_length_args(p)
+    add_trainer_args(p)
     p.set_defaults(run=_run_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune a BarcodeBERT on train: taxonomic classifiers (accuracy on test) "
@@ -56,6 +59,7 @@ def add_commands(sub) -> None:
                    help="contrastive: keep only the first N encoder layers (a faster encoder; default all)")
     add_align_arg(p)
     add_run_length_args(p)
+    add_trainer_args(p)
     p.set_defaults(run=_run_finetune)
 
     p = sub.add_parser("probe", help="linear probe species@test and 1-NN genus@test_unseen of a pretrained model")
@@ -96,8 +100,8 @@ def _run_pretrain(args) -> None:
                    tokenizer_vocabulary=args.tokenizer_vocabulary, align_to_reference=args.align_to_reference,
                    epochs=args.epochs, max_steps=args.max_steps,
                    max_barcodes=args.max_barcodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                   seed=args.seed, overwrite=args.overwrite)
-    print(f"pretrained model written to {out}")
+                   seed=args.seed, overwrite=args.overwrite, **trainer_options(args))
+    print_results({"pretrained model written to": out})
 
 
 def _run_finetune(args) -> None:
@@ -114,7 +118,7 @@ def _run_finetune(args) -> None:
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
             temperature=args.temperature, group_size=args.group_size, pooling=args.pooling,
             per_position_size=args.per_position_size, num_hidden_layers=args.layers, max_steps=args.max_steps,
-            max_barcodes=args.max_barcodes, seed=args.seed, overwrite=args.overwrite))
+            max_barcodes=args.max_barcodes, seed=args.seed, overwrite=args.overwrite, **trainer_options(args)))
         return
     given = [option for option, value in contrastive_only.items() if value is not None]
     if given:
@@ -125,7 +129,8 @@ def _run_finetune(args) -> None:
                        preset=args.preset, epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                        freeze_encoder=args.freeze_encoder, head_init=args.head_init,
-                       align_to_reference=args.align_to_reference, seed=args.seed, overwrite=args.overwrite)
+                       align_to_reference=args.align_to_reference, seed=args.seed, overwrite=args.overwrite,
+                       **trainer_options(args))
     print_results(results)
 
 

@@ -20,6 +20,7 @@ from . import release
 from .builder import Bioscan5M, prepare
 from .card import split_statistics, write_dataset_card
 from .metadata import check_max_nucleotides, find_metadata
+from ..hub import upload
 from ..staging import check_output, staged_folder
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
         skip_missing_images: skip records whose image is missing or truncated; the number skipped per split
             is logged and written into the card. Off by default: a missing image stops the export.
         max_nucleotides: barcode truncation, as in the builder (``None`` keeps whole barcodes).
-        push_to_hub: a Hub dataset repo id to upload the finished folder to (see `upload`).
+        push_to_hub: a Hub dataset repo id to upload the finished folder to (see `bioscan5m.hub.upload`).
         private: create that repo private.
         overwrite: replace ``out`` if it exists (only once the new export is complete).
     """
@@ -93,24 +94,6 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
                            max_nucleotides=max_nucleotides, features=features, example=example,
                            repo_id=push_to_hub or out.name)
     if push_to_hub:
-        upload(out, push_to_hub, private=private)
+        upload(out, push_to_hub, repo_type="dataset", private=private,
+               commit_message="Upload BIOSCAN-5M (exported by bioscan5m)")
     return out
-
-
-#: Above this size an export is uploaded with ``upload_large_folder`` (resumable, many commits, parallel workers).
-LARGE_UPLOAD_BYTES = 5 << 30
-
-
-def upload(folder: Path, repo_id: str, private: bool = False) -> None:
-    """Upload an export to a Hub dataset repo (created if needed, private when asked): one commit for a small
-    export, ``upload_large_folder`` for a large one, which resumes where an interrupted upload stopped."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    size = sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
-    if size > LARGE_UPLOAD_BYTES:
-        api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset", private=private)
-    else:
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset",
-                          commit_message="Upload BIOSCAN-5M (exported by bioscan5m)")

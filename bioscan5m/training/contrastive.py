@@ -22,7 +22,8 @@ from ..staging import check_output, staged_folder
 from .collators import KmerGroupedCollator
 from .data import load_barcode_sets
 from .presets import get_preset
-from .pretrain import describe_frame, replicas_in_sync, training_arguments
+from .pretrain import describe_frame
+from .trainer_runs import push_result, replicas_in_sync, run_options, train
 from ..evaluation.encoder_probes import probe
 
 
@@ -32,7 +33,8 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                          learning_rate: float | None = None, temperature: float | None = None, group_size: int = 4,
                          pooling: str | None = None, per_position_size: int | None = None,
                          num_hidden_layers: int | None = None, max_steps: int | None = None,
-                         max_barcodes: int | None = None, seed: int = 0, overwrite: bool = False) -> dict:
+                         max_barcodes: int | None = None, seed: int = 0, overwrite: bool = False,
+                         **training_args) -> dict:
     """Contrastively fine-tune ``model_dir`` on the labelled ``train`` barcodes and probe the result.
 
     Args:
@@ -51,6 +53,8 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
             pretrained model's). ``"per_position"`` needs a model pretrained on aligned barcodes.
         num_hidden_layers: keep only the first this many encoder layers (a faster encoder; default all).
         max_steps / max_barcodes: cap the run (quick checks).
+        **training_args: any ``TrainingArguments`` field, over the preset's (see
+            :mod:`bioscan5m.training.trainer_runs`).
 
     Returns:
         Run details and the probe results (``linear_probe_species_test``, ``knn_genus_test_unseen``,
@@ -62,6 +66,7 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
         raise ValueError(f"batch_size {settings.contrastive_batch_size} is not a multiple of group_size {group_size}.")
     ranks = tuple(ranks)
     out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # before any work
+    options = run_options(out_dir, training_args)
     labelled = load_barcode_sets(data_root, roles=("train",)).labelled("train", ranks[-1])
     if max_barcodes is not None:
         labelled = labelled.iloc[:max_barcodes]
@@ -84,15 +89,16 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                                    labelled[[f"{name}_index" for name in ranks]].to_numpy(), group_size=group_size,
                                    random_offset=not tokenizer.align_to_reference, seed=seed + rank)
     with staged_folder(out_dir, overwrite, main_process=rank == 0) as staging:
-        args = training_arguments(staging, per_device_train_batch_size=settings.contrastive_batch_size // group_size,
-                                  num_train_epochs=settings.contrastive_epochs, max_steps=max_steps or -1,
-                                  learning_rate=settings.contrastive_learning_rate, lr_scheduler_type="cosine",
-                                  warmup_steps=0.1, weight_decay=0.01, seed=seed)
+        args = options.training_arguments(staging,
+                                          per_device_train_batch_size=settings.contrastive_batch_size // group_size,
+                                          num_train_epochs=settings.contrastive_epochs, max_steps=max_steps or -1,
+                                          learning_rate=settings.contrastive_learning_rate, lr_scheduler_type="cosine",
+                                          warmup_steps=0.1, weight_decay=0.01, seed=seed)
         rows = [{"row": row} for row in range(len(labelled))]     # the collator looks the barcodes up by row
         trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator,
                           processing_class=tokenizer)
         started = time.time()
-        train_output = trainer.train()
+        train_output = train(trainer, options)
         minutes = (time.time() - started) / 60
 
         results = {"model": str(model_dir), "ranks": list(ranks), "train_barcodes": len(labelled),
@@ -119,4 +125,5 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
                           "batch size": f"{settings.contrastive_batch_size} × {args.world_size} processes",
                           "learning rate": settings.contrastive_learning_rate, "time": f"{minutes:.1f} min"},
             )
+    push_result(out_dir, options)
     return results

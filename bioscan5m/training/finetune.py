@@ -23,7 +23,8 @@ from .collators import KmerClassificationCollator
 from .data import load_barcode_sets
 from ..embedding import embed_sequences
 from .presets import get_preset
-from .pretrain import describe_frame, training_arguments
+from .pretrain import describe_frame
+from .trainer_runs import push_result, run_options, train
 
 
 def _records(frame, ranks) -> datasets.Dataset:
@@ -53,7 +54,8 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
              ranks: tuple[str, ...] = ("species",), preset: str = "cpu-small", epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, max_steps: int | None = None,
              max_barcodes: int | None = None, freeze_encoder: bool = False, head_init: str = "linear-probe",
-             align_to_reference: bool | None = None, seed: int = 0, overwrite: bool = False) -> dict:
+             align_to_reference: bool | None = None, seed: int = 0, overwrite: bool = False,
+             **training_args) -> dict:
     """Fine-tune ``model_dir`` to classify ``ranks`` and measure accuracy on ``test``.
 
     Args:
@@ -72,6 +74,8 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
         align_to_reference: switch the tokenizer's COI-5P reference alignment on or off for fine-tuning and in the
             saved model (None: keep the pretrained tokenizer's setting). An encoder pretrained with random start
             offsets has seen every reading frame, so it can be fine-tuned on aligned barcodes.
+        **training_args: any ``TrainingArguments`` field, over the preset's (see
+            :mod:`bioscan5m.training.trainer_runs`).
 
     Returns:
         ``{"<rank>_test_accuracy": percent, ...}`` plus run details, also in ``out_dir/results.json``.
@@ -80,6 +84,7 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
                           finetune_learning_rate=learning_rate)
     ranks = tuple(ranks)
     out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # before any work
+    options = run_options(out_dir, training_args)
     sets = load_barcode_sets(data_root, roles=("train", "test"))
     labelled = sets["train"][(sets["train"][[f"{rank}_index" for rank in ranks]] >= 0).any(axis=1)]
     if max_barcodes is not None:
@@ -107,14 +112,14 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
     rank = int(os.environ.get("RANK", "0"))
     collator = KmerClassificationCollator(tokenizer, ranks, random_offset=not freeze_encoder, seed=seed + rank)
     with staged_folder(out_dir, overwrite, main_process=rank == 0) as staging:
-        args = training_arguments(staging, per_device_train_batch_size=settings.finetune_batch_size,
-                                  num_train_epochs=settings.finetune_epochs, max_steps=max_steps or -1,
-                                  learning_rate=settings.finetune_learning_rate, lr_scheduler_type="cosine",
-                                  warmup_steps=0.1, weight_decay=0.01, seed=seed)
+        args = options.training_arguments(staging, per_device_train_batch_size=settings.finetune_batch_size,
+                                          num_train_epochs=settings.finetune_epochs, max_steps=max_steps or -1,
+                                          learning_rate=settings.finetune_learning_rate, lr_scheduler_type="cosine",
+                                          warmup_steps=0.1, weight_decay=0.01, seed=seed)
         trainer = Trainer(model=model, args=args, train_dataset=_records(labelled, ranks), data_collator=collator,
                           processing_class=tokenizer)
         started = time.time()
-        train_output = trainer.train()
+        train_output = train(trainer, options)
         minutes = (time.time() - started) / 60
 
         results = {"model": str(model_dir), "ranks": list(ranks), "freeze_encoder": freeze_encoder,
@@ -143,4 +148,5 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
                           "batch size": f"{settings.finetune_batch_size} × {args.world_size} processes",
                           "learning rate": settings.finetune_learning_rate, "time": f"{minutes:.1f} min"},
             )
+    push_result(out_dir, options)
     return results

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..modeling import BarcodeBertConfig, BarcodeBertForMaskedLM
 from ..modeling.model_card import write_model_card
@@ -22,47 +22,18 @@ from ..tokenization import KmerTokenizerFast
 from .collators import KmerMLMCollator
 from .data import load_barcode_sets
 from .presets import get_preset
+from .trainer_runs import push_result, replicas_in_sync, run_options, train
 
 #: Barcodes of ``train`` used to report MLM accuracy after pretraining (BarcodeBERT validates MLM on train).
 MLM_EVAL_BARCODES = 1024
-
-
-def training_arguments(out_dir: str | os.PathLike, **kwargs) -> TrainingArguments:
-    """TrainingArguments with the project's defaults: no external loggers, gloo when distributed on CPU.
-
-    Without a GPU, ``use_cpu`` is set: otherwise accelerate leaves ``torchrun`` CPU processes unsynchronised
-    (each trains its own copy, no DDP).
-    """
-    on_cpu = not torch.cuda.is_available()
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    defaults = dict(output_dir=str(out_dir), report_to="none", save_strategy="no", logging_steps=50,
-                    use_cpu=on_cpu, ddp_backend="gloo" if distributed and on_cpu else None,
-                    remove_unused_columns=False, dataloader_pin_memory=torch.cuda.is_available(), seed=0)
-    defaults.update(kwargs)
-    return TrainingArguments(**defaults)
-
-
-def replicas_in_sync(model: torch.nn.Module) -> bool | None:
-    """Whether every process ends training with the same weights (``None`` when not distributed).
-
-    A cheap DDP sanity check, recorded with the run: processes that train unsynchronised copies (as accelerate's
-    CPU processes do without ``use_cpu``) drift apart after the first step.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
-    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, checksum)
-    return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
 def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: str = "cpu-small",
              max_steps: int | None = None, max_barcodes: int | None = None, epochs: float | None = None,
              batch_size: int | None = None, learning_rate: float | None = None, k_mer: int | None = None,
              mlm_scheme: str | None = None, tokenizer_vocabulary: str | None = None,
-             align_to_reference: bool | None = None, seed: int = 0, overwrite: bool = False) -> Path:
+             align_to_reference: bool | None = None, seed: int = 0, overwrite: bool = False,
+             **training_args) -> Path:
     """Pretrain a BarcodeBERT masked-language model and save it (weights, tokenizer, code, model card).
 
     Args:
@@ -75,6 +46,8 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
             the preset.
         seed: seeds weights, data order and masking.
         overwrite: replace ``out_dir`` if it exists (once the new model is saved); otherwise it is refused.
+        **training_args: any ``TrainingArguments`` field, over the preset's (``report_to``, ``save_steps``,
+            ``resume_from_checkpoint``, ``bf16``, ``push_to_hub``, ...; see :mod:`bioscan5m.training.trainer_runs`).
 
     Returns:
         The output folder.
@@ -84,6 +57,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                           pretrain_epochs=epochs, pretrain_batch_size=batch_size,
                           pretrain_learning_rate=learning_rate)
     out_dir = check_output(out_dir, overwrite, inputs=(data_root,))  # before any work
+    options = run_options(out_dir, training_args)
     sets = load_barcode_sets(data_root, roles=("pretrain", "train"))
     barcodes = sets["pretrain"]["dna_barcode"]
     if max_barcodes is not None:
@@ -99,15 +73,15 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
     rank = int(os.environ.get("RANK", "0"))
     collator = KmerMLMCollator(tokenizer, scheme=settings.mlm_scheme, seed=seed + rank)
     with staged_folder(out_dir, overwrite, main_process=rank == 0) as staging:
-        args = training_arguments(staging, per_device_train_batch_size=settings.pretrain_batch_size,
-                                  per_device_eval_batch_size=settings.pretrain_batch_size * 2,
-                                  num_train_epochs=settings.pretrain_epochs, max_steps=max_steps or -1,
-                                  learning_rate=settings.pretrain_learning_rate, weight_decay=0.0,
-                                  lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed)
+        args = options.training_arguments(staging, per_device_train_batch_size=settings.pretrain_batch_size,
+                                          per_device_eval_batch_size=settings.pretrain_batch_size * 2,
+                                          num_train_epochs=settings.pretrain_epochs, max_steps=max_steps or -1,
+                                          learning_rate=settings.pretrain_learning_rate, weight_decay=0.0,
+                                          lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed)
         trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                           data_collator=collator, processing_class=tokenizer)
         started = time.time()
-        train_output = trainer.train()
+        train_output = train(trainer, options)
         minutes = (time.time() - started) / 60
         in_sync = replicas_in_sync(trainer.model)
         # MLM accuracy on held-out train barcodes, with the training masking but no offset.
@@ -132,6 +106,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                           "learning rate": settings.pretrain_learning_rate, "time": f"{minutes:.1f} min",
                           "MLM accuracy on held-out barcodes": f"{metrics['mlm_accuracy']:.1f} %"},
             )
+    push_result(out_dir, options)
     return out_dir
 
 

@@ -215,7 +215,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
                 batch_size: int | None = None, learning_rate: float | None = None, max_records: int | None = None,
                 augment: bool = True, image_weights: str | None = None, save_no_alignment: bool = True,
                 num_workers: int = 0, cache_dir=None, seed: int = 0, overwrite: bool = False,
-                **training_kwargs) -> dict:
+                **training_args) -> dict:
     """Train CLIBD contrastively and save it (model, processors, code, ``training.json``).
 
     Args:
@@ -233,13 +233,14 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         max_records: use a random subset of this many training records (quick runs).
         augment: CLIBD's training augmentation (off: the evaluation transform).
         image_weights: ``"timm"`` (pretrained timm weights, needs the Hub) or a local ``.safetensors`` file.
-        **training_kwargs: passed on to ``TrainingArguments``.
+        **training_args: any ``TrainingArguments`` field, over the preset's (see
+            :mod:`bioscan5m.training.trainer_runs`).
     Returns:
         the training summary (also written to ``out_dir/training.json``).
     """
     from transformers import Trainer
 
-    from .pretrain import replicas_in_sync, training_arguments
+    from .trainer_runs import push_result, replicas_in_sync, run_options, train
 
     modalities = tuple(modalities)
     if len(set(modalities)) < 2:
@@ -251,6 +252,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         raise ValueError("Metadata features are fused into the image embedding; they need the image modality.")
     settings = get_clibd_preset(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     out_dir = check_output(out_dir, overwrite, inputs=(data_root, dna_model))  # before any work
+    options = run_options(out_dir, training_args)
     records = load_records(data_root, split, config=config, cache_dir=cache_dir, max_records=max_records, seed=seed)
     text_tokenizer = build_taxonomy_tokenizer([taxonomy_string(r) for r in records.select_columns(
         ["order", "family", "genus", "species"])])
@@ -270,18 +272,18 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
 
         collator = ClibdCollator(processor, image_transform=train_transform(processor.image_processor, augment),
                                  modalities=modalities, metadata_features=metadata_features)
-        args = training_arguments(staging, per_device_train_batch_size=settings.batch_size,
-                                  num_train_epochs=settings.epochs, max_steps=max_steps or -1,
-                                  learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
-                                  lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed,
-                                  dataloader_drop_last=True, dataloader_num_workers=num_workers,
-                                  logging_steps=training_kwargs.pop("logging_steps", 10), **training_kwargs)
+        args = options.training_arguments(staging, per_device_train_batch_size=settings.batch_size,
+                                          num_train_epochs=settings.epochs, max_steps=max_steps or -1,
+                                          learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
+                                          lr_scheduler_type="cosine", warmup_steps=settings.warmup, seed=seed,
+                                          dataloader_drop_last=True, dataloader_num_workers=num_workers,
+                                          logging_steps=10)
         if len(records) < settings.batch_size * args.world_size:
             raise ValueError(f"{len(records)} training records cannot fill one batch of {settings.batch_size} x "
                              f"{args.world_size} processes; lower the batch size.")
         trainer = Trainer(model=model, args=args, train_dataset=records, data_collator=collator)
         started = time.time()
-        result = trainer.train()
+        result = train(trainer, options)
         seconds = time.time() - started
         summary = {
             "preset": preset, "settings": asdict(settings), "data": str(data_root), "image_package": config,
@@ -302,6 +304,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
                 "final training loss": f"{result.training_loss:.4f}"})
             (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the settings are in training.json
             (staging / "training.json").write_text(json.dumps(summary, indent=2))
+    push_result(out_dir, options)
     return summary
 
 

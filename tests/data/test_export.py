@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import bioscan5m
+from bioscan5m import hub
 from bioscan5m.data import export as export_module
 from bioscan5m import release
 from bioscan5m.cli import main
@@ -145,7 +146,7 @@ def test_push_to_hub_uploads_the_finished_folder(sample_root, tmp_path, monkeypa
                      ("upload_folder", "me/bioscan-5m", "dataset", ["README.md", "dna"])]
     # A large export goes through upload_large_folder (resumable), private when asked, from the command line too.
     calls.clear()
-    monkeypatch.setattr(export_module, "LARGE_UPLOAD_BYTES", 1)
+    monkeypatch.setattr(hub, "LARGE_UPLOAD_BYTES", 1)
     assert main(["export", "--data", str(sample_root), str(tmp_path / "large"), "--configs", "dna",
                  "--push-to-hub", "me/large", "--private"]) == 0
     assert calls == [("create_repo", "me/large", "dataset"), ("upload_large_folder", "me/large", "dataset", True)]

@@ -179,16 +179,22 @@ def test_embed_sequences_to_disk_and_with_datasets_map(tiny_model, real_barcodes
 
 
 @pytest.mark.slow
-def test_pretrain_under_torchrun_with_two_gloo_processes(sample_root, tmp_path):
+def test_pretrain_under_accelerate_launch_with_two_cpu_processes(sample_root, tmp_path):
+    # The flags of docs/training.md: --multi_gpu picks accelerate's distributed launcher (on CPU too; --cpu would
+    # start one process whatever --num_processes says), and the package sets use_cpu and gloo itself.
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", CLI,
-               "pretrain", "--data", str(sample_root), "--out", str(out), "--preset", "tiny", "--max-steps", "3"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               "29517", CLI, "pretrain", "--data", str(sample_root), "--out", str(out), "--preset", "tiny",
+               "--max-steps", "3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "pretraining.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 3
     assert summary["replicas_in_sync"] is True  # gradients were averaged (DDP over gloo), not two separate runs
+    assert "find_unused_parameters" not in result.stderr  # DDP skips the unused-parameter search: none are unused
+    assert result.stdout.count("pretrained model written to") == 1  # one process reports
     assert AutoModel.from_pretrained(out).embed(["ACGT" * 100]).shape == (1, 32)
 
 
