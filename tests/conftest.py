@@ -16,6 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # any Hugging Face library is imported, because they read it at import time.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="bioscan5m-tests-hf-")
 
+pytest_plugins = ("tests.fake_hub",)   # the ``hub`` fixture: a fake Hugging Face Hub on 127.0.0.1
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BOLD_ROOT = SHARED_DATA / "bold-insects"
 IMAGES_ROOT = SHARED_DATA / "bioscan1m-images"

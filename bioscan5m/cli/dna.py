@@ -82,8 +82,13 @@ def add_commands(sub) -> None:
     add_overwrite_arg(p)
     p.set_defaults(run=_run_embed)
 
-    p = sub.add_parser("convert-barcodebert", help="convert an original BarcodeBERT checkpoint (.pt/.pth/.safetensors)")
-    p.add_argument("checkpoint", help="original checkpoint; .pt/.pth are read with torch.load(weights_only=True)")
+    p = sub.add_parser("convert-barcodebert", help="convert a published BarcodeBERT checkpoint (a file, a Hugging "
+                                                   "Face folder or a Hub repo id) into a bioscan5m model folder")
+    p.add_argument("checkpoint", help="a .pt/.pth/.bin/.safetensors file, a Hugging Face folder, or a Hub repo id such "
+                                      "as bioscan-ml/BarcodeBERT (torch files are read with weights_only=True)")
+    p.add_argument("--file", dest="filename", default=None,
+                   help="with a Hub repo id (or a folder): the checkpoint file in it, e.g. ckpt/model.pth")
+    p.add_argument("--revision", default=None, help="with a Hub repo id: the branch, tag or commit (default main)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--heads", type=positive_int, default=None,
                    help="attention heads, if the checkpoint does not record them")
@@ -167,5 +172,5 @@ def _run_convert_barcodebert(args) -> None:
 
     with staged_folder(args.out, args.overwrite) as staging:
         convert_barcodebert(args.checkpoint, out_dir=staging, num_attention_heads=args.heads,
-                            name=Path(args.out).name)
+                            name=Path(args.out).name, filename=args.filename, revision=args.revision)
     print(f"converted model written to {args.out}")

@@ -7,14 +7,13 @@ against it); the release's own URLs cannot be reached from here."""
 from __future__ import annotations
 
 import hashlib
-import os
 import http.server
+import os
 import subprocess
 import sys
 import threading
 import time
 
-import huggingface_hub.constants
 import pytest
 
 from bioscan5m import release
@@ -107,73 +106,11 @@ def test_unknown_package_and_unpublished_archive(tmp_path, monkeypatch):
         download(tmp_path, package="cropped", split="test")
 
 
-HUB_COMMIT = "e" * 40
-
-
-class FakeHubHandler(http.server.BaseHTTPRequestHandler):
-    """The Hub's ``/datasets/{repo}/resolve/{revision}/{file}``: the headers hf_hub_download reads, then the bytes."""
-
-    files: dict = {}
-    requests: list = []
-    stall_after: int | None = None  # stop sending (and hang) after this many bytes of a body
-    stalled = threading.Event()
-
-    def _answer(self, with_body: bool):
-        FakeHubHandler.requests.append((self.command, self.path, self.headers.get("authorization"),
-                                        self.headers.get("Range")))
-        prefix = f"/datasets/{release.HUB_REPO_ID}/resolve/"
-        revision, _, filename = self.path[len(prefix):].partition("/") if self.path.startswith(prefix) else ("", "", "")
-        data = FakeHubHandler.files.get((revision, filename))
-        if data is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if "Range" in self.headers else 0
-        self.send_response(206 if start else 200)
-        self.send_header("X-Repo-Commit", HUB_COMMIT)
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        if with_body and FakeHubHandler.stall_after is not None:
-            self.wfile.write(data[start:FakeHubHandler.stall_after])
-            self.wfile.flush()
-            FakeHubHandler.stalled.set()
-            time.sleep(60)
-        elif with_body:
-            self.wfile.write(data[start:])
-
-    def do_HEAD(self):
-        self._answer(with_body=False)
-
-    def do_GET(self):
-        self._answer(with_body=True)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    """huggingface_hub pointed at a fake Hub on 127.0.0.1, online (the suite runs with HF_HUB_OFFLINE=1)."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHubHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    FakeHubHandler.files, FakeHubHandler.requests, FakeHubHandler.stall_after = {}, [], None
-    FakeHubHandler.endpoint = endpoint
-    FakeHubHandler.stalled.clear()
-    yield FakeHubHandler
-    httpd.shutdown()
+DATASET_REPO = f"datasets/{release.HUB_REPO_ID}"
 
 
 def test_hub_mirror_is_fetched_at_the_pinned_revision(hub, server, tmp_path):
-    hub.files[(release.HUB_REVISION, "archive.zip")] = PAYLOAD
+    hub.files[(DATASET_REPO, release.HUB_REVISION, "archive.zip")] = PAYLOAD
     remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest())
     path = fetch(remote, tmp_path)
     assert path == tmp_path / "archive.zip" and path.read_bytes() == PAYLOAD
@@ -194,7 +131,7 @@ def test_a_file_missing_from_the_hub_comes_from_zenodo(hub, server, tmp_path):
 
 
 def test_a_corrupt_hub_download_is_deleted(hub, tmp_path):
-    hub.files[(release.HUB_REVISION, "archive.zip")] = b"an error page, not the archive"
+    hub.files[(DATASET_REPO, release.HUB_REVISION, "archive.zip")] = b"an error page, not the archive"
     remote = RemoteFile("archive.zip", (), hashlib.md5(PAYLOAD).hexdigest())
     with pytest.raises(ChecksumError, match="MD5 .* does not match the published"):
         fetch(remote, tmp_path)
@@ -218,7 +155,7 @@ fetch(RemoteFile("archive.zip", (), sys.argv[2]), sys.argv[1])
 
 
 def test_a_hub_download_killed_midway_leaves_no_file_and_a_rerun_completes(hub, tmp_path):
-    hub.files[(release.HUB_REVISION, "archive.zip")] = PAYLOAD
+    hub.files[(DATASET_REPO, release.HUB_REVISION, "archive.zip")] = PAYLOAD
     hub.stall_after = 400_000
     env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     process = subprocess.Popen([sys.executable, "-c", KILLED_FETCH, str(tmp_path), hashlib.md5(PAYLOAD).hexdigest()],

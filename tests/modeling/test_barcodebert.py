@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import fractions
+import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,6 +218,42 @@ def test_conversion_reproduces_original_outputs(tmp_path, barcodes, k):
     # The special rows never win, so the softmax over the vocabulary is the original's over k-mers.
     torch.testing.assert_close(ours.logits.softmax(-1)[..., 2:], reference.logits.softmax(-1))
     assert (tmp_path / "converted" / "README.md").read_text().startswith("---")
+
+
+def _hub_files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+def test_hugging_face_format_from_a_folder_and_by_repo_id(tmp_path, barcodes, hub):
+    # bioscan-ml/BarcodeBERT's layout: a BERT config.json (BertForTokenClassification) beside its weights.
+    original = _original_model(5, seed=2)
+    original.save_pretrained(tmp_path / "hf")
+    assert {"config.json", "model.safetensors"} <= set(_hub_files(tmp_path / "hf"))
+    encoded = KmerTokenizerFast(k=5)(barcodes[:4], padding="max_length", truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = original(**encoded)
+        from_folder = convert_barcodebert(tmp_path / "hf")(**encoded)   # heads read from config.json
+    torch.testing.assert_close(from_folder.logits[..., 2:], reference.logits)
+
+    for name, data in _hub_files(tmp_path / "hf").items():
+        hub.files[("bioscan-ml/BarcodeBERT", "v1", name)] = data
+    convert_barcodebert("bioscan-ml/BarcodeBERT", revision="v1", out_dir=tmp_path / "converted")
+    with torch.no_grad():
+        ours = AutoModel.from_pretrained(tmp_path / "converted").eval()(**encoded)
+    torch.testing.assert_close(ours.last_hidden_state, reference.hidden_states[-1])
+    asked = {path for method, path, _, _ in hub.requests if method == "GET"}
+    assert "/bioscan-ml/BarcodeBERT/resolve/v1/model.safetensors" in asked
+    assert "`bioscan-ml/BarcodeBERT@v1`" in (tmp_path / "converted" / "README.md").read_text()
+
+    # One checkpoint file of a repo by name, as the BIOSCAN-5M .pth files under ckpt/.
+    buffer = io.BytesIO()
+    torch.save({"model": original.state_dict(), "config": argparse.Namespace(n_heads=2)}, buffer)
+    hub.files[("bioscan-ml/clibd", "main", "ckpt/BarcodeBERT/5m/model.pth")] = buffer.getvalue()
+    single = convert_barcodebert("bioscan-ml/clibd", filename="ckpt/BarcodeBERT/5m/model.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(single(**encoded).logits[..., 2:], reference.logits)
+    with pytest.raises(FileNotFoundError, match="neither a local path nor a Hub repo id"):
+        convert_barcodebert(tmp_path / "missing" / "model.pt")
 
 
 def test_conversion_accepts_safetensors_and_refuses_pickled_code(tmp_path):
