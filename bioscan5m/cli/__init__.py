@@ -1,6 +1,7 @@
 """``bioscan5m``: a thin command line over the Python API. Every command maps to one documented function.
 
-One module per capability (``dataset``, ``dna``, ``evaluation``, ``clibd``, ``identification``, ``demo``) adds
+One module per capability (``dataset``, ``dna``, ``evaluation``, ``clibd``, ``identification``,
+``delimitation``, ``demo``) adds
 its commands; ``arguments`` holds the options they share and the argument types that refuse bad values.
 """
 
@@ -10,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from . import clibd, dataset, demo, dna, evaluation, identification
+from . import clibd, dataset, delimitation, demo, dna, evaluation, identification
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioscan5m", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bioscan5m {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (dataset, dna, evaluation, clibd, identification, demo):
+    for commands in (dataset, dna, evaluation, clibd, identification, delimitation, demo):
         commands.add_commands(sub)
     return parser
 

@@ -1,0 +1,52 @@
+"""Species delimitation: delimit."""
+
+from __future__ import annotations
+
+from .arguments import add_overwrite_arg, add_release_root, positive_int, print_results
+
+
+def _fraction(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a p-distance such as 0.02, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a p-distance between 0 and 1 (0.02 is 2 %), got {text!r}")
+    return value
+
+
+def add_commands(sub) -> None:
+    """delimit."""
+    p = sub.add_parser("delimit", help="group barcodes into putative species without labels (a p-distance cut; "
+                                       "threshold given or calibrated on other, labelled splits)")
+    add_release_root(p)
+    p.add_argument("--split", default="test+test_unseen", help="records to delimit (default test+test_unseen)")
+    p.add_argument("--method", choices=("single", "upgma"), default="single",
+                   help="single: components of the threshold graph (sparse, any size; default); "
+                        "upgma: average linkage (dense, up to 30,000 barcodes)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--threshold", type=_fraction, default=None, help="p-distance cut, e.g. 0.02 for 2 %%")
+    group.add_argument("--calibrate-on", default=None, metavar="SPLITS",
+                       help="choose the threshold that best recovers the species of these labelled splits "
+                            "(e.g. val+val_unseen; must not overlap --split)")
+    p.add_argument("--min-overlap", type=positive_int, default=100,
+                   help="positions two barcodes must share for their distance to count (default 100)")
+    p.add_argument("--out", required=True, help="folder for clusters.tsv, species.tsv, summary.json, barcode_gap.png")
+    add_overwrite_arg(p)
+    p.set_defaults(run=_run_delimit)
+
+
+def _run_delimit(args) -> None:
+    from ..delimitation import delimit
+
+    summary = delimit(args.data, args.out, split=args.split, method=args.method, threshold=args.threshold,
+                      calibrate_on=args.calibrate_on, min_overlap=args.min_overlap, overwrite=args.overwrite)
+    species = summary.get("species", {})
+    print_results({"records": summary["records"], "putative species": summary["clusters"],
+                   "named species": species.get("named"), "threshold (%)": 100 * summary["threshold"],
+                   "species AMI": species.get("ami"), "genus AMI": summary.get("genus", {}).get("ami"),
+                   "species split": len(summary.get("species_split", [])),
+                   "clusters merging species": len(summary.get("clusters_merging_species", [])),
+                   "BIN species AMI": summary.get("bins", {}).get("species_ami"), "written to": args.out})
