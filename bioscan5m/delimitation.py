@@ -252,7 +252,8 @@ def delimitation_summary(clusters: np.ndarray, labels: dict[str, np.ndarray], bi
                                                      if len(names) > 1)
     if bins is not None:
         agreement = clustering_agreement(bins, clusters)
-        summary["bins"] = {"count": agreement["num_classes"], "ami_with_clusters": 100 * agreement["ami"]}
+        summary["bins"] = {"count": agreement["num_classes"], "without_bin": agreement["num_missing"],
+                           "ami_with_clusters": 100 * agreement["ami"]}
         if "species" in labels:
             summary["bins"]["species_ami"] = 100 * clustering_agreement(
                 labels["species"], _codes_of(bins))["ami"]
@@ -301,9 +302,11 @@ def plot_barcode_gap(intra: np.ndarray, inter: np.ndarray, calibration: Calibrat
     ax.hist(np.clip(intra, 0, 0.2), bins=bins, alpha=0.6, label="nearest conspecific")
     ax.hist(np.clip(inter, 0, 0.2), bins=bins, alpha=0.6, label="nearest other species")
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {100 * threshold:.2f} %")
+    ax.set_yscale("log")
     ax.set_xlabel("ungapped p-distance (COI-5P frame; > 0.2 shown at 0.2)")
-    ax.set_ylabel("barcodes")
-    ax.set_title("Barcode gap")
+    ax.set_ylabel("barcodes (log scale)")
+    ax.set_title(f"Barcode gap of the {len(intra):,} barcodes with a conspecific (names used for this figure only)",
+                 fontsize=9)
     ax.legend()
     if calibration is not None:
         ax = axes[0, 1]
@@ -318,7 +321,7 @@ def plot_barcode_gap(intra: np.ndarray, inter: np.ndarray, calibration: Calibrat
         twin.set_ylabel("putative species")
         ax.set_title(f"Calibration ({calibration.records:,} records, {calibration.method})")
         lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(lines, [line.get_label() for line in lines], loc="lower right")
+        ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -111,3 +111,14 @@ def test_delimit_command_writes_every_record_and_its_summary(bold_root, tmp_path
     assert "Traceback" not in leak.stderr and not (tmp_path / "x").exists()
     bad = _cli("--data", bold_root, "--threshold", "2", "--out", tmp_path / "y")
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+
+
+def test_a_killed_delimit_leaves_nothing(bold_root, tmp_path):
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "bioscan5m.cli", "delimit", "--data", str(bold_root),
+                                "--split", "test+test_unseen", "--threshold", "0.02", "--out", str(tmp_path / "d")])
+    time.sleep(4)
+    process.kill()
+    process.wait()
+    assert list(tmp_path.iterdir()) == []   # nothing that loads as complete, no staging left
