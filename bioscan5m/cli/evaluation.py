@@ -62,7 +62,8 @@ def add_commands(sub) -> None:
                    help="unique-barcode protocol for classification (default barcodebert)")
     p.add_argument("--tasks", default="classification,clustering,retrieval",
                    help="comma-separated tasks: classification, clustering, retrieval, open_world (the open-world "
-                        "protocol at every rank)")
+                        "protocol at every rank), delimitation (species delimitation without labels: BINs, "
+                        "UPGMA 2 %%, calibrated single linkage)")
     p.add_argument("--no-linear-probe", action="store_true", help="skip the linear probe")
     p.add_argument("--max-records-per-split", type=positive_int, default=None, help="first N records of each split (quick runs)")
     p.add_argument("--out", default="runs/benchmark", help="folder for report.md, report.json, plots")

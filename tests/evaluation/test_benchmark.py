@@ -151,3 +151,18 @@ def test_benchmark_runs_the_open_world_protocol_beside_identity_and_blast(sample
                                 "order | family absent"]
         assert all(0 <= score["micro_top1"] <= 1 for score in result.values())
     assert "## Open world at every rank" in (out / "report.md").read_text()
+
+
+def test_benchmark_reports_species_delimitation_beside_the_bins(bold_root, tmp_path):
+    out = tmp_path / "delimitation"
+    assert main(["benchmark", "--data", str(bold_root), "--tasks", "delimitation", "--max-records-per-split", "1500",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = report["delimitation"]
+    assert list(rows) == ["BOLD BINs", "UPGMA, 2 %", "single linkage, calibrated on val+val_unseen"]
+    assert rows["UPGMA, 2 %"]["threshold"] == 0.02 and rows["BOLD BINs"]["threshold"] is None
+    calibrated = rows["single linkage, calibrated on val+val_unseen"]
+    assert calibrated["named_species"] == rows["BOLD BINs"]["named_species"] > 50
+    assert all(0 < row["species_ami"] <= 100 for row in rows.values())
+    assert "## Species delimitation without labels" in (out / "report.md").read_text()
+    assert report["clustering"] == {} and report["classification"] == {}   # no embedding task ran

@@ -80,6 +80,15 @@ def to_markdown(report: Benchmark) -> str:
         lines += _table([{"method": name, **{task: f"{_pct(score['micro_top1'])} / {_pct(score['macro_top1'])}"
                                              for task, score in result.items()}}
                          for name, result in report.open_world.items()])
+    if report.delimitation:
+        lines += ["## Species delimitation without labels", "",
+                  "Putative species of `test+test_unseen` from the barcodes alone (ungapped p-distance in the COI-5P "
+                  "frame), scored against the names; the single-linkage threshold is calibrated on `val+val_unseen`.", ""]
+        lines += _table([{"method": name, "threshold": "—" if r["threshold"] is None else f"{100 * r['threshold']:.2f} %",
+                          "putative species": f"{r['putative_species']:,} / {r['named_species']:,} named",
+                          **{f"{rank} AMI": f"{r[f'{rank}_ami']:.2f}" for rank in ("species", "genus", "family")},
+                          "species split": r["species_split"], "clusters merging species": r["clusters_merging_species"]}
+                         for name, r in report.delimitation.items()])
     lines += ["## Data", ""]
     lines += _table([{"task": role, "set": set_name, "records": f"{counts['records']:,}",
                       "species": f"{counts['species']:,}"}

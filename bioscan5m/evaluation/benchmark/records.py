@@ -115,6 +115,9 @@ def load_benchmark_records(root, dedup: str = "barcodebert", max_records_per_spl
         sets["clustering"] = _record_set("test+test_unseen", by_split(frame, "test", "test_unseen"))
     if "open_world" in tasks:
         sets["open_world"] = open_world_sets(unique_barcode_records(frame, dedup))
+    if "delimitation" in tasks:
+        sets["delimitation"] = {"records": _record_set("test+test_unseen", by_split(frame, "test", "test_unseen")),
+                                "calibration": _record_set("val+val_unseen", by_split(frame, "val", "val_unseen"))}
     if "retrieval" in tasks:
         sets["retrieval"] = {"keys": _record_set("train+key_unseen", by_split(frame, "train", "key_unseen")),
                              "seen": _record_set("test", by_split(frame, "test")),

@@ -28,13 +28,15 @@ from .tasks import (
     retrieval_arrays,
     run_classification,
     run_clustering,
+    run_delimitation,
     run_open_world,
     run_retrieval,
     search_speed,
 )
 
-#: What a benchmark can measure; ``open_world`` is the open-world protocol at every rank.
-TASKS = ("classification", "clustering", "retrieval", "open_world")
+#: What a benchmark can measure; ``open_world`` is the open-world protocol at every rank, ``delimitation`` species
+#: delimitation without labels (no embedding: BINs, UPGMA 2 %, calibrated single linkage).
+TASKS = ("classification", "clustering", "retrieval", "open_world", "delimitation")
 
 
 def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="runs/cluster",
@@ -85,6 +87,7 @@ class Benchmark:
     clustering: dict[str, dict] = field(default_factory=dict)
     retrieval: dict[str, dict] = field(default_factory=dict)
     open_world: dict[str, dict] = field(default_factory=dict)
+    delimitation: dict[str, dict] = field(default_factory=dict)
     performance: dict[str, dict] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     environment: dict = field(default_factory=dict)
@@ -132,8 +135,9 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
                        data=_describe_data(root, sets, dedup, max_records_per_split), environment=_environment())
     all_sequences = sorted({s for value in sets.values() for record_set in record_sets(value)
                             for s in record_set.sequences})
-    steps = tqdm(total=len(sources) * len(tasks) + (3 if blast else 0) + ("open_world" in sets), desc="benchmark",
-                 unit="step")
+    per_source = [task for task in tasks if task != "delimitation"]
+    steps = tqdm(total=len(sources) * len(per_source) + (3 if blast else 0) + ("open_world" in sets)
+                 + ("delimitation" in sets), desc="benchmark", unit="step")
     for source in sources:
         report.sources[source.name] = source.description
         steps.set_postfix_str(f"embedding {source.name}")
@@ -171,6 +175,10 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
         report.open_world["aligned identity"] = identity_open_world(sets["open_world"])
         report.sources["aligned identity"] = ("the key with the most identical bases at the same COI-5P reference "
                                               "positions: ungapped identity 1-NN, no model")
+        steps.update()
+    if "delimitation" in sets:
+        steps.set_postfix_str("species delimitation")
+        report.delimitation = run_delimitation(sets["delimitation"])
         steps.update()
     if blast:
         try:

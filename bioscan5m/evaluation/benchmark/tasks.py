@@ -1,5 +1,5 @@
 """The benchmark's tasks on one embedding source — clustering, retrieval, classification, search speed — and
-BLAST on the same records."""
+BLAST on the same records; species delimitation, which needs no embedding."""
 
 from __future__ import annotations
 
@@ -140,3 +140,35 @@ def search_speed(arrays: dict[str, np.ndarray], k: int = 5, max_queries: int = 2
     return out
 
 
+
+
+#: The ranks species delimitation is scored at.
+DELIMITATION_RANKS = ("species", "genus", "family")
+
+
+def run_delimitation(sets: dict[str, RecordSet]) -> dict[str, dict]:
+    """Species delimitation without labels on ``sets["records"]``: BOLD's BINs, UPGMA at the textbook 2 %, and
+    single linkage with its threshold calibrated on ``sets["calibration"]`` (other, labelled records)."""
+    from ...delimitation import calibrate_threshold, delimit_barcodes, delimitation_summary
+
+    records, labelled = sets["records"], sets["calibration"]
+    labels = {rank: records.labels[rank] for rank in DELIMITATION_RANKS}
+
+    def scored(clusters, threshold, started):
+        summary = delimitation_summary(clusters, labels)
+        return {"threshold": threshold, "putative_species": summary["clusters"],
+                "named_species": summary["species"]["named"],
+                **{f"{rank}_ami": summary[rank]["ami"] for rank in DELIMITATION_RANKS},
+                "species_split": len(summary["species_split"]),
+                "clusters_merging_species": len(summary["clusters_merging_species"]),
+                "seconds": time.perf_counter() - started}
+
+    started = time.perf_counter()
+    results = {"BOLD BINs": scored(records.labels["dna_bin"], None, started)}  # records without a BIN: one group
+    started = time.perf_counter()
+    results["UPGMA, 2 %"] = scored(delimit_barcodes(records.sequences, 0.02, method="upgma"), 0.02, started)
+    started = time.perf_counter()
+    threshold = calibrate_threshold(labelled.sequences, labelled.labels["species"]).threshold
+    results[f"single linkage, calibrated on {labelled.name}"] = scored(
+        delimit_barcodes(records.sequences, threshold), threshold, started)
+    return results
