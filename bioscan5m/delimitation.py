@@ -207,6 +207,9 @@ def calibrate_threshold(sequences: Sequence[str], species: Sequence, method: str
     species = species[known].astype(str)
     if len(sequences) < 2:
         raise ValueError("Calibration needs at least two barcodes with a species label.")
+    if len(sequences) > DENSE_LIMIT:
+        raise ValueError(f"Calibration compares every pair: at most {DENSE_LIMIT:,} labelled barcodes, not "
+                         f"{len(sequences):,}; calibrate on fewer records (e.g. val+val_unseen).")
     curve = Calibration(threshold=float("nan"), method=method, records=len(sequences),
                         species=len(set(species.tolist())))
     codes = aligned_base_codes(sequences)
