@@ -142,7 +142,7 @@ def delimit_barcodes(sequences: Sequence[str], threshold: float, method: str = "
         threshold: the p-distance cut, e.g. ``0.02`` for the "2 %" rule.
         method: ``"single"`` (components of the threshold graph) or ``"upgma"`` (average linkage, dense only).
         sparse: for ``single``, build the threshold graph from candidate neighbours instead of the dense matrix
-            (default: above `DENSE_LIMIT` barcodes, or 5,000 to keep memory low).
+            (the same clusters; default: sparse above 5,000 barcodes, where the matrix would pass 100 MB).
     """
     if method not in METHODS:
         raise ValueError(f"Unknown delimitation method {method!r}; choose from {', '.join(METHODS)}.")
