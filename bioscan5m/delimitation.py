@@ -274,7 +274,8 @@ def _codes_of(values) -> np.ndarray:
     return out
 
 
-def barcode_gap(sequences: Sequence[str], species: Sequence, min_overlap: int = MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
+def barcode_gap(sequences: Sequence[str], species: Sequence,
+                min_overlap: int = MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
     """Each named barcode's distance to its nearest conspecific (where its species has another barcode) and to
     its nearest barcode of another species: the two distributions whose gap a threshold should fall in."""
     species = np.asarray(species, dtype=object)

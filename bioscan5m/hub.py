@@ -11,7 +11,10 @@ LARGE_UPLOAD_BYTES = 5 << 30
 def upload(folder: str | Path, repo_id: str, repo_type: str, private: bool = False,
            commit_message: str = "Upload with bioscan5m") -> None:
     """Upload ``folder`` to a Hub repo (created if needed, private when asked): one commit for a small folder,
-    ``upload_large_folder`` for a large one, which resumes where an interrupted upload stopped."""
+    ``upload_large_folder`` for a large one, which resumes where an interrupted upload stopped.
+
+    An existing repo is added to, never emptied: the upload is a new commit that deletes no file already there,
+    and every earlier version stays in the repo's history."""
     from huggingface_hub import HfApi
 
     api = HfApi()

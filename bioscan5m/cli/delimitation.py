@@ -49,4 +49,5 @@ def _run_delimit(args) -> None:
                    "species AMI": species.get("ami"), "genus AMI": summary.get("genus", {}).get("ami"),
                    "species split": len(summary.get("species_split", [])),
                    "clusters merging species": len(summary.get("clusters_merging_species", [])),
-                   "species AMI of the BINs (records without one alone)": summary.get("bins", {}).get("species_ami"), "written to": args.out})
+                   "species AMI of the BINs (records without one alone)": summary.get("bins", {}).get("species_ami"),
+                   "written to": args.out})

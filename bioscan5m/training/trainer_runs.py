@@ -85,7 +85,7 @@ def run_options(out_dir: str | os.PathLike, training_args: dict | None = None) -
     checkpoint_dir = given.pop("output_dir", None)
     if "save_steps" in given and "save_strategy" not in given:
         given["save_strategy"] = "steps"
-    saving = str(given.get("save_strategy", "no")) not in ("no", "SaveStrategy.NO")
+    saving = given.get("save_strategy", "no") != "no"  # transformers' SaveStrategy members equal their strings
     if saving or resume not in (None, False):
         checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir.with_name(out_dir.name + ".checkpoints")
     elif checkpoint_dir is not None:

@@ -167,3 +167,28 @@ def test_a_hub_download_killed_midway_leaves_no_file_and_a_rerun_completes(hub, 
     assert not (tmp_path / "archive.zip").exists()   # nothing that loads as complete
     hub.stall_after = None
     assert fetch(RemoteFile("archive.zip", (), hashlib.md5(PAYLOAD).hexdigest()), tmp_path).read_bytes() == PAYLOAD
+
+
+def test_a_failed_hub_attempt_never_touches_a_cache_folder_it_did_not_make(hub, server, tmp_path):
+    # The suite's Hub answers 404 for this file, so the Hub attempt fails and Zenodo serves it.
+    users = tmp_path / ".cache"
+    (users / "huggingface").mkdir(parents=True)
+    (users / "notes.txt").write_text("mine")
+    (users / "huggingface" / ".gitignore").write_text("*")   # even the files the Hub library itself writes
+    remote = RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest())
+    assert fetch(remote, tmp_path).read_bytes() == PAYLOAD
+    assert (users / "notes.txt").read_text() == "mine" and (users / "huggingface" / ".gitignore").is_file()
+    empty = tmp_path / "empty-root" / ".cache"
+    empty.mkdir(parents=True)                                  # an empty .cache of the user's stays too
+    fetch(remote, tmp_path / "empty-root")
+    assert empty.is_dir()
+
+
+def test_a_corrupt_download_deletes_only_what_this_run_wrote(hub, server, tmp_path):
+    # A file already at the destination is verified, never fetched over; a bad one is reported and kept.
+    hub.files[(DATASET_REPO, release.HUB_REVISION, "archive.zip")] = PAYLOAD
+    (tmp_path / "archive.zip").write_bytes(b"the user's own file")
+    with pytest.raises(ChecksumError, match="Move it away"):
+        fetch(RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest()), tmp_path)
+    assert (tmp_path / "archive.zip").read_bytes() == b"the user's own file"
+    assert hub.requests == [] and RangeHandler.served == []   # nothing was downloaded over it

@@ -150,3 +150,5 @@ def test_push_to_hub_uploads_the_finished_model(bold_root, tmp_path, monkeypatch
     assert calls[1][:3] == ("upload_folder", "me/barcodebert-tiny", "model")
     assert {"model.safetensors", "README.md", "pretraining.json"} <= set(calls[1][3])
     assert "training_args.bin" not in calls[1][3] and out.is_dir()
+    # upload_folder is called without delete_patterns (the recording API would refuse them): files already in an
+    # existing repo stay, and the upload is one more commit in its history.
