@@ -1,11 +1,13 @@
-"""Every embedding the package makes, in one place: the k-mer baseline (SVD of k-mer counts), a saved BarcodeBERT
-and a saved CLIBD (photographs and DNA in one space), resolved from ``"kmer[:K]"`` or a model folder by
-:func:`make_encoder`; and BarcodeBERT embeddings at scale (batched, length-sorted, written to disk as they come).
+"""Every embedding the package makes, in one place: barcodes compared base by base in the reference frame (no
+model), the k-mer baseline (SVD of k-mer counts), a saved BarcodeBERT and a saved CLIBD (photographs and DNA in one
+space), resolved from ``"aligned"``, ``"kmer[:K]"`` or a model folder by :func:`make_encoder`; and BarcodeBERT
+embeddings at scale (batched, length-sorted, written to disk as they come).
 
     from bioscan5m.embedding import embed_sequences, make_encoder
     vectors = embed_sequences("runs/bb", barcodes, out_path="emb.npy", dtype=np.float16)
-    encoder = make_encoder("kmer:6", fit_sequences=keys)          # or a BarcodeBERT / CLIBD folder
+    encoder = make_encoder("kmer:6", fit_sequences=keys)          # or "aligned", a BarcodeBERT / CLIBD folder
     dna_vectors = encoder.embed_dna(barcodes)
+    keys, queries = encoder.key_vectors(barcodes), encoder.query_vectors(more)  # inner product = similarity
 
 k-mer counts: every overlapping k-mer of A/C/G/T (windows touching any other character are skipped) counted per
 sequence into a sparse ``(n, 4**k)`` matrix; L2-normalised rows (:func:`l2_normalize_rows`) make cosine similarity an
@@ -125,12 +127,101 @@ def kmer_svd(counts, dims: int, seed: int = 0):
     return TruncatedSVD(n_components=components, algorithm="randomized", random_state=seed).fit(counts)
 
 
+# --- Barcodes in the COI-5P reference frame, the aligned-identity features ---
+
+def aligned_base_codes(sequences: Sequence[str], length: int = 660) -> np.ndarray:
+    """Barcodes in COI-5P reference coordinates as base codes, ``(n, length)`` uint8: 0–3 for A, C, G, T and 4
+    where the barcode has no base (``N``, other codes, before it starts, after it ends).
+
+    Each barcode is placed by :func:`~bioscan5m.tokenization.reference_frame.align_to_reference` (leading ``N`` or
+    upstream bases dropped), then cut or ``N``-padded to ``length``.
+    """
+    from .tokenization.reference_frame import align_to_reference
+
+    aligned = align_to_reference([str(sequence).upper() for sequence in sequences])
+    text = "".join(sequence[:length].ljust(length, "N") for sequence in aligned)
+    codes = BASE_CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)].reshape(len(aligned), length)
+    return codes
+
+
+def one_hot_bases(codes: np.ndarray) -> np.ndarray:
+    """``(n, 4 * L)`` float32 one-hot rows of `aligned_base_codes` (no 1 where a barcode has no base)."""
+    vectors = np.zeros((len(codes), codes.shape[1], 4), dtype=np.float32)
+    rows, positions = np.nonzero(codes < 4)
+    vectors[rows, positions, codes[rows, positions]] = 1.0
+    return vectors.reshape(len(codes), 4 * codes.shape[1])
+
+
+
 # --- Encoders: one object per embedding model, with embed_dna (and embed_images for CLIBD) ---
+
+class CosineEncoder:
+    """An encoder whose keys and queries are the same embedding, compared by cosine similarity: the vectors a key
+    index stores and searches by inner product are the L2-normalised embeddings."""
+
+    #: The identification vote's temperature; None: fitted when an index is calibrated.
+    temperature: float | None = None
+    #: The FAISS index a key index uses by default (`~bioscan5m.evaluation.retrieval.faiss_index`).
+    index_type = "flat"
+
+    def key_vectors(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        return l2_normalize_rows(self.embed_dna(sequences, batch_size=batch_size))
+
+    def query_vectors(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        return self.key_vectors(sequences, batch_size=batch_size)
+
+
+class AlignedIdentityEncoder:
+    """No model: barcodes compared base by base in the COI-5P reference frame, without gaps, as a BLAST top hit
+    compares them, and searched exactly by one matrix product.
+
+    A key is its one-hot bases (`one_hot_bases`); a query scores +1 for every base identical to the key's and -1
+    for every base that differs, at the positions both barcodes cover, divided by the query's bases. So the
+    similarity is 1 for a key identical over the whole query, ``2 * identity - 1`` for a full-length overlap (0.96
+    is 98 % identity), and a fragment that matches a short stretch scores below a key that matches more of the query.
+    Counting identical bases alone would prefer a long key with many differences to a shorter one identical to
+    the query. Vectors are ``4 * length`` wide, so a flat index costs ``16 * length`` bytes per key (10.6 kB at
+    660): exact search for reference libraries up to a few hundred thousand barcodes, where the k-mer embedding
+    (1.4 kB per key, or an IVF index) takes over.
+    """
+
+    kind = "aligned"
+    modalities = ("dna",)
+    #: The identification vote's temperature, in similarity units (1/658 is one base of a full barcode): the
+    #: nearest key decides and keys as near vote. Chosen on the open-world protocol built from ``val`` and
+    #: ``val_unseen`` (never on the test splits): softer temperatures lose accuracy far from the keys.
+    temperature = 0.001
+    #: Wide vectors: candidates from the keys' leading singular directions, scored exactly on the full vectors.
+    index_type = "refine"
+
+    def __init__(self, length: int = 660):
+        self.length = int(length)
+
+    def embed_dna(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        return self.key_vectors(sequences)
+
+    def key_vectors(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        return one_hot_bases(aligned_base_codes(list(sequences), self.length))
+
+    def query_vectors(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        codes = aligned_base_codes(list(sequences), self.length)
+        covered = codes < 4
+        scores = 2 * one_hot_bases(codes).reshape(len(codes), self.length, 4) - covered[:, :, None]
+        scores /= np.maximum(covered.sum(axis=1), 1)[:, None, None]
+        return scores.reshape(len(codes), 4 * self.length)
+
+    def save(self, folder: Path) -> dict:
+        return {"kind": self.kind, "length": self.length}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict):
+        return cls(spec["length"])
+
 
 KMER_PROJECTION_NAME = "kmer_projection.npy"
 
 
-class KmerEncoder:
+class KmerEncoder(CosineEncoder):
     """The k-mer baseline as an embedding: L2-normalised k-mer counts projected on an SVD fitted to the keys."""
 
     kind = "kmer"
@@ -161,7 +252,7 @@ class KmerEncoder:
         return cls(spec["k"], np.load(folder / KMER_PROJECTION_NAME, allow_pickle=False))
 
 
-class BarcodeBertEncoder:
+class BarcodeBertEncoder(CosineEncoder):
     """A saved BarcodeBERT: the mean of its last hidden state is the barcode's embedding."""
 
     kind = "barcodebert"
@@ -179,7 +270,7 @@ class BarcodeBertEncoder:
         return {"kind": self.kind, "model": self.model_dir}
 
 
-class ClibdEncoder:
+class ClibdEncoder(CosineEncoder):
     """A saved CLIBD model: photographs and barcodes embedded in one space (``get_image_features`` /
     ``get_dna_features``), so a photograph can be matched against DNA keys and image keys alike."""
 
@@ -219,10 +310,17 @@ class ClibdEncoder:
         return {"kind": self.kind, "model": self.model_dir}
 
 
+#: The encoder that needs no model: barcodes compared base by base (`AlignedIdentityEncoder`).
+ALIGNED = "aligned"
+
+
 def make_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None = None, seed: int = 0):
-    """The embedding model named by ``model``: ``"kmer"``/``"kmer:K"`` (fitted on ``fit_sequences``), or a saved
-    BarcodeBERT or CLIBD folder (told apart by ``model_type`` in its ``config.json``)."""
+    """The embedding model named by ``model``: ``"aligned"`` (no model), ``"kmer"``/``"kmer:K"`` (fitted on
+    ``fit_sequences``), or a saved BarcodeBERT or CLIBD folder (told apart by ``model_type`` in its
+    ``config.json``)."""
     spec = str(model)
+    if spec == ALIGNED:
+        return AlignedIdentityEncoder()
     k = kmer_length(spec)
     if k is not None:
         if fit_sequences is None:
@@ -238,8 +336,11 @@ def make_encoder(model: str | os.PathLike, fit_sequences: Sequence[str] | None =
 
 
 def model_type_of(model: str | os.PathLike) -> str:
-    """``kmer`` for the k-mer embedding, else the ``model_type`` in the folder's ``config.json``."""
+    """``aligned`` or ``kmer`` for the encoders without a model, else the ``model_type`` in the folder's
+    ``config.json``."""
     spec = str(model)
+    if spec == ALIGNED:
+        return ALIGNED
     if kmer_length(spec) is not None:
         return "kmer"
     config_path = Path(spec) / "config.json"

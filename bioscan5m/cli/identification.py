@@ -8,6 +8,7 @@ import logging
 import os
 
 from ..data.release import IMAGE_PACKAGES
+from ..evaluation.retrieval import FAISS_INDEXES
 from .arguments import add_overwrite_arg, add_release_root, add_seed_arg, add_split_arg, positive_int
 
 logger = logging.getLogger("bioscan5m")
@@ -15,7 +16,8 @@ logger = logging.getLogger("bioscan5m")
 
 def add_commands(sub) -> None:
     """index build, identify, serve, space export."""
-    models = "'kmer[:K]' (k-mer embedding, no training), a BarcodeBERT folder or a CLIBD folder"
+    models = ("'aligned' (barcodes compared base by base, no model: BLAST's accuracy), 'kmer[:K]' (k-mer embedding, "
+              "compact), a BarcodeBERT folder or a CLIBD folder")
     index = sub.add_parser("index", help="key indexes of reference specimens for identification")
     index_sub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     p = index_sub.add_parser("build", help="embed the records of some splits into a FAISS key index, with calibration")
@@ -27,7 +29,9 @@ def add_commands(sub) -> None:
                    help="splits that calibrate confidences and the novelty threshold ('none' to skip)")
     p.add_argument("--image-package", default="cropped_256", choices=IMAGE_PACKAGES, help="photographs for thumbnails / CLIBD image keys")
     p.add_argument("--no-thumbnails", action="store_true", help="do not store key photographs")
-    p.add_argument("--index-type", choices=("flat", "ivf"), default="flat", help="exact flat, or IVF for millions of keys")
+    p.add_argument("--index-type", choices=FAISS_INDEXES, default=None,
+                   help="flat (exact), refine (candidates from a projection, scored exactly) or ivf (millions of keys); "
+                        "default: refine for 'aligned', flat for the others")
     p.add_argument("--batch-size", type=positive_int, default=128, help="records per forward pass (default 128)")
     add_seed_arg(p)
     add_overwrite_arg(p)
@@ -46,7 +50,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default=None, help="write the hit table here (.tsv, .csv or .jsonl); default stdout")
     p.add_argument("--format", choices=("tsv", "csv", "jsonl"), default=None,
                    help="hit table format on stdout (default tsv; with --out, from its suffix)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="queries embedded together (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=1024, help="queries searched together (default 1024)")
     p.add_argument("--top", type=positive_int, default=10, help="one specimen: nearest references to list (default 10)")
     p.add_argument("--json", action="store_true", help="one specimen: print the full result as JSON")
     add_overwrite_arg(p)

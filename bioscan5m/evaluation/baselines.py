@@ -17,21 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..embedding import BASE_CODES
-
-def aligned_base_codes(sequences: Sequence[str], length: int = 660) -> np.ndarray:
-    """Barcodes in COI-5P reference coordinates as base codes, ``(n, length)`` uint8: 0–3 for A, C, G, T and 4
-    where the barcode has no base (``N``, other codes, before it starts, after it ends).
-
-    Each barcode is placed by :func:`~bioscan5m.tokenization.reference_frame.align_to_reference` (leading ``N`` or
-    upstream bases dropped), then cut or ``N``-padded to ``length``.
-    """
-    from ..tokenization.reference_frame import align_to_reference
-
-    aligned = align_to_reference([str(sequence).upper() for sequence in sequences])
-    text = "".join(sequence[:length].ljust(length, "N") for sequence in aligned)
-    codes = BASE_CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)].reshape(len(aligned), length)
-    return codes
+from ..embedding import aligned_base_codes, one_hot_bases
 
 
 def aligned_identity_vectors(sequences: Sequence[str], length: int = 660) -> np.ndarray:
@@ -43,14 +29,6 @@ def aligned_identity_vectors(sequences: Sequence[str], length: int = 660) -> np.
     nearest barcode at the cost of one matrix product.
     """
     return one_hot_bases(aligned_base_codes(sequences, length))
-
-
-def one_hot_bases(codes: np.ndarray) -> np.ndarray:
-    """``(n, 4 * L)`` float32 one-hot rows of `aligned_base_codes` (no 1 where a barcode has no base)."""
-    vectors = np.zeros((len(codes), codes.shape[1], 4), dtype=np.float32)
-    rows, positions = np.nonzero(codes < 4)
-    vectors[rows, positions, codes[rows, positions]] = 1.0
-    return vectors.reshape(len(codes), 4 * codes.shape[1])
 
 
 def aligned_identity_nearest(queries: Sequence[str], keys: Sequence[str], chunk: int = 512) -> np.ndarray:

@@ -144,7 +144,7 @@ def iter_photos(source: str | os.PathLike | Sequence) -> Iterator[tuple[str, Pat
 
 
 def identify_many(index: KeyIndex | str | os.PathLike, dna: Iterable | None = None, images: Iterable | None = None,
-                  batch_size: int = 256, vote_k: int = 25, key_modality: str = "dna", progress: bool = True):
+                  batch_size: int = 1024, vote_k: int = 25, key_modality: str = "dna", progress: bool = True):
     """Identify many specimens; the hit table as a ``pandas.DataFrame`` (columns `IDENTIFICATION_COLUMNS`).
 
     Args:
@@ -165,7 +165,7 @@ def identify_many(index: KeyIndex | str | os.PathLike, dna: Iterable | None = No
     return pd.DataFrame(rows, columns=list(IDENTIFICATION_COLUMNS))
 
 
-def iter_identifications(index, dna=None, images=None, batch_size: int = 256, vote_k: int = 25,
+def iter_identifications(index, dna=None, images=None, batch_size: int = 1024, vote_k: int = 25,
                          key_modality: str = "dna", progress: bool = True) -> Iterator[list[dict]]:
     """`identify_many` as a stream: one list of table rows per batch of queries, in input order."""
     from tqdm.auto import tqdm
@@ -250,12 +250,19 @@ def _identify_batch(index: KeyIndex, batch: list[dict], vote_k: int, key_modalit
     if not usable:
         return rows
     vectors = {}
+    searched = list(range(len(usable)))  # which searched query answers each usable one
     if batch[usable[0]]["dna"] is not None:
         cut = index.manifest["max_nucleotides"]  # queries are cut like the keys were
-        vectors["dna"] = l2_normalize_rows(index.encoder.embed_dna([batch[i]["dna"][:cut] for i in usable]))
+        barcodes = [batch[i]["dna"][:cut] for i in usable]
+        if not photos:  # identical barcodes (common in a survey) get one search
+            first: dict[str, int] = {}
+            searched = [first.setdefault(barcode, len(first)) for barcode in barcodes]
+            barcodes = list(first)
+        vectors["dna"] = index.encoder.query_vectors(barcodes)
     if photos:
         vectors["image"] = l2_normalize_rows(index.encoder.embed_images([photos[i] for i in usable]))
     answers = predict(index, vectors, 1, vote_k, key_modality)
+    answers = [answers[j] for j in searched]
     for position, (ranks, novelty, hits, scores) in zip(usable, answers):
         row = rows[position]
         for prediction in ranks:

@@ -20,32 +20,32 @@ def calibrate(index: KeyIndex, records, images: dict | None = None, batch_size: 
     (``other_heldout``), the easy case; so every known record is also used a second time as a novel one, with
     the keys of its own species left out ("leave-species-out"), which stands for an undescribed species of a
     known genus. The temperature minimises the negative log-likelihood of the known records' labels over the
-    ranks; the threshold on the nearest key's similarity maximises Youden's J (novel flagged minus known flagged).
+    ranks (an encoder with a fixed ``temperature`` keeps it); the threshold on the nearest key's similarity maximises Youden's J (novel flagged minus known flagged).
     Returns ``{"dna": {...}, "image": {...}}`` (``image`` only when photographs were calibrated).
     """
     records = records[records["species"].notna()].reset_index(drop=True)
     if len(records) == 0:
         return {"dna": {"records": 0, "note": "no calibration records with a species label"}}
     barcodes = records["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
-    result = {"dna": _calibrate_queries(index, records, index.encoder.embed_dna(barcodes, batch_size=batch_size),
+    result = {"dna": _calibrate_queries(index, records, index.encoder.query_vectors(barcodes, batch_size=batch_size),
                                         vote_k, species_out_k)}
     if images and "image" in index.modalities:
         with_photo = records[records["processid"].isin(images)].reset_index(drop=True)
         if len(with_photo):
             photos = [images[pid] for pid in with_photo["processid"]]
-            result["image"] = _calibrate_queries(index, with_photo, index.encoder.embed_images(photos), vote_k,
-                                                 species_out_k)
+            result["image"] = _calibrate_queries(index, with_photo, l2_normalize_rows(index.encoder.embed_images(photos)),
+                                                 vote_k, species_out_k)
     return result
 
 
 def _calibrate_queries(index: KeyIndex, records, vectors: np.ndarray, vote_k: int, species_out_k: int) -> dict:
     key_species = index.keys["species"].to_numpy()
     novel = ~records["species"].isin(set(index.keys["species"].dropna())).to_numpy()
-    scores, hits = index.dna_index.search(l2_normalize_rows(vectors), min(len(index.keys), max(vote_k, species_out_k)))
+    scores, hits = index.dna_index.search(vectors, min(len(index.keys), max(vote_k, species_out_k)))
     result = {"records": int(len(records)), "known": int((~novel).sum()), "novel": int(novel.sum()),
-              "temperature": DEFAULT_TEMPERATURE, "novelty_threshold": None}
+              "temperature": index.encoder.temperature or DEFAULT_TEMPERATURE, "novelty_threshold": None}
     known_rows = np.flatnonzero(~novel)
-    if len(known_rows):
+    if len(known_rows) and index.encoder.temperature is None:
         result.update(_fit_temperature(index.keys, records.iloc[known_rows], scores[known_rows, :vote_k],
                                        hits[known_rows, :vote_k]))
     # Leave-species-out: the best key of another species (among the first species_out_k) for each known record.

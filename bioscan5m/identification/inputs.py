@@ -21,7 +21,7 @@ MAX_FASTA_BYTES = 1_000_000
 MAX_PHOTO_BYTES = 20_000_000
 MAX_PHOTO_PIXELS = 40_000_000  # larger than any BIOSCAN original (1024x768) or camera photo; stops pixel bombs
 
-_NUCLEOTIDE_CODES = set("ACGTRYSWKMBDHVN")
+_NOT_NUCLEOTIDE_CODE = re.compile("[^ACGTRYSWKMBDHVN]")
 _IGNORED_IN_BARCODE = re.compile(r"[\s\-.0-9]")  # whitespace, alignment gaps, GenBank-style position numbers
 
 
@@ -57,11 +57,12 @@ def parse_barcode(text: str) -> tuple[str | None, str]:
 def check_sequence(text: str) -> str:
     """One barcode's sequence text, cleaned and checked (see `parse_barcode`): the upper-case sequence."""
     raw = _IGNORED_IN_BARCODE.sub("", text).upper()
-    for position, letter in enumerate(raw, start=1):
-        if letter not in _NUCLEOTIDE_CODES:
-            hint = " (U is RNA; a barcode is DNA, write T)" if letter == "U" else ""
-            raise InputError(f"The barcode holds {letter!r} at position {position}, which is not a nucleotide{hint}. "
-                             "Expected A, C, G, T or the IUPAC codes R Y S W K M B D H V N.")
+    wrong = _NOT_NUCLEOTIDE_CODE.search(raw)
+    if wrong:
+        letter = wrong.group()
+        hint = " (U is RNA; a barcode is DNA, write T)" if letter == "U" else ""
+        raise InputError(f"The barcode holds {letter!r} at position {wrong.start() + 1}, which is not a nucleotide"
+                         f"{hint}. Expected A, C, G, T or the IUPAC codes R Y S W K M B D H V N.")
     known = sum(raw.count(letter) for letter in "ACGT")
     if not raw:
         raise InputError("The FASTA record holds no sequence, only a header.")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.release import MAX_NUCLEOTIDES, ORDER_TO_SPECIES
 from ..staging import STAGING_MARKER, check_output, staged_folder
-from ..embedding import KmerEncoder, make_encoder, model_type_of
+from ..embedding import AlignedIdentityEncoder, KmerEncoder, make_encoder, model_type_of
 from .model_reference import model_fingerprint, model_reference
 from .inputs import InputError, open_photo
 
@@ -91,28 +91,33 @@ class KeyIndex:
 def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None = None, model: str = "kmer",
                 splits: str = "train+key_unseen", calibration: str | None = "val+val_unseen+other_heldout",
                 image_package: str = "cropped_256", thumbnails: bool = True, max_calibration_queries: int = 3000,
-                index_type: str = "flat", batch_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
+                index_type: str | None = None, batch_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
     """Build a key index from the records of ``splits`` of a release and save it to ``out_dir``.
 
     Args:
         data_root: a BIOSCAN-5M release root (e.g. ``../shared/data/bold-insects`` or a synthetic sample).
         out_dir: the index folder; default ``MODEL_DIR/index`` (beside the model), required for ``kmer``.
-        model: ``"kmer"`` / ``"kmer:K"``, a BarcodeBERT folder or a CLIBD folder.
+        model: ``"aligned"`` (barcodes compared base by base, no model: the most accurate for DNA), ``"kmer"`` /
+            ``"kmer:K"`` (compact, for millions of keys), a BarcodeBERT folder or a CLIBD folder.
         splits: the key splits, any split expression (``"train+key_unseen"``, ``"all"``...).
         calibration: splits whose records calibrate the vote temperature and the novelty threshold (records of
             species absent from the keys are the "novel" examples); ``None`` skips calibration.
         image_package: where thumbnails (and CLIBD image keys) come from, when the release has images.
         thumbnails: store small key photographs for the nearest-specimen gallery.
         max_calibration_queries: calibration records used at most (a random sample).
-        index_type: ``"flat"`` (exact) or ``"ivf"`` (approximate, for millions of keys).
+        index_type: the FAISS index of the DNA keys (`~bioscan5m.evaluation.retrieval.faiss_index`): ``"flat"``
+            (exact), ``"refine"`` (candidates from a projection, scored exactly), ``"ivf"`` (for millions of
+            keys); ``None``: the encoder's own (``refine`` for ``aligned``, else ``flat``). Photograph keys are
+            searched flat unless ``ivf`` is asked for.
         overwrite: replace an existing index at ``out_dir`` (only once the new one is complete); otherwise an
             existing ``out_dir`` is refused.
     """
     from ..data.metadata import read_metadata
 
     if out_dir is None:
-        if model_type_of(model) == "kmer":
-            raise ValueError("Give out_dir: the k-mer embedding has no model folder to save the index beside.")
+        if model_type_of(model) in ("aligned", "kmer"):
+            raise ValueError(f"Give out_dir: the {model_type_of(model)} encoder has no model folder to save the "
+                             "index beside.")
         out_dir = Path(model) / "index"
     check_output(out_dir, overwrite, inputs=(data_root, model))  # before any work
     keys = read_metadata(data_root, split=splits, max_nucleotides=MAX_KEY_NUCLEOTIDES)
@@ -157,7 +162,7 @@ def _release_images(data_root, splits: str, image_package: str):
 
 
 def write_index(keys, out_dir: str | os.PathLike, model: str = "kmer", calibration_records=None,
-                images: dict | None = None, calibration_images: dict | None = None, index_type: str = "flat",
+                images: dict | None = None, calibration_images: dict | None = None, index_type: str | None = None,
                 batch_size: int = 128, seed: int = 0, provenance: dict | None = None, overwrite: bool = False) -> Path:
     """Embed the ``keys`` records (a metadata DataFrame), calibrate on ``calibration_records`` and save the index.
 
@@ -178,6 +183,7 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     import faiss
     import pandas as pd
 
+    from ..evaluation.clustering import check_embeddings
     from ..evaluation.retrieval import faiss_index, l2_normalize
 
     started = time.perf_counter()
@@ -185,8 +191,9 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     barcodes = keys["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
     logger.info("index: embedding %s key barcodes with %s", f"{len(barcodes):,}", model)
     encoder = make_encoder(model, fit_sequences=barcodes, seed=seed)
-    dna_keys = l2_normalize(encoder.embed_dna(barcodes, batch_size=batch_size))
-    dna_index = faiss_index(dna_keys, index=index_type)
+    dna_keys = np.ascontiguousarray(check_embeddings(encoder.key_vectors(barcodes, batch_size=batch_size)))
+    dna_index_type = index_type or encoder.index_type
+    dna_index = faiss_index(dna_keys, index=dna_index_type, seed=seed)
     faiss.write_index(dna_index, str(out / DNA_INDEX_NAME))
 
     table = pd.DataFrame({column: keys[column] if column in keys else None for column in KEY_COLUMNS})
@@ -204,7 +211,8 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
         if "image" in encoder.modalities and rows:
             image_keys = l2_normalize(encoder.embed_images([images[table.at[r, "processid"]] for r in rows],
                                                            metadata=keys.iloc[rows]))
-            faiss.write_index(faiss_index(image_keys, index=index_type), str(out / IMAGE_INDEX_NAME))
+            faiss.write_index(faiss_index(image_keys, index="ivf" if index_type == "ivf" else "flat"),
+                              str(out / IMAGE_INDEX_NAME))
             image_rows = np.asarray(rows, dtype=np.int64)
     table["image_row"] = pd.array([None] * len(table), dtype="Int64")
     if image_rows is not None:
@@ -218,7 +226,7 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
         "format": INDEX_FORMAT,
         "encoder": encoder_spec,
         "keys": len(table),
-        "index_type": index_type,
+        "index_type": dna_index_type,
         "max_nucleotides": MAX_KEY_NUCLEOTIDES,
         "dimensions": int(dna_keys.shape[1]),
         "image_keys": 0 if image_rows is None else len(image_rows),
@@ -269,6 +277,8 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
     model_dir = None
     if spec["kind"] == "kmer":
         encoder = KmerEncoder.load(folder, spec)
+    elif spec["kind"] == "aligned":
+        encoder = AlignedIdentityEncoder.load(folder, spec)
     else:
         model_dir = Path(model) if model is not None else folder / spec["model"]
         if not (model_dir / "config.json").is_file():
@@ -320,12 +330,14 @@ def _check_manifest(path: Path, manifest: dict) -> None:
             raise KeyIndexError(f"{path}: field {name!r} is {manifest.get(name)!r}, expected {kind.__name__}; the "
                                 "manifest was altered. Rebuild the index.")
     encoder = manifest["encoder"]
-    if encoder.get("kind") not in ("kmer", "barcodebert", "clibd"):
+    if encoder.get("kind") not in ("aligned", "kmer", "barcodebert", "clibd"):
         raise KeyIndexError(f"{path}: unknown encoder kind {encoder.get('kind')!r}.")
-    needed = {"k": int} if encoder["kind"] == "kmer" else {"model": str, "model_sha256": str}
+    needed = {"aligned": {"length": int}, "kmer": {"k": int}}.get(encoder["kind"], {"model": str, "model_sha256": str})
     for name, kind in needed.items():
         if not isinstance(encoder.get(name), kind):
             raise KeyIndexError(f"{path}: encoder field {name!r} is {encoder.get(name)!r}, expected {kind.__name__}.")
+    if encoder["kind"] == "aligned" and not 1 <= encoder["length"] <= 10_000:
+        raise KeyIndexError(f"{path}: encoder field 'length' is {encoder['length']}, not a barcode length (1-10,000).")
     for name, size in manifest["files"].items():
         if "/" in name or "\\" in name or name.startswith(".") or not isinstance(size, int):
             raise KeyIndexError(f"{path}: files lists {name!r}, which is not a file of this folder.")

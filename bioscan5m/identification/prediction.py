@@ -3,6 +3,7 @@ novelty, and the result as a user reads it."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -73,7 +74,7 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
     if has_dna:
         record_id, sequence = parse_barcode(dna)
         sequence = sequence[:index.manifest["max_nucleotides"]]  # queries are cut like the keys were
-        vectors["dna"] = l2_normalize_rows(index.encoder.embed_dna([sequence]))
+        vectors["dna"] = index.encoder.query_vectors([sequence])
         query.update(modalities=["dna"], record_id=record_id, nucleotides=len(sequence))
     if image is not None:
         photo = open_photo(image)
@@ -89,10 +90,14 @@ def identify(index: KeyIndex | str | os.PathLike, dna: str | None = None, image=
 
 
 def predict(index: KeyIndex, vectors: dict[str, np.ndarray], top_k: int, vote_k: int, key_modality: str = "dna"):
-    """The core of `identify` for a batch: ``vectors`` maps each query modality to ``(n, dims)`` L2-normalised
-    embeddings of the same ``n`` queries. Returns, per query, ``(ranks, novelty, key rows, similarities)`` with
-    the key rows and similarities of its ``max(top_k, vote_k)`` nearest keys, best first."""
-    query_vectors = l2_normalize_rows(np.mean(list(vectors.values()), axis=0))  # DNA and photo together: the mean direction
+    """The core of `identify` for a batch: ``vectors`` maps each query modality to ``(n, dims)`` query vectors
+    of the same ``n`` queries (the encoder's ``query_vectors`` for DNA, L2-normalised embeddings for photographs).
+    Returns, per query, ``(ranks, novelty, key rows, similarities)`` with the key rows and similarities of its
+    ``max(top_k, vote_k)`` nearest keys, best first."""
+    if len(vectors) == 1:
+        query_vectors, = vectors.values()
+    else:  # DNA and photo together (CLIBD, one space): the mean direction
+        query_vectors = l2_normalize_rows(np.mean(list(vectors.values()), axis=0))
     if key_modality == "image":
         if index.image_index is None:
             raise InputError("This index has no photograph keys; match against DNA keys (key_modality='dna').")
@@ -106,7 +111,7 @@ def predict(index: KeyIndex, vectors: dict[str, np.ndarray], top_k: int, vote_k:
     # being the surer of the two, and the ranking uses both.
     basis = "dna" if "dna" in vectors else "image"
     calibration = ((index.manifest.get("calibration") or {}).get(basis) or {}) if key_modality == "dna" else {}
-    temperature = calibration.get("temperature", DEFAULT_TEMPERATURE)
+    temperature = calibration.get("temperature", index.encoder.temperature or DEFAULT_TEMPERATURE)
     threshold = calibration.get("novelty_threshold")
     if len(vectors) == 1:
         nearest = all_scores[:, 0]
@@ -130,19 +135,21 @@ def vote(neighbour_labels: dict[str, np.ndarray], similarities: np.ndarray, temp
     """Per rank, the share of ``exp(similarity / T)`` weight of the neighbours carrying each label.
 
     ``neighbour_labels`` maps each rank to the neighbours' labels; those without one (None, e.g. pretrain
-    records) abstain at that rank.
+    records) abstain at that rank. Weights are taken relative to the most similar neighbour that votes at the
+    rank, so a sharp temperature cannot underflow every voter's weight to zero.
     """
-    weights = np.exp((similarities - similarities.max()) / temperature)
+    similarities = np.asarray(similarities, dtype=np.float64).tolist()
     predictions = []
     for rank in ORDER_TO_SPECIES:
-        labels = neighbour_labels[rank]
-        labelled = np.array([isinstance(label, str) and label != "" for label in labels])
-        if not labelled.any():
+        voters = [(label, similarity) for label, similarity in zip(neighbour_labels[rank], similarities)
+                  if isinstance(label, str) and label]
+        if not voters:
             predictions.append(RankPrediction(rank, None, 0.0))
             continue
+        best = max(similarity for _, similarity in voters)
         totals: dict[str, float] = {}
-        for label, weight in zip(labels[labelled], weights[labelled]):
-            totals[label] = totals.get(label, 0.0) + float(weight)
+        for label, similarity in voters:
+            totals[label] = totals.get(label, 0.0) + math.exp((similarity - best) / temperature)
         mass = sum(totals.values())
         ranked = sorted(((label, value / mass) for label, value in totals.items()), key=lambda item: -item[1])
         predictions.append(RankPrediction(rank, ranked[0][0], ranked[0][1], ranked[:5]))

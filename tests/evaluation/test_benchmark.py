@@ -12,6 +12,7 @@ from bioscan5m.cli import main
 from bioscan5m.evaluation.baselines import blast_available
 from bioscan5m.evaluation.probes import knn_probe
 from bioscan5m.evaluation.benchmark import load_benchmark_records, unique_barcode_records
+from bioscan5m.evaluation.benchmark.run import IDENTIFICATION_ABLATION
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,8 @@ def test_benchmark_runs_the_open_world_protocol_beside_identity_and_blast(sample
     argv = ["benchmark", "--data", str(sample_root), "--tasks", "open_world", "--out", str(out)]
     assert main(argv + (["--blast"] if blast_available() else [])) == 0
     report = json.loads((out / "report.json").read_text())
-    methods = ["6-mer counts", "aligned identity"] + (["BLAST"] if blast_available() else [])
+    methods = (["6-mer counts", "aligned identity"] + [name for name, _, _ in IDENTIFICATION_ABLATION]
+               + (["BLAST"] if blast_available() else []))
     assert list(report["open_world"]) == methods
     for result in report["open_world"].values():
         assert list(result) == ["species | species in keys", "genus | species absent", "family | genus absent",

@@ -18,6 +18,7 @@ from bioscan5m.identification import (
     MAX_PHOTO_BYTES,
     MAX_PHOTO_PIXELS,
     InputError,
+    KeyIndexError,
     model_fingerprint,
     open_photo,
     parse_barcode,
@@ -230,3 +231,81 @@ def test_cli_builds_an_index_and_identifies_a_fasta_file(sample_root, tmp_path, 
     fasta.write_text(">one\nACGT\n")
     assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta)]) == 2
     assert "query.fasta, record one: The sequence has only 4 determined nucleotides" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- the aligned encoder
+def test_aligned_query_scores_identical_minus_differing_bases_over_the_query(bold_root):
+    from bioscan5m.embedding import AlignedIdentityEncoder, aligned_base_codes
+
+    frame = bioscan5m.read_metadata(bold_root, split="train").drop_duplicates("dna_barcode").head(40)
+    barcodes = frame["dna_barcode"].str.rstrip("N").tolist()
+    fragment = barcodes[0][100:400]  # a partial read of key 0
+    encoder = AlignedIdentityEncoder()
+    scores = encoder.query_vectors(barcodes + [fragment]) @ encoder.key_vectors(barcodes).T
+    codes = aligned_base_codes(barcodes + [fragment])
+    keys, queries = codes[:len(barcodes)], codes
+    both = (queries[:, None] < 4) & (keys[None] < 4)
+    same = (queries[:, None] == keys[None]) & both
+    by_hand = (2 * same.sum(-1) - both.sum(-1)) / (queries < 4).sum(1)[:, None]
+    np.testing.assert_allclose(scores, by_hand, atol=1e-6)
+    np.testing.assert_allclose(np.diag(scores[:len(barcodes)]), 1.0, atol=1e-6)  # each barcode against itself
+    # The fragment matches key 0 over all its bases; a long key with differences must not outrank it.
+    assert scores[-1].argmax() == 0 and scores[-1, 0] == pytest.approx(1.0)
+
+
+def test_vote_with_a_sharp_temperature_never_divides_by_zero():
+    from bioscan5m.identification.prediction import vote
+
+    # The nearest key has no species: the others vote although their weight relative to it underflows.
+    labels = {rank: np.array(["A", "A", "B"], dtype=object) for rank in ("order", "family", "genus")}
+    labels["species"] = np.array([None, "x", "y"], dtype=object)
+    ranks = {p.rank: p for p in vote(labels, np.array([1.0, 0.2, 0.1]), temperature=0.001)}
+    assert ranks["species"].label == "x" and ranks["species"].confidence == pytest.approx(1.0)
+    assert ranks["genus"].label == "A"
+
+
+def test_refine_index_finds_the_exact_nearest_keys_and_survives_a_round_trip(bold_root, tmp_path):
+    import faiss
+
+    from bioscan5m.embedding import AlignedIdentityEncoder
+    from bioscan5m.evaluation.retrieval import faiss_index
+
+    keys = bioscan5m.read_metadata(bold_root, split="train").drop_duplicates("dna_barcode").head(3000)
+    queries = bioscan5m.read_metadata(bold_root, split="test_unseen").head(300)["dna_barcode"].tolist()
+    encoder = AlignedIdentityEncoder()
+    vectors, query_vectors = encoder.key_vectors(keys["dna_barcode"]), encoder.query_vectors(queries)
+    exact, _ = faiss_index(vectors, "flat").search(query_vectors, 5)
+    refine = faiss_index(vectors, "refine", refine_dims=128)
+    faiss.write_index(refine, str(tmp_path / "refine.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "refine.faiss"))
+    scores, hits = loaded.search(query_vectors, 5)
+    np.testing.assert_array_equal(hits, refine.search(query_vectors, 5)[1])
+    # Candidates from the projection, scored exactly: the nearest key's similarity is the exact one.
+    assert np.mean(np.isclose(scores[:, 0], exact[:, 0], atol=1e-5)) >= 0.98
+    assert np.all(scores[:, 0] <= exact[:, 0] + 1e-5)
+    with pytest.raises(ValueError, match="choose one of flat, refine, ivf"):
+        faiss_index(vectors, "hnsw")
+
+
+def test_aligned_index_identifies_its_keys_and_refuses_a_tampered_length(bold_root, tmp_path):
+    folder = bioscan5m.build_index(bold_root, tmp_path / "index", model="aligned", splits="key_unseen",
+                                   calibration="val_unseen+other_heldout", max_calibration_queries=500)
+    index = bioscan5m.load_index(folder)
+    assert index.manifest["index_type"] == "refine" and index.manifest["encoder"] == {"kind": "aligned", "length": 660}
+    assert index.manifest["calibration"]["dna"]["temperature"] == 0.001  # fixed, not fitted
+    assert index.manifest["calibration"]["dna"]["novelty_auroc"] > 0.95
+    keys = bioscan5m.read_metadata(bold_root, split="key_unseen").sample(30, random_state=0)
+    results = [bioscan5m.identify(index, dna=b) for b in keys["dna_barcode"]]
+    assert all(r.neighbours[0]["similarity"] == pytest.approx(1.0) for r in results)
+    assert np.mean([r.prediction("species").label == s for r, s in zip(results, keys["species"])]) >= 0.95
+    # A plate with repeated barcodes: each searched once, every row answered in input order.
+    plate = [(f"q{i}", b) for i, b in enumerate(list(keys["dna_barcode"][:5]) * 3)]
+    table = bioscan5m.identify_many(index, dna=plate, progress=False)
+    assert table["query_id"].tolist() == [q for q, _ in plate]
+    assert table["species"].tolist() == [r.prediction("species").label for r in results[:5]] * 3
+
+    manifest = json.loads((folder / "index.json").read_text())
+    manifest["encoder"]["length"] = 10 ** 9
+    (folder / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(KeyIndexError, match="not a barcode length"):
+        bioscan5m.load_index(folder)

@@ -24,6 +24,7 @@ from .tasks import (
     blast_classification,
     blast_open_world,
     blast_retrieval,
+    identification_open_world,
     identity_open_world,
     retrieval_arrays,
     run_classification,
@@ -32,6 +33,17 @@ from .tasks import (
     run_open_world,
     run_retrieval,
     search_speed,
+)
+
+#: The identification recipe and its ablation on the open-world tasks: (row, options, what it is).
+IDENTIFICATION_ABLATION = (
+    ("aligned, mismatch penalty, top hit", {"index_type": "flat", "vote_k": 1},
+     "the aligned encoder's nearest key (+1 per identical base, -1 per differing one, over the query's bases), exact"),
+    ("aligned, voted, exact", {"index_type": "flat"},
+     "the same with identify's vote over the 25 nearest keys (fixed temperature 0.001), exact flat search"),
+    ("identify (aligned index)", {},
+     "bioscan5m identify with an `aligned` index as built by default: the vote, over candidates from a 256-d SVD "
+     "projection scored exactly (IndexRefineFlat)"),
 )
 
 #: What a benchmark can measure; ``open_world`` is the open-world protocol at every rank, ``delimitation`` species
@@ -175,6 +187,11 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
         report.open_world["aligned identity"] = identity_open_world(sets["open_world"])
         report.sources["aligned identity"] = ("the key with the most identical bases at the same COI-5P reference "
                                               "positions: ungapped identity 1-NN, no model")
+        # The identification recipe (`identify` over an `aligned` index) and what each of its ingredients adds.
+        for name, options, description in IDENTIFICATION_ABLATION:
+            steps.set_postfix_str(f"{name}: open world")
+            report.open_world[name] = identification_open_world(sets["open_world"], **options)
+            report.sources[name] = description
         steps.update()
     if "delimitation" in sets:
         steps.set_postfix_str("species delimitation")

@@ -100,6 +100,35 @@ def run_open_world(embed, sets: dict) -> dict:
             for name, task in sets.items()}
 
 
+def identification_open_world(sets: dict, model: str = "aligned", index_type: str | None = None,
+                               vote_k: int = 25, temperature: float | None = None) -> dict:
+    """The identification recipe on every open-world task: each task's keys as a key index of ``model`` (its
+    default FAISS index unless ``index_type``) and every query answered by `bioscan5m.identify`'s vote over its
+    ``vote_k`` nearest keys (``vote_k=1``: the nearest key's label), at the encoder's temperature unless
+    ``temperature``."""
+    import pandas as pd
+
+    from ...embedding import make_encoder
+    from ...identification.key_index import KEY_COLUMNS, KeyIndex
+    from ...identification.prediction import predict
+
+    out = {}
+    for name, task in sets.items():
+        keys, queries, rank = task["keys"], task["queries"], task["rank"]
+        encoder = make_encoder(model, fit_sequences=keys.sequences)
+        table = pd.DataFrame({column: [None] * len(keys) for column in (*KEY_COLUMNS, "thumbnail")})
+        table[rank] = [str(label) if label >= 0 else None for label in keys.labels[rank]]
+        vectors = encoder.key_vectors(keys.sequences)
+        calibration = None if temperature is None else {"dna": {"temperature": temperature}}
+        index = KeyIndex(Path("."), {"calibration": calibration}, table, encoder,
+                         retrieval.faiss_index(vectors, index=index_type or encoder.index_type))
+        answers = predict(index, {"dna": encoder.query_vectors(queries.sequences)}, 1, vote_k)
+        position = ORDER_TO_SPECIES.index(rank)
+        predicted = np.array([int(ranks[position].label) if ranks[position].label else -2 for ranks, *_ in answers])
+        out[name] = topk_accuracy(predicted, queries.labels[rank])
+    return out
+
+
 def identity_open_world(sets: dict) -> dict:
     """The aligned-identity baseline (most identical bases in the reference frame, no model) on the open-world tasks."""
     return _top_hit_open_world(sets, baselines.aligned_identity_nearest)
