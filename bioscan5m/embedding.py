@@ -152,7 +152,6 @@ def one_hot_bases(codes: np.ndarray) -> np.ndarray:
     return vectors.reshape(len(codes), 4 * codes.shape[1])
 
 
-
 # --- Encoders: one object per embedding model, with embed_dna (and embed_images for CLIBD) ---
 
 class CosineEncoder:
@@ -173,16 +172,16 @@ class CosineEncoder:
 
 class AlignedIdentityEncoder:
     """No model: barcodes compared base by base in the COI-5P reference frame, without gaps, as a BLAST top hit
-    compares them, and searched exactly by one matrix product.
+    compares them; the similarity is an inner product, so FAISS searches it.
 
     A key is its one-hot bases (`one_hot_bases`); a query scores +1 for every base identical to the key's and -1
     for every base that differs, at the positions both barcodes cover, divided by the query's bases. So the
     similarity is 1 for a key identical over the whole query, ``2 * identity - 1`` for a full-length overlap (0.96
     is 98 % identity), and a fragment that matches a short stretch scores below a key that matches more of the query.
     Counting identical bases alone would prefer a long key with many differences to a shorter one identical to
-    the query. Vectors are ``4 * length`` wide, so a flat index costs ``16 * length`` bytes per key (10.6 kB at
-    660): exact search for reference libraries up to a few hundred thousand barcodes, where the k-mer embedding
-    (1.4 kB per key, or an IVF index) takes over.
+    the query. Vectors are ``4 * length`` wide, so the index costs ``16 * length`` bytes per key (10.6 kB at 660,
+    plus the refine index's projection): for reference libraries up to a few hundred thousand barcodes, where the
+    k-mer embedding (1.4 kB per key, or an IVF index) takes over.
     """
 
     kind = "aligned"

@@ -67,7 +67,7 @@ def faiss_index(keys, index: str = "flat", nlist: int | None = None, nprobe: int
     ``flat``: exact. ``refine``: for wide vectors (the aligned encoder's 2,640): exact search in the keys'
     ``refine_dims`` leading singular directions (a truncated SVD, uncentred so that inner products are kept)
     proposes ``refine_k_factor * k`` candidates, which are scored exactly on the full vectors (``IndexRefineFlat``);
-    several times faster than ``flat`` and, on the real barcodes, the same nearest key for >= 99.6 % of queries.
+    2-3x faster than ``flat`` and, on the real barcodes, the same nearest key for >= 99.6 % of queries.
     ``ivf``: an inverted file (``nlist`` cells, ``nprobe`` visited), for millions of keys.
     """
     import faiss

@@ -18,7 +18,7 @@ The index folder holds everything needed to answer a query, in formats that are 
 * ``thumbnails/``: small JPEG photographs of the keys, when the release has images.
 
 Embedding models (``model=``): ``"aligned"`` (barcodes compared base by base without gaps in the COI-5P reference
-frame, exact search; no model, DNA only: BLAST's accuracy at every rank, 10.6 kB per key), ``"kmer"`` /
+frame; no model, DNA only: BLAST's accuracy at every rank, 11.8 kB per key), ``"kmer"`` /
 ``"kmer:K"`` (the k-mer-count baseline, needs no training; DNA only, 1.4 kB per key), a BarcodeBERT folder (DNA),
 or a CLIBD folder (DNA and photographs in one space).
 
@@ -27,10 +27,9 @@ each with weight ``exp(similarity / T)``; the temperature ``T`` is fitted at bui
 calibrated probabilities on held-out queries of known species. The ``aligned`` encoder has its temperature fixed
 instead (`AlignedIdentityEncoder.temperature`, ~2/3 of a base on a full barcode: the nearest key decides, keys as
 near vote), because the softer temperature that fits probabilities best costs accuracy on queries far from the
-keys. A query whose nearest key is less similar than
-the novelty threshold is flagged "possibly undescribed species"; the threshold is the one that best separates
-held-out queries whose species is among the keys from those whose species is not (``other_heldout``, unseen
-species), by Youden's J.
+keys. A query whose nearest key is less similar than the novelty threshold is flagged "possibly undescribed
+species"; the threshold is the one that best separates held-out queries whose species is among the keys from
+those whose species is not (``other_heldout``, unseen species), by Youden's J.
 
 The package in reading order: ``inputs`` (what a user hands in, checked), ``model_reference`` (how an index names
 and fingerprints its model; the embedding models themselves are ``bioscan5m.embedding``), ``key_index`` (build, save, load, check), ``prediction`` (identify and vote), ``batch`` (many

@@ -20,7 +20,8 @@ def calibrate(index: KeyIndex, records, images: dict | None = None, batch_size: 
     (``other_heldout``), the easy case; so every known record is also used a second time as a novel one, with
     the keys of its own species left out ("leave-species-out"), which stands for an undescribed species of a
     known genus. The temperature minimises the negative log-likelihood of the known records' labels over the
-    ranks (an encoder with a fixed ``temperature`` keeps it); the threshold on the nearest key's similarity maximises Youden's J (novel flagged minus known flagged).
+    ranks (an encoder with a fixed ``temperature`` keeps it); the threshold on the nearest key's similarity
+    maximises Youden's J (novel flagged minus known flagged).
     Returns ``{"dna": {...}, "image": {...}}`` (``image`` only when photographs were calibrated).
     """
     records = records[records["species"].notna()].reset_index(drop=True)
@@ -33,8 +34,8 @@ def calibrate(index: KeyIndex, records, images: dict | None = None, batch_size: 
         with_photo = records[records["processid"].isin(images)].reset_index(drop=True)
         if len(with_photo):
             photos = [images[pid] for pid in with_photo["processid"]]
-            result["image"] = _calibrate_queries(index, with_photo, l2_normalize_rows(index.encoder.embed_images(photos)),
-                                                 vote_k, species_out_k)
+            vectors = l2_normalize_rows(index.encoder.embed_images(photos))
+            result["image"] = _calibrate_queries(index, with_photo, vectors, vote_k, species_out_k)
     return result
 
 
