@@ -1,6 +1,7 @@
 """Every embedding the package makes, in one place: barcodes compared base by base in the reference frame (no
 model), the k-mer baseline (SVD of k-mer counts), a saved BarcodeBERT and a saved CLIBD (photographs and DNA in one
-space), resolved from ``"aligned"``, ``"kmer[:K]"`` or a model folder by :func:`make_encoder`; and BarcodeBERT
+space), resolved from ``"aligned"``, ``"kmer[:K]"`` or a model folder by :func:`make_encoder`; any timm image model
+(`TimmImageEncoder`) and the photographs of a release's records (`embed_release_images`); and BarcodeBERT
 embeddings at scale (batched, length-sorted, written to disk as they come).
 
     from bioscan5m.embedding import embed_sequences, make_encoder
@@ -307,6 +308,130 @@ class ClibdEncoder(CosineEncoder):
 
     def save(self, folder: Path) -> dict:
         return {"kind": self.kind, "model": self.model_dir}
+
+
+class TimmImageEncoder:
+    """Any timm image model as a photograph embedding: its pooled features (``num_classes=0``), after the
+    zero-shot clustering protocol's preprocessing: the shorter side resized to the model's input size (bilinear,
+    antialiased), a centre crop, and the model's own mean and std (ImageNet's, or CLIP's for CLIP models).
+
+    Weights come from the Hub (``weights=None``, timm's pretrained tag for ``name``) or from a local
+    ``.safetensors`` file of the model's state dict; a classifier head in the file is ignored.
+    """
+
+    kind = "timm"
+    modalities = ("image",)
+
+    def __init__(self, name: str, weights: str | os.PathLike | None = None, num_threads: int | None = None):
+        import timm
+        import torch
+
+        if not timm.is_model(name):
+            raise ValueError(f"{name!r} is not a timm model name (see timm.list_models()).")
+        self.name, self.weights = name, None if weights is None else str(weights)
+        if weights is None:
+            try:
+                self.model = timm.create_model(name, pretrained=True, num_classes=0)
+            except Exception as error:  # offline, or no pretrained tag: say how to give weights instead
+                raise OSError(f"timm model {name!r}: its pretrained weights could not be fetched from the Hub "
+                              f"({type(error).__name__}); give local weights instead (--weights FILE.safetensors).") from None
+        else:
+            self.model = timm.create_model(name, pretrained=False, num_classes=0)
+            self.model.load_state_dict(_timm_state_dict(self.model, weights))
+        self.model.eval()
+        config = timm.data.resolve_data_config({}, model=self.model)
+        self.image_size = int(config["input_size"][-1])
+        self.mean = np.asarray(config["mean"], np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(config["std"], np.float32).reshape(3, 1, 1)
+        self.num_threads = num_threads or os.cpu_count() or 1
+        self.dims = int(self.model.num_features)
+        self._torch = torch
+
+    def preprocess(self, image) -> np.ndarray:
+        """One image (PIL or ``(H, W, 3)`` uint8 array) as the model's ``(3, size, size)`` float input."""
+        from PIL import Image
+
+        picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        width, height = picture.size
+        short, long = sorted((width, height))
+        long = int(self.image_size * long / short)  # truncated, as torchvision's Resize computes it
+        size = (self.image_size, long) if width <= height else (long, self.image_size)
+        picture = picture.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        left = int(round((size[0] - self.image_size) / 2.0))
+        top = int(round((size[1] - self.image_size) / 2.0))
+        pixels = np.asarray(picture)[top:top + self.image_size, left:left + self.image_size]
+        return (pixels.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std
+
+    def embed_images(self, images: Sequence, metadata=None, batch_size: int = 64) -> np.ndarray:
+        """Pooled features of each image, ``(len(images), num_features)``; resizing runs on a thread pool (PIL
+        releases the GIL while it resamples)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        torch = self._torch
+        out = np.empty((len(images), self.dims), np.float32)
+        with ThreadPoolExecutor(self.num_threads) as pool, torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                inputs = np.stack(list(pool.map(self.preprocess, images[start:start + batch_size])))
+                out[start:start + len(inputs)] = self.model(torch.from_numpy(inputs)).float().numpy()
+        return out
+
+
+def _timm_state_dict(model, weights) -> dict:
+    from safetensors.torch import load_file
+
+    path = Path(weights).expanduser()
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: image weights are read from .safetensors files only (never unpickled).")
+    if not path.is_file():
+        raise FileNotFoundError(f"image weights {path} do not exist.")
+    try:
+        state = load_file(path)
+    except Exception as error:  # safetensors raises its own error type for a damaged or foreign file
+        raise ValueError(f"{path}: not a readable .safetensors file ({error}).") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ValueError(f"{path}: not weights of this model: {len(missing)} tensors missing (e.g. {missing[0]!r}).")
+    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise ValueError(f"{path}: tensor {wrong[0]!r} has shape {tuple(state[wrong[0]].shape)}, the model's is "
+                         f"{tuple(expected[wrong[0]].shape)}.")
+    return {k: state[k] for k in expected}  # a classifier head in the file has no place in a num_classes=0 model
+
+
+def embed_release_images(encoder, root, processids: Sequence[str], splits: Sequence[str], config: str = "cropped_256",
+                         batch_size: int = 64, num_threads: int | None = None, progress: bool = True,
+                         cache_dir=None) -> np.ndarray:
+    """Embed the photographs of records of a release with an image encoder (`TimmImageEncoder`, `ClibdEncoder`),
+    one row per processid in the order given.
+
+    The images are read in place from the image package ``config`` (folders or the official zips) of the splits
+    named in ``splits``, decoded in batches on a thread pool (`~bioscan5m.data.images.iter_image_batches`) while the
+    model embeds the previous batch; the records' other columns go to an encoder that fuses metadata.
+    """
+    import bioscan5m
+    import pandas as pd
+
+    from .data.images import iter_image_batches
+
+    if config == "dna":
+        raise ValueError("Image embeddings need an image package (e.g. cropped_256), not the 'dna' config.")
+    dataset = bioscan5m.load_dataset(root, config, split="+".join(sorted(set(splits))), cache_dir=cache_dir)
+    rows = pd.Index(dataset["processid"]).get_indexer(list(processids))
+    if (rows < 0).any():
+        missing = list(processids)[int(np.flatnonzero(rows < 0)[0])]
+        raise ValueError(f"{root}: record {missing!r} has no image in the {config} package.")
+    dataset = dataset.select(rows)
+    batches = iter_image_batches(dataset, batch_size=batch_size, num_threads=num_threads)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"embedding {config} images", unit="batch", total=-(-len(rows) // batch_size))
+    parts = []
+    for batch in batches:
+        images = batch.pop("image")
+        parts.append(encoder.embed_images(images, metadata=pd.DataFrame(batch), batch_size=batch_size))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 #: The encoder that needs no model: barcodes compared base by base (`AlignedIdentityEncoder`).

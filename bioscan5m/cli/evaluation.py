@@ -17,7 +17,8 @@ from .arguments import (
 
 def add_commands(sub) -> None:
     """cluster, retrieve, benchmark."""
-    sources = "dna:MODEL_DIR (or MODEL_DIR), kmer[:K] for the k-mer baseline"
+    sources = ("dna:MODEL_DIR (or MODEL_DIR: BarcodeBERT, or CLIBD's DNA tower), kmer[:K] (the k-mer baseline), "
+               "image:TIMM_NAME or image:CLIBD_DIR (the records' photographs), or fused: dna:A+image:B (W*A to weight)")
     p = sub.add_parser("cluster", help="zero-shot clustering: UMAP 50 -> Ward -> AMI per rank, plus a 2-D UMAP plot")
     p.add_argument("--embeddings", required=True, help=f"embedding source: {sources}, or FILE.npy (one row per record)")
     add_release_root(p)
@@ -29,6 +30,7 @@ def add_commands(sub) -> None:
     add_seed_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="sequences per model forward pass")
     add_reading_frames_arg(p)
+    add_image_args(p)
     add_overwrite_arg(p)
     p.set_defaults(run=_run_cluster)
 
@@ -43,8 +45,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/retrieve; MODEL/retrieval for CLIBD)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="records per forward pass (default 128; 64 for CLIBD)")
     add_reading_frames_arg(p)
+    add_image_args(p)
     clibd = p.add_argument_group("CLIBD models")
-    clibd.add_argument("--config", default="cropped_256", choices=IMAGE_PACKAGES, help="image package (default cropped_256)")
     clibd.add_argument("--pairs", default="image->image,dna->dna,image->dna", help="query->key modality pairs")
     clibd.add_argument("--baseline", default=None,
                        help="no-alignment model (default MODEL/no_alignment if present; 'none' to skip)")
@@ -55,7 +57,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("benchmark", help="the benchmark report: classification, clustering, retrieval vs k-mer and BLAST")
     add_release_root(p)
-    p.add_argument("--model", action="append", default=[], help="saved model folder (repeat for several)")
+    p.add_argument("--model", action="append", default=[], help=f"embedding source (repeat for several): {sources}")
     p.add_argument("--blast", action="store_true", help="include the BLAST baseline (needs blastn, package ncbi-blast+)")
     p.add_argument("--kmer", type=positive_int, default=6, help="k of the k-mer baseline (default 6)")
     p.add_argument("--dedup", choices=("barcodebert", "per-split"), default="barcodebert",
@@ -70,8 +72,17 @@ def add_commands(sub) -> None:
     add_seed_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="records per forward pass (default 128)")
     add_reading_frames_arg(p)
+    add_image_args(p)
     add_overwrite_arg(p)
     p.set_defaults(run=_run_benchmark)
+
+
+def add_image_args(p) -> None:
+    group = p.add_argument_group("photographs (image: sources)")
+    group.add_argument("--config", default="cropped_256", choices=IMAGE_PACKAGES,
+                       help="image package the photographs are read from (default cropped_256)")
+    group.add_argument("--weights", default=None, metavar="FILE.safetensors",
+                       help="local weights of an image:TIMM_NAME model (default: its pretrained weights from the Hub)")
 
 
 def _run_cluster(args) -> None:
@@ -79,7 +90,8 @@ def _run_cluster(args) -> None:
 
     result = cluster_report(args.embeddings, args.data, split=args.split, out_dir=args.out, n_clusters=args.n_clusters,
                             distance_threshold=args.distance_threshold, seed=args.seed, batch_size=args.batch_size,
-                            reading_frames=args.reading_frames, overwrite=args.overwrite)
+                            reading_frames=args.reading_frames, config=args.config, weights=args.weights,
+                            overwrite=args.overwrite)
     print(f"{result['records']:,} records, {result['n_clusters']} clusters ({result['ward']} Ward)")
     for rank, score in result["scores"].items():
         print(f"  AMI {RANK_TITLES[rank]:<10} {100 * score['ami']:6.2f}   ({score['num_classes']} classes)")
@@ -95,8 +107,10 @@ def _run_retrieve(args) -> None:
     result = retrieval_report(args.model, args.data, queries=csv_list(args.queries), keys=args.keys, out_dir=out,
                               top_k=[int(k) for k in csv_list(args.top_k)], index=args.index,
                               batch_size=args.batch_size or 128, reading_frames=args.reading_frames,
-                              overwrite=args.overwrite)
-    for rank, scores in result["dna->dna"].items():
+                              config=args.config, weights=args.weights, overwrite=args.overwrite)
+    pair = next(key for key in result if "->" in key)
+    print(pair)
+    for rank, scores in result[pair].items():
         for name in result["queries"]:
             cells = "  ".join(f"{key} {100 * value:6.2f}" for key, value in scores[name].items() if key.startswith(("micro_", "macro_")))
             print(f"  {rank:<8} {name:<12} {cells}")
@@ -132,5 +146,6 @@ def _run_benchmark(args) -> None:
     run_benchmark(args.data, models=args.model, out_dir=args.out, blast=args.blast, kmer=args.kmer, dedup=args.dedup,
                   linear_probe=not args.no_linear_probe, seed=args.seed, max_records_per_split=args.max_records_per_split,
                   batch_size=args.batch_size, command=command_line(), tasks=csv_list(args.tasks),
-                  reading_frames=args.reading_frames, overwrite=args.overwrite)
+                  reading_frames=args.reading_frames, config=args.config, weights=args.weights,
+                  overwrite=args.overwrite)
     print(f"report written to {args.out}/report.md and {args.out}/report.json")

@@ -38,7 +38,7 @@ def test_benchmark_report_with_model_and_baselines(sample_root, tiny_model, tmp_
     assert list(report["sources"]) == methods
     assert set(report["clustering"]) == set(report["retrieval"]) - {"BLAST"} == {tiny_model.name, "6-mer counts"}
     markdown = (out / "report.md").read_text()
-    for heading in ("## DNA classification", "## Zero-shot clustering", "## DNA -> DNA retrieval", "## Performance"):
+    for heading in ("## Classification", "## Zero-shot clustering", "## Retrieval within", "## Performance"):
         assert heading in markdown
     for path in report["plots"].values():
         assert (out / path).read_bytes()[:4] == b"\x89PNG"

@@ -1,5 +1,6 @@
-"""The benchmark report: DNA classification, zero-shot clustering and retrieval for each model next to the k-mer
-and BLAST baselines, measured in the same run on the same records, written as Markdown, JSON and PNG plots.
+"""The benchmark report: classification, zero-shot clustering and retrieval for each embedding source (DNA models,
+image models on the records' photographs, fusions of both) next to the k-mer and BLAST baselines, measured in the
+same run on the same records, written as Markdown, JSON and PNG plots.
 
 Protocols (those of the BarcodeBERT, CLIBD and BIOSCAN-5M papers):
 
@@ -26,8 +27,18 @@ from __future__ import annotations
 from .markdown import plot_bars, to_markdown
 from .records import CLUSTER_RANKS, RANK_TITLES, RecordSet, load_benchmark_records, read_records, unique_barcode_records
 from .run import Benchmark, cluster_report, command_line, retrieval_report, run_benchmark
-from .sources import EmbeddingSource, kmer_source, model_source, npy_source, parse_source
+from .sources import (
+    EmbeddingSource,
+    EmbeddingTable,
+    embed_records,
+    fused_source,
+    image_source,
+    kmer_source,
+    model_source,
+    npy_source,
+    parse_source,
+)
 
 __all__ = ["Benchmark", "run_benchmark", "cluster_report", "retrieval_report", "command_line", "RecordSet",
-           "load_benchmark_records", "read_records", "unique_barcode_records", "EmbeddingSource", "kmer_source",
-           "model_source", "npy_source", "parse_source", "to_markdown", "plot_bars", "CLUSTER_RANKS", "RANK_TITLES"]
+           "load_benchmark_records", "read_records", "unique_barcode_records", "EmbeddingSource", "EmbeddingTable",
+           "embed_records", "kmer_source", "model_source", "image_source", "fused_source", "npy_source", "parse_source", "to_markdown", "plot_bars", "CLUSTER_RANKS", "RANK_TITLES"]

@@ -31,8 +31,9 @@ def to_markdown(report: Benchmark) -> str:
              f"Data: `{report.data['root']}`; classification dedup protocol `{report.data['dedup']}`"
              + (f"; first {report.data['max_records_per_split']} records per split" if report.data["max_records_per_split"] else ""), ""]
     if report.classification:
-        lines += ["## DNA classification (unique barcodes, keys = train)", "",
-                  "Accuracy %, micro / macro. 1-NN: cosine nearest train barcode; BLAST: top `blastn` hit.", ""]
+        lines += ["## Classification (unique barcodes, keys = train)", "",
+                  "Accuracy %, micro / macro. 1-NN: the cosine-nearest train record in the source's embedding (its "
+                  "barcode, photograph or both); BLAST: top `blastn` hit.", ""]
         columns = {"species @ test: 1-NN / top hit": ("species@test 1-NN", "species@test top hit"),
                    "species @ test: linear probe": ("species@test linear",),
                    "genus @ test_unseen: 1-NN / top hit": ("genus@test_unseen 1-NN", "genus@test_unseen top hit")}
@@ -55,20 +56,21 @@ def to_markdown(report: Benchmark) -> str:
         lines += ["AMI at each rank scores the same species-count clustering; records without a label at a rank "
                   "are left out of that rank.", ""]
     if report.retrieval:
-        lines += ["## DNA -> DNA retrieval (keys = train + key_unseen; top-1 accuracy %)", ""]
+        lines += ["## Retrieval within each source's modality (keys = train + key_unseen; top-1 accuracy %)", ""]
         rows = []
         for name, result in report.retrieval.items():
+            pair = _pair(result)
             for average in ("micro", "macro"):
-                row = {"method": name, "average": average}
+                row = {"method": name, "query -> key": pair, "average": average}
                 for r in ORDER_TO_SPECIES:
-                    s = result["dna->dna"][r]
+                    s = result[pair][r]
                     row.update({f"{r} seen": _pct(s["seen"][f"{average}_top1"]),
                                 f"{r} unseen": _pct(s["unseen"][f"{average}_top1"]),
                                 f"{r} H.M.": _pct(s[f"harmonic_mean_{average}_top1"])})
                 rows.append(row)
         lines += _table(rows)
         lines += ["Species top-k (macro %, seen / unseen):", ""]
-        species = {name: result["dna->dna"]["species"] for name, result in report.retrieval.items()}
+        species = {name: result[_pair(result)]["species"] for name, result in report.retrieval.items()}
         lines += _table([{"method": name, **{f"top-{k}": f"{_pct(s['seen'][f'macro_top{k}'])} / "
                                                          f"{_pct(s['unseen'][f'macro_top{k}'])}" for k in (1, 3, 5)}}
                          for name, s in species.items()])
@@ -76,7 +78,8 @@ def to_markdown(report: Benchmark) -> str:
         lines += ["## Open world at every rank (top-1 accuracy %, micro / macro)", "",
                   "Queries whose taxon one rank below is absent from the keys: species of `test` (keys `train`), genus "
                   "of `test_unseen`, family of held-out genera, order of held-out families (unique barcodes of "
-                  "`train`+`test`, a fifth of the eligible taxa held out, seed 0, at most 2,000 queries).", ""]
+                  "`train`+`test`, a fifth of the eligible taxa held out, at most 2,000 queries, both drawn with seed "
+                  f"{report.data.get('seed', 0)}).", ""]
         lines += _table([{"method": name, **{task: f"{_pct(score['micro_top1'])} / {_pct(score['macro_top1'])}"
                                              for task, score in result.items()}}
                          for name, result in report.open_world.items()])
@@ -132,8 +135,9 @@ def plot_bars(report: Benchmark, folder: Path) -> dict[str, str]:
     for split in ("seen", "unseen"):
         if report.retrieval:
             ranks = list(ORDER_TO_SPECIES)
-            charts.append((f"DNA->DNA retrieval, macro top-1, {split}", f"retrieval_{split}.png", ranks,
-                           {n: [r["dna->dna"][rank][split]["macro_top1"] for rank in ranks] for n, r in report.retrieval.items()}))
+            charts.append((f"retrieval within each modality, macro top-1, {split}", f"retrieval_{split}.png", ranks,
+                           {n: [r[_pair(r)][rank][split]["macro_top1"] for rank in ranks]
+                            for n, r in report.retrieval.items()}))
     written = {}
     for title, filename, ranks, values in charts:
         fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
@@ -150,3 +154,6 @@ def plot_bars(report: Benchmark, folder: Path) -> dict[str, str]:
     return written
 
 
+def _pair(result: dict) -> str:
+    """The one ``query->key`` pair a source's retrieval result holds (``dna->dna``, ``image->image``, ...)."""
+    return next(key for key in result if "->" in key)

@@ -33,21 +33,36 @@ def unique_barcode_records(frame, dedup: str = "barcodebert"):
 
 @dataclass
 class RecordSet:
-    """Records of one role (e.g. retrieval keys): cleaned sequences and integer labels per rank."""
+    """Records of one role (e.g. retrieval keys): their ids and splits, cleaned sequences and integer labels per
+    rank."""
 
     name: str
     sequences: list[str]
     labels: dict[str, np.ndarray]
     order_names: np.ndarray
+    processids: np.ndarray
+    splits: np.ndarray
 
     def __len__(self) -> int:
         return len(self.sequences)
+
+    @classmethod
+    def union(cls, name: str, record_sets: Sequence[RecordSet]) -> RecordSet:
+        """Every distinct record (by processid) of ``record_sets``, ordered by processid."""
+        processids = np.concatenate([s.processids for s in record_sets])
+        _, keep = np.unique(processids, return_index=True)
+        pick = lambda field: np.concatenate([getattr(s, field) for s in record_sets])[keep]  # noqa: E731
+        sequences = [s for record_set in record_sets for s in record_set.sequences]
+        return cls(name, [sequences[i] for i in keep],
+                   {r: np.concatenate([s.labels[r] for s in record_sets])[keep] for r in record_sets[0].labels},
+                   pick("order_names"), processids[keep], pick("splits"))
 
 
 def _record_set(name: str, frame) -> RecordSet:
     return RecordSet(name, clean_barcodes(frame["dna_barcode"]),
                      {r: frame[f"{r}_index"].to_numpy() for r in TARGET_COLUMNS},
-                     frame["order"].astype(object).fillna("").to_numpy())
+                     frame["order"].astype(object).fillna("").to_numpy(),
+                     frame["processid"].astype(str).to_numpy(), frame["split"].astype(str).to_numpy())
 
 
 #: The open-world protocol: at every rank, queries whose taxon one rank below is absent from the keys.
@@ -95,10 +110,11 @@ def open_world_sets(unique, seed: int = 0, held_out_fraction: float = 0.2, max_q
 
 
 def load_benchmark_records(root, dedup: str = "barcodebert", max_records_per_split: int | None = None,
-                           tasks: Sequence[str] = ("classification", "clustering", "retrieval")) -> dict:
+                           tasks: Sequence[str] = ("classification", "clustering", "retrieval"), seed: int = 0) -> dict:
     """The record sets each task needs, read from a release root.
 
-    ``max_records_per_split`` keeps only the first records of every split (for quick runs and tests).
+    ``max_records_per_split`` keeps only the first records of every split (for quick runs and tests); ``seed`` draws
+    the taxa the open-world protocol holds out of its keys.
     """
     from ...data.metadata import read_metadata
 
@@ -114,7 +130,7 @@ def load_benchmark_records(root, dedup: str = "barcodebert", max_records_per_spl
     if "clustering" in tasks:
         sets["clustering"] = _record_set("test+test_unseen", by_split(frame, "test", "test_unseen"))
     if "open_world" in tasks:
-        sets["open_world"] = open_world_sets(unique_barcode_records(frame, dedup))
+        sets["open_world"] = open_world_sets(unique_barcode_records(frame, dedup), seed=seed)
     if "delimitation" in tasks:
         sets["delimitation"] = {"records": _record_set("test+test_unseen", by_split(frame, "test", "test_unseen")),
                                 "calibration": _record_set("val+val_unseen", by_split(frame, "val", "val_unseen"))}

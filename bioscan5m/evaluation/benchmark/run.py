@@ -19,7 +19,7 @@ from ...staging import check_output, staged_folder
 from .. import baselines
 from .markdown import plot_bars, to_markdown
 from .records import load_benchmark_records, read_records, record_sets
-from .sources import embed_unique, embedding_cache_dir, embedding_rows, kmer_source, model_source, parse_source
+from .sources import embed_records, embedding_cache_dir, kmer_source, parse_source, spec_paths
 from .tasks import (
     blast_classification,
     blast_open_world,
@@ -53,11 +53,14 @@ TASKS = ("classification", "clustering", "retrieval", "open_world", "delimitatio
 
 def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="runs/cluster",
                    n_clusters: int | None = None, distance_threshold: float | None = None, seed: int = 0,
-                   batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
-    """``bioscan5m cluster``: zero-shot clustering of one embedding source; writes ``clustering.json`` and a UMAP PNG
-    into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
-    out_dir = check_output(out_dir, overwrite, inputs=(root, source))
-    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
+                   batch_size: int = 128, reading_frames: int = 1, config: str = "cropped_256", weights=None,
+                   overwrite: bool = False) -> dict:
+    """``bioscan5m cluster``: zero-shot clustering of one embedding source (any `parse_source` spec; photographs
+    from image package ``config``); writes ``clustering.json`` and a UMAP PNG into ``out_dir`` (refused if it
+    exists, unless ``overwrite``)."""
+    out_dir = check_output(out_dir, overwrite, inputs=(root, weights, *spec_paths(source)))
+    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames, root=root,
+                                    config=config, weights=weights)
     records = read_records(root, split)
     plot_name = f"umap_{_slug(embedding_source.name)}.png"
     with staged_folder(out_dir, overwrite) as staging:
@@ -71,17 +74,21 @@ def cluster_report(source: str, root, split: str = "test+test_unseen", out_dir="
 
 def retrieval_report(source: str, root, queries: Sequence[str] = ("test", "test_unseen"), keys: str = "train+key_unseen",
                      out_dir="runs/retrieve", top_k: Sequence[int] = (1, 3, 5), index: str = "flat",
-                     batch_size: int = 128, reading_frames: int = 1, overwrite: bool = False) -> dict:
-    """``bioscan5m retrieve``: DNA->DNA retrieval of each query split against the keys; writes ``retrieval.json``
-    into ``out_dir`` (refused if it exists, unless ``overwrite``)."""
-    out_dir = check_output(out_dir, overwrite, inputs=(root, source))
-    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames)
+                     batch_size: int = 128, reading_frames: int = 1, config: str = "cropped_256", weights=None,
+                     overwrite: bool = False) -> dict:
+    """``bioscan5m retrieve``: retrieval of each query split against the keys within one source (DNA->DNA,
+    image->image, or fused records); writes ``retrieval.json`` into ``out_dir`` (refused if it exists, unless
+    ``overwrite``)."""
+    out_dir = check_output(out_dir, overwrite, inputs=(root, weights, *spec_paths(source)))
+    embedding_source = parse_source(source, batch_size=batch_size, reading_frames=reading_frames, root=root,
+                                    config=config, weights=weights)
     if embedding_source.kind == "file":
-        raise ValueError("retrieve needs a model folder or 'kmer[:K]': a .npy file cannot embed both queries and keys.")
+        raise ValueError("retrieve needs a source that embeds records: a .npy file cannot embed both queries and keys.")
     sets = {"keys": read_records(root, keys), **{q: read_records(root, q) for q in queries}}
-    table = embed_unique(embedding_source, sorted({s for r in sets.values() for s in r.sequences}))
+    table = embed_records(embedding_source, list(sets.values()))
     arrays = retrieval_arrays(table, sets, embedding_source.compact)
-    result = {"dna->dna": run_retrieval(arrays, sets, top_k=top_k, index=index), "source": embedding_source.description,
+    result = {pair_name(embedding_source): run_retrieval(arrays, sets, top_k=top_k, index=index),
+              "source": embedding_source.description,
               "data": str(root), "keys": keys, "queries": list(queries), "command": command_line()}
     with staged_folder(out_dir, overwrite) as staging:
         (staging / "retrieval.json").write_text(json.dumps(result, indent=2, default=_json_default))
@@ -113,40 +120,44 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
                   kmer: int = 6, dedup: str = "barcodebert", linear_probe: bool = True, seed: int = 0,
                   max_records_per_split: int | None = None, batch_size: int = 128, command: str | None = None,
                   tasks: Sequence[str] = ("classification", "clustering", "retrieval"),
-                  reading_frames: int = 1, overwrite: bool = False) -> Benchmark:
+                  reading_frames: int = 1, config: str = "cropped_256", weights=None,
+                  overwrite: bool = False) -> Benchmark:
     """Measure every model and the baselines on one release and write ``report.md``, ``report.json`` and plots.
 
     Args:
-        root: release root (DNA metadata is enough).
-        models: saved model folders (each ``AutoModel`` with ``.embed``); the k-mer baseline always runs.
+        root: release root (DNA metadata is enough, unless a source embeds photographs).
+        models: embedding sources (`parse_source` specs: saved model folders, ``image:NAME``, fused ``A+B``);
+            the k-mer baseline always runs.
         out_dir: the folder for the report and plots (refused if it exists, unless ``overwrite``; it appears only
             once the report is complete). Embeddings are cached in the ``datasets`` cache, across runs.
         blast: also run the BLAST baseline (needs ``blastn``; skipped with a message when absent).
         kmer: k of the k-mer baseline.
         dedup: unique-barcode protocol for classification, ``"barcodebert"`` or ``"per-split"``.
+        seed: seeds UMAP, the probes and the taxa the open-world protocol holds out of its keys.
         max_records_per_split: keep the first N records of each split (quick runs).
         reading_frames: the models embed each barcode from this many start offsets and average (1: as trained).
+        config: the image package photographs are read from; weights: a ``.safetensors`` file for a timm source.
     """
-    out_dir = check_output(out_dir, overwrite, inputs=(root, *models))
+    out_dir = check_output(out_dir, overwrite, inputs=(root, weights, *(p for m in models for p in spec_paths(str(m)))))
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from {', '.join(TASKS)}.")
     with staged_folder(out_dir, overwrite) as staging:
         (staging / "plots").mkdir()
         return _run_benchmark(root, staging, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
-                              batch_size, command, tasks, reading_frames)
+                              batch_size, command, tasks, reading_frames, config, weights)
 
 
 def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
-                   batch_size, command, tasks, reading_frames) -> Benchmark:
+                   batch_size, command, tasks, reading_frames, config, weights) -> Benchmark:
     from tqdm.auto import tqdm
 
-    sources = [model_source(m, batch_size=batch_size, reading_frames=reading_frames) for m in models] + [kmer_source(kmer)]
-    sets = load_benchmark_records(root, dedup=dedup, max_records_per_split=max_records_per_split, tasks=tasks)
+    sources = [parse_source(str(m), batch_size=batch_size, reading_frames=reading_frames, root=root, config=config,
+                            weights=weights) for m in models] + [kmer_source(kmer)]
+    sets = load_benchmark_records(root, dedup=dedup, max_records_per_split=max_records_per_split, tasks=tasks,
+                                  seed=seed)
     report = Benchmark(command=command or "bioscan5m.evaluation.benchmark.run_benchmark(...)",
-                       data=_describe_data(root, sets, dedup, max_records_per_split), environment=_environment())
-    all_sequences = sorted({s for value in sets.values() for record_set in record_sets(value)
-                            for s in record_set.sequences})
+                       data=_describe_data(root, sets, dedup, max_records_per_split, seed), environment=_environment())
     per_source = [task for task in tasks if task != "delimitation"]
     steps = tqdm(total=len(sources) * len(per_source) + (3 if blast else 0) + ("open_world" in sets)
                  + ("delimitation" in sets), desc="benchmark", unit="step")
@@ -154,7 +165,9 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
         report.sources[source.name] = source.description
         steps.set_postfix_str(f"embedding {source.name}")
         start = time.perf_counter()
-        table = embed_unique(source, all_sequences, cache_dir=embedding_cache_dir())
+        every_set = [record_set for role, value in sets.items() if role != "delimitation"
+                     for record_set in record_sets(value)]
+        table = embed_records(source, every_set, cache_dir=embedding_cache_dir())
         report.performance.setdefault("embedding_seconds", {})[source.name] = time.perf_counter() - start
         if "classification" in sets:
             steps.set_postfix_str(f"{source.name}: classification")
@@ -166,20 +179,20 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
             steps.set_postfix_str(f"{source.name}: clustering")
             records = sets["clustering"]
             plot = out_dir / "plots" / f"umap_{_slug(source.name)}.png"
-            result = run_clustering(source, records, embedding_rows(table, records.sequences), seed=seed, plot_path=plot)
+            result = run_clustering(source, records, table.rows(records), seed=seed, plot_path=plot)
             report.clustering[source.name] = result
             report.plots[f"UMAP {source.name}"] = str(plot.relative_to(out_dir))
             steps.update()
         if "retrieval" in sets:
             steps.set_postfix_str(f"{source.name}: retrieval")
             arrays = retrieval_arrays(table, sets["retrieval"], source.compact)
-            report.retrieval[source.name] = {"dna->dna": run_retrieval(arrays, sets["retrieval"])}
+            report.retrieval[source.name] = {pair_name(source): run_retrieval(arrays, sets["retrieval"])}
             report.performance.setdefault("search", {})[source.name] = search_speed(arrays)
             steps.update()
         if "open_world" in sets:
             steps.set_postfix_str(f"{source.name}: open world")
             report.open_world[source.name] = run_open_world(
-                lambda records, table=table: embedding_rows(table, records.sequences), sets["open_world"])
+                lambda records, table=table: table.rows(records), sets["open_world"])
             steps.update()
         del table
     if "open_world" in sets:
@@ -229,6 +242,11 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
     return report
 
 
+def pair_name(source) -> str:
+    """The retrieval pair a source scores: queries and keys of its modality (``dna->dna``, ``image->image``)."""
+    return f"{source.modality}->{source.modality}"
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
 
@@ -241,8 +259,8 @@ def _json_default(value):
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def _describe_data(root, sets: dict, dedup: str, max_records_per_split: int | None) -> dict:
-    described = {"root": str(root), "dedup": dedup, "max_records_per_split": max_records_per_split}
+def _describe_data(root, sets: dict, dedup: str, max_records_per_split: int | None, seed: int) -> dict:
+    described = {"root": str(root), "dedup": dedup, "max_records_per_split": max_records_per_split, "seed": seed}
     for role, value in sets.items():
         described[role] = {s.name: {"records": len(s), "species": int(len(set(s.labels["species"][s.labels["species"] >= 0])))}
                            for s in record_sets(value)}

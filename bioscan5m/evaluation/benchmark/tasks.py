@@ -13,15 +13,16 @@ from ...data.release import ORDER_TO_SPECIES
 from .. import baselines, clustering, probes, retrieval
 from ..scoring import topk_accuracy
 from .records import CLUSTER_RANKS, RecordSet
-from .sources import EmbeddingSource, embedding_rows
+from .sources import EmbeddingSource, EmbeddingTable, embed_records
 
 
 def run_clustering(source: EmbeddingSource, records: RecordSet, embeddings: np.ndarray | None = None,
                    n_clusters: int | str = "species", distance_threshold: float | None = None, seed: int = 0,
                    plot_path: Path | None = None) -> dict:
     """Zero-shot clustering of one source's embeddings; AMI (and ARI, NMI) per rank, optional 2-D UMAP plot."""
-    if embeddings is None:
-        embeddings = source.embed(records.sequences)
+    if embeddings is None:  # a .npy file holds one row per record in file order, so it is read as it is
+        embeddings = (source.embed(records.sequences) if source.kind == "file"
+                      else embed_records(source, [records]).rows(records))
     points = source.compact(embeddings) if source.compact else embeddings
     result = clustering.zero_shot_clustering(points, {r: records.labels[r] for r in CLUSTER_RANKS},
                                              n_clusters=n_clusters, distance_threshold=distance_threshold, seed=seed)
@@ -34,9 +35,10 @@ def run_clustering(source: EmbeddingSource, records: RecordSet, embeddings: np.n
     return out
 
 
-def retrieval_arrays(table: dict, sets: dict[str, RecordSet], compact: Callable | None = None) -> dict[str, np.ndarray]:
+def retrieval_arrays(table: EmbeddingTable, sets: dict[str, RecordSet], compact: Callable | None = None
+                     ) -> dict[str, np.ndarray]:
     """Embeddings of the keys and of each query set, projected together by ``compact`` when given."""
-    arrays = {name: embedding_rows(table, s.sequences) for name, s in sets.items()}
+    arrays = {name: table.rows(s) for name, s in sets.items()}
     if compact is None:
         return arrays
     names = list(arrays)
@@ -47,22 +49,22 @@ def retrieval_arrays(table: dict, sets: dict[str, RecordSet], compact: Callable 
 
 def run_retrieval(arrays: dict[str, np.ndarray], sets: dict[str, RecordSet], top_k: Sequence[int] = (1, 3, 5),
                   **search_kwargs) -> dict:
-    """DNA->DNA retrieval (CLIBD protocol): every query set of ``sets`` against its ``keys``."""
+    """Retrieval within one modality (CLIBD protocol): every query set of ``sets`` against its ``keys``."""
     queries = {name: (arrays[name], s.labels) for name, s in sets.items() if name != "keys"}
     return retrieval.evaluate_retrieval(queries, (arrays["keys"], sets["keys"].labels), top_k=top_k,
                                         ranks=ORDER_TO_SPECIES, **search_kwargs)
 
 
-def run_classification(table: dict, sets: dict[str, RecordSet], linear_probe: bool = True) -> dict:
+def run_classification(table: EmbeddingTable, sets: dict[str, RecordSet], linear_probe: bool = True) -> dict:
     """1-NN (cosine, keys train) species@test and genus@test_unseen, and a linear probe species@test."""
-    train = embedding_rows(table, sets["train"].sequences)
+    train = table.rows(sets["train"])
     out = {}
     for task, split, rank in (("species@test 1-NN", "test", "species"), ("genus@test_unseen 1-NN", "test_unseen", "genus")):
-        out[task] = probes.knn_probe(train, sets["train"].labels[rank], embedding_rows(table, sets[split].sequences),
+        out[task] = probes.knn_probe(train, sets["train"].labels[rank], table.rows(sets[split]),
                                      sets[split].labels[rank], k=1)
     if linear_probe:
         out["species@test linear"] = probes.linear_probe(train, sets["train"].labels["species"],
-                                                         embedding_rows(table, sets["test"].sequences), sets["test"].labels["species"])
+                                                         table.rows(sets["test"]), sets["test"].labels["species"])
     return out
 
 
