@@ -412,8 +412,6 @@ def embed_release_images(encoder, root, processids: Sequence[str], splits: Seque
     import bioscan5m
     import pandas as pd
 
-    from .data.images import iter_image_batches
-
     if config == "dna":
         raise ValueError("Image embeddings need an image package (e.g. cropped_256), not the 'dna' config.")
     dataset = bioscan5m.load_dataset(root, config, split="+".join(sorted(set(splits))), cache_dir=cache_dir)
@@ -421,12 +419,23 @@ def embed_release_images(encoder, root, processids: Sequence[str], splits: Seque
     if (rows < 0).any():
         missing = list(processids)[int(np.flatnonzero(rows < 0)[0])]
         raise ValueError(f"{root}: record {missing!r} has no image in the {config} package.")
-    dataset = dataset.select(rows)
+    return embed_image_dataset(encoder, dataset.select(rows), batch_size, num_threads, progress,
+                               desc=f"embedding {config} images")
+
+
+def embed_image_dataset(encoder, dataset, batch_size: int = 64, num_threads: int | None = None,
+                        progress: bool = True, desc: str = "embedding images") -> np.ndarray:
+    """Embed the ``image`` column of a ``datasets.Dataset`` (a release's, or photographs of one's own), one row
+    per record: batches decoded on a thread pool while the model embeds the previous one."""
+    import pandas as pd
+
+    from .data.images import iter_image_batches
+
     batches = iter_image_batches(dataset, batch_size=batch_size, num_threads=num_threads)
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc=f"embedding {config} images", unit="batch", total=-(-len(rows) // batch_size))
+        batches = tqdm(batches, desc=desc, unit="batch", total=-(-len(dataset) // batch_size))
     parts = []
     for batch in batches:
         images = batch.pop("image")
