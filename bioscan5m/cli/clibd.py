@@ -1,10 +1,8 @@
-"""Multimodal commands: train-clip (its retrieval runs through `retrieve`)."""
+"""Multimodal commands: train-clip (its retrieval runs through `retrieve`) and convert-clibd."""
 
 from __future__ import annotations
 
 from ..data.release import IMAGE_PACKAGES
-
-
 from .arguments import (
     PRESET_NAMES,
     add_overwrite_arg,
@@ -19,7 +17,7 @@ from .arguments import (
 
 
 def add_commands(sub) -> None:
-    """train-clip (its retrieval runs through `retrieve`)."""
+    """train-clip (its retrieval runs through `retrieve`) and convert-clibd."""
     p = sub.add_parser("train-clip", help="contrastive image-DNA-taxonomy training of CLIBD on pretrain+train records")
     add_release_root(p, needs="with images")
     p.add_argument("--config", default="cropped_256", choices=IMAGE_PACKAGES, help="image package (default cropped_256)")
@@ -44,6 +42,21 @@ def add_commands(sub) -> None:
     add_trainer_args(p)
     p.set_defaults(run=_run_train_clip)
 
+    p = sub.add_parser("convert-clibd", help="convert a published CLIBD checkpoint (a file, or a file of the Hub repo "
+                                             "bioscan-ml/clibd) into a model folder with its processor")
+    p.add_argument("checkpoint", nargs="?", default="bioscan-ml/clibd",
+                   help="a .pth/.pt/.safetensors file or a Hub repo id (default bioscan-ml/clibd; torch files are read "
+                        "with weights_only=True)")
+    p.add_argument("--file", dest="filename", default=None,
+                   help="with a Hub repo id: the checkpoint in it (default the BIOSCAN-5M image+DNA+text model, "
+                        "ckpt/bioscan_clip/ver_1_0/bioscan_5m/image_dna_text_4gpu/best.pth)")
+    p.add_argument("--revision", default=None, help="with a Hub repo id: the branch, tag or commit (default main)")
+    p.add_argument("--text-tokenizer", default="prajjwal1/bert-small",
+                   help="tokenizer folder or Hub id of the text tower (default prajjwal1/bert-small, CLIBD's)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    add_overwrite_arg(p)
+    p.set_defaults(run=_run_convert_clibd)
+
 
 def _run_train_clip(args) -> None:
     from ..training.train_clibd import train_clibd
@@ -61,3 +74,15 @@ def _run_train_clip(args) -> None:
                           **trainer_options(args))
     print_results({"steps": summary["steps"], "train_loss": summary["train_loss"],
                     "seconds_per_step": summary["seconds_per_step"], "written_to": args.out})
+
+
+def _run_convert_clibd(args) -> None:
+    from pathlib import Path
+
+    from ..modeling.convert_clibd import convert_clibd
+    from ..staging import staged_folder
+
+    with staged_folder(args.out, args.overwrite) as staging:
+        model = convert_clibd(args.checkpoint, out_dir=staging, filename=args.filename, revision=args.revision,
+                              text_tokenizer=args.text_tokenizer, name=Path(args.out).name)
+    print(f"converted CLIBD ({', '.join(model.config.modalities)}) written to {args.out}")

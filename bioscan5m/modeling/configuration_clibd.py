@@ -12,6 +12,8 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .configuration_barcodebert import BarcodeBertConfig
 
+#: The three towers.
+MODALITIES = ("image", "dna", "text")
 #: Optional specimen metadata the image embedding can fuse (see ``ClibdMetadataEncoder``).
 METADATA_FEATURES = ("geo", "size")
 #: bert-small (prajjwal1/bert-small), CLIBD's text encoder; the vocabulary comes from the taxonomy tokenizer.
@@ -42,6 +44,14 @@ class ClibdConfig(PreTrainedConfig):
             longitude) and ``"size"`` (``image_measurement_value``). Empty: the paper model.
         metadata_hidden_size: width of the metadata MLP.
         size_log_mean, size_log_std: standardisation of ``log1p(size)``, set from the training records.
+        modalities: the towers that hold weights (default all three). A model converted from a published
+            image+DNA or image+text checkpoint lacks one, which then refuses to embed.
+        projection_bias: the three projections have a bias (the published CLIBD checkpoints).
+        original_heads: pool as the published CLIBD checkpoints do (see ``convert_clibd``): DNA through BERT's
+            masked-LM transform, the projection, a softmax and a mean over a fixed-length input led by ``[MASK]``
+            (``dna_config.max_nucleotides`` of bases, padding attended); text as the mean over all
+            ``text_max_length`` positions, padding included. Default: masked means, as the training here does.
+        text_max_length: the fixed text length ``original_heads`` pads taxonomy strings to (CLIBD's 20).
     """
 
     model_type = "clibd"
@@ -64,10 +74,14 @@ class ClibdConfig(PreTrainedConfig):
     size_log_mean: float = 0.0
     size_log_std: float = 1.0
     initializer_range: float = 0.02
+    modalities: list[str] | None = None
+    projection_bias: bool = False
+    original_heads: bool = False
+    text_max_length: int = 20
 
     def __post_init__(self, **kwargs):
         # A config.json is data: wrong types are refused here, not met as a TypeError deep in the model.
-        for name in ("image_size", "projection_dim", "metadata_hidden_size"):
+        for name in ("image_size", "projection_dim", "metadata_hidden_size", "text_max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"ClibdConfig: {name} must be an integer, not {value!r}.")
@@ -89,7 +103,15 @@ class ClibdConfig(PreTrainedConfig):
             raise ValueError(f"Unknown metadata feature(s) {unknown}; choose from {', '.join(METADATA_FEATURES)}.")
         if len(set(self.metadata_features)) != len(self.metadata_features):
             raise ValueError(f"metadata_features lists a feature twice: {self.metadata_features}.")
-        if self.projection_dim < 1 or self.image_size < 1:
+        for name in ("projection_bias", "original_heads"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ClibdConfig: {name} must be true or false, not {getattr(self, name)!r}.")
+        self.modalities = list(MODALITIES if self.modalities is None else self.modalities)
+        if (not self.modalities or any(m not in MODALITIES for m in self.modalities)
+                or len(set(self.modalities)) != len(self.modalities)):
+            raise ValueError(f"ClibdConfig: modalities must name towers among {', '.join(MODALITIES)}, each once, not "
+                             f"{self.modalities!r}.")
+        if self.projection_dim < 1 or self.image_size < 1 or self.text_max_length < 1:
             raise ValueError("projection_dim and image_size must be positive.")
         if self.size_log_std <= 0:
             raise ValueError(f"size_log_std must be positive, not {self.size_log_std}.")
@@ -102,7 +124,7 @@ class ClibdConfig(PreTrainedConfig):
         return 4 * ("geo" in self.metadata_features) + 2 * ("size" in self.metadata_features)
 
 
-__all__ = ["ClibdConfig", "METADATA_FEATURES"]
+__all__ = ["ClibdConfig", "METADATA_FEATURES", "MODALITIES"]
 
 # save_pretrained copies this file (and its relative imports) next to the weights and records it in auto_map.
 ClibdConfig.register_for_auto_class()

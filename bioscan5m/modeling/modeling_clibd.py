@@ -9,6 +9,7 @@ Three encoders, each followed by a linear projection into one shared space of ``
 Optionally the image embedding also fuses specimen metadata (collection coordinates, specimen size) through a
 small MLP added to the projected image features (``config.metadata_features``; zero-initialised, so a model
 starts out identical to the plain one). Training uses :class:`ClibdLoss` with a learnable temperature.
+Models converted from the published checkpoints pool as the original does (``config.original_heads``).
 
 This module imports nothing from ``bioscan5m`` except its sibling modules: it is copied next to saved models and
 must run where ``bioscan5m`` is not installed (``AutoModel.from_pretrained(folder, trust_remote_code=True)``).
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import BertModel, PreTrainedModel
+from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 from transformers.utils import ModelOutput
 
 from .configuration_clibd import ClibdConfig
@@ -168,8 +170,8 @@ class ClibdPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-def _projection(in_features: int, out_features: int) -> nn.Linear:
-    layer = nn.Linear(in_features, out_features, bias=False)
+def _projection(in_features: int, out_features: int, bias: bool) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features, bias=bias)
     layer._clibd_init = "normal"
     return layer
 
@@ -187,10 +189,19 @@ class ClibdModel(ClibdPreTrainedModel):
         self.image_encoder = create_image_encoder(config)
         self.dna_model = BarcodeBertModel(config.dna_config)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
-        self.image_projection = _projection(self.image_encoder.num_features, config.projection_dim)
-        # The DNA tower pools as its own config says (mean, or per gene position), so its width is embedding_size.
-        self.dna_projection = _projection(config.dna_config.embedding_size, config.projection_dim)
-        self.text_projection = _projection(config.text_config.hidden_size, config.projection_dim)
+        bias = config.projection_bias
+        self.image_projection = _projection(self.image_encoder.num_features, config.projection_dim, bias)
+        if config.original_heads:
+            # The published models project every token's masked-LM transform, not a pooled vector.
+            self.dna_head = BertPredictionHeadTransform(config.dna_config)
+            self.dna_head.dense._clibd_init = "normal"
+            dna_width = config.dna_config.hidden_size
+        else:
+            # The DNA tower pools as its own config says (mean, or per gene position): its width is embedding_size.
+            self.dna_head = None
+            dna_width = config.dna_config.embedding_size
+        self.dna_projection = _projection(dna_width, config.projection_dim, bias)
+        self.text_projection = _projection(config.text_config.hidden_size, config.projection_dim, bias)
         self.metadata_encoder = ClibdMetadataEncoder(config) if config.metadata_features else None
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)),
                                         requires_grad=config.learnable_temperature)
@@ -205,6 +216,7 @@ class ClibdModel(ClibdPreTrainedModel):
         ``latitude``/``longitude`` (degrees) and ``size`` (``image_measurement_value``) are required when
         ``config.metadata_features`` names them (NaN where unknown) and ignored otherwise.
         """
+        self._check_tower("image")
         self._check_pixel_values(pixel_values)
         features = self.image_projection(self.image_encoder(pixel_values.to(self.image_projection.weight.dtype)))
         if self.metadata_encoder is not None:
@@ -215,18 +227,43 @@ class ClibdModel(ClibdPreTrainedModel):
     def get_dna_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                          normalize: bool = False) -> torch.Tensor:
         """Projected DNA features from k-mer token ids (the BarcodeBERT tokenizer saved in ``dna_tokenizer/``)."""
+        self._check_tower("dna")
         self._check_tokens(input_ids, attention_mask, self.config.dna_config.vocab_size, "DNA")
-        hidden = self.dna_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        features = self.dna_projection(self.dna_model.pool(hidden, input_ids, attention_mask))
+        if self.config.original_heads:
+            features = self._original_dna_features(input_ids, attention_mask)
+        else:
+            hidden = self.dna_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            features = self.dna_projection(self.dna_model.pool(hidden, input_ids, attention_mask))
         return F.normalize(features, dim=-1) if normalize else features
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                           normalize: bool = False) -> torch.Tensor:
         """Projected features of taxonomy strings, tokenized by the taxonomy tokenizer saved with the model."""
+        self._check_tower("text")
         self._check_tokens(input_ids, attention_mask, self.config.text_config.vocab_size, "text")
-        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        features = self.text_projection(masked_mean(hidden, attention_mask))
+        if self.config.original_heads:
+            # The published models average all text_max_length positions, padding included.
+            length = self.config.text_max_length
+            input_ids, attention_mask = _fixed_length(input_ids, attention_mask, length,
+                                                      self.config.text_config.pad_token_id or 0)
+            hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            features = self.text_projection(hidden.mean(dim=1))
+        else:
+            hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            features = self.text_projection(masked_mean(hidden, attention_mask))
         return F.normalize(features, dim=-1) if normalize else features
+
+    def _original_dna_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The published models' DNA tower: the barcode cut or padded with N to ``max_nucleotides`` (padding is
+        the [UNK] k-mer), led by [MASK], read without an attention mask; every token's masked-LM transform is
+        projected, softmaxed and averaged."""
+        dna_config = self.config.dna_config
+        length = dna_config.max_nucleotides // dna_config.k_mer
+        unknown = 1  # [UNK] in the BarcodeBERT vocabulary, the id of any k-mer holding an N
+        input_ids, _ = _fixed_length(input_ids, attention_mask, length, unknown)
+        leading_mask = input_ids.new_zeros((input_ids.shape[0], 1))  # [MASK] is id 0
+        hidden = self.dna_model(input_ids=torch.cat([leading_mask, input_ids], dim=1)).last_hidden_state
+        return self.dna_projection(self.dna_head(hidden)).softmax(dim=-1).mean(dim=1)
 
     # ------------------------------------------------------------------------------------------ training
     def forward(self, pixel_values: torch.Tensor | None = None, dna_input_ids: torch.Tensor | None = None,
@@ -278,6 +315,11 @@ class ClibdModel(ClibdPreTrainedModel):
                 if isinstance(getattr(module, name, None), nn.Module):
                     getattr(module, name).requires_grad_(True)
 
+    def _check_tower(self, modality: str) -> None:
+        if modality not in self.config.modalities:
+            raise ValueError(f"This model has no trained {modality} tower (it holds {' and '.join(self.config.modalities)}"
+                             f" only, as the checkpoint it was converted from).")
+
     def _check_pixel_values(self, pixel_values) -> None:
         size = self.config.image_size
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
@@ -322,6 +364,21 @@ class ClibdModel(ClibdPreTrainedModel):
         if image_weights is not None:
             model.image_encoder.load_state_dict(_timm_state_dict(config, image_weights), strict=False)
         return model
+
+
+def _fixed_length(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, length: int,
+                  pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids cut or right-padded with ``pad_id`` to ``length`` (masked positions become ``pad_id`` too), and
+    the matching attention mask."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    input_ids = input_ids.masked_fill(attention_mask == 0, pad_id)[:, :length]
+    attention_mask = attention_mask[:, :length]
+    missing = length - input_ids.shape[1]
+    if missing > 0:
+        input_ids = F.pad(input_ids, (0, missing), value=pad_id)
+        attention_mask = F.pad(attention_mask, (0, missing), value=0)
+    return input_ids, attention_mask
 
 
 def _timm_state_dict(config: ClibdConfig, image_weights: str) -> dict:
