@@ -134,15 +134,12 @@ def aligned_base_codes(sequences: Sequence[str], length: int = 660) -> np.ndarra
     """Barcodes in COI-5P reference coordinates as base codes, ``(n, length)`` uint8: 0–3 for A, C, G, T and 4
     where the barcode has no base (``N``, other codes, before it starts, after it ends).
 
-    Each barcode is placed by :func:`~bioscan5m.tokenization.reference_frame.align_to_reference` (leading ``N`` or
-    upstream bases dropped), then cut or ``N``-padded to ``length``.
+    Each barcode is placed by :func:`~bioscan5m.tokenization.reference_frame.place_bases`: as a whole (leading
+    ``N`` or upstream bases dropped), then stretch by stretch where an insertion or deletion shifts the rest.
     """
-    from .tokenization.reference_frame import align_to_reference
+    from .tokenization.reference_frame import place_bases
 
-    aligned = align_to_reference([str(sequence).upper() for sequence in sequences])
-    text = "".join(sequence[:length].ljust(length, "N") for sequence in aligned)
-    codes = BASE_CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)].reshape(len(aligned), length)
-    return codes
+    return place_bases([str(sequence).upper() for sequence in sequences], length)
 
 
 def one_hot_bases(codes: np.ndarray) -> np.ndarray:
@@ -163,6 +160,8 @@ class CosineEncoder:
     temperature: float | None = None
     #: The FAISS index a key index uses by default (`~bioscan5m.evaluation.retrieval.faiss_index`).
     index_type = "flat"
+    #: Key vectors are float embeddings, stored as float32.
+    integer_vectors = False
 
     def key_vectors(self, sequences: Sequence[str], batch_size: int = 256) -> np.ndarray:
         return l2_normalize_rows(self.embed_dna(sequences, batch_size=batch_size))
@@ -180,9 +179,9 @@ class AlignedIdentityEncoder:
     similarity is 1 for a key identical over the whole query, ``2 * identity - 1`` for a full-length overlap (0.96
     is 98 % identity), and a fragment that matches a short stretch scores below a key that matches more of the query.
     Counting identical bases alone would prefer a long key with many differences to a shorter one identical to
-    the query. Vectors are ``4 * length`` wide, so the index costs ``16 * length`` bytes per key (10.6 kB at 660,
-    plus the refine index's projection): for reference libraries up to a few hundred thousand barcodes, where the
-    k-mer embedding (1.4 kB per key, or an IVF index) takes over.
+    the query. Key vectors are ``4 * length`` zeros and ones, stored as bytes: the index costs ``4 * length``
+    bytes per key (2.6 kB at 660) plus the refine index's 256-d projection (1 kB; 256 bytes in the ``ivf`` index,
+    for millions of keys).
     """
 
     kind = "aligned"
@@ -193,6 +192,8 @@ class AlignedIdentityEncoder:
     temperature = 0.001
     #: Wide vectors: candidates from the keys' leading singular directions, scored exactly on the full vectors.
     index_type = "refine"
+    #: One-hot keys: stored exactly as bytes.
+    integer_vectors = True
 
     def __init__(self, length: int = 660):
         self.length = int(length)

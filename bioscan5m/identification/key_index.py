@@ -193,7 +193,8 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     encoder = make_encoder(model, fit_sequences=barcodes, seed=seed)
     dna_keys = np.ascontiguousarray(check_embeddings(encoder.key_vectors(barcodes, batch_size=batch_size)))
     dna_index_type = index_type or encoder.index_type
-    dna_index = faiss_index(dna_keys, index=dna_index_type, seed=seed)
+    dna_index = faiss_index(dna_keys, index=dna_index_type, seed=seed,
+                            integer_vectors=getattr(encoder, "integer_vectors", False))
     faiss.write_index(dna_index, str(out / DNA_INDEX_NAME))
 
     table = pd.DataFrame({column: keys[column] if column in keys else None for column in KEY_COLUMNS})

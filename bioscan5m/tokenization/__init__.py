@@ -9,7 +9,8 @@ from .tokenization_kmer import (
     check_nucleotides,
     kmer_vocabulary,
 )
-from .reference_frame import COI_5P_REFERENCE, align_to_reference, reference_offsets
+from .reference_frame import COI_5P_REFERENCE, align_to_reference, place_bases, reference_offsets
 
 __all__ = ["KmerTokenizer", "KmerTokenizerFast", "kmer_vocabulary", "build_kmer_backend", "check_nucleotides",
-           "MAX_NUCLEOTIDES", "VOCABULARIES", "COI_5P_REFERENCE", "align_to_reference", "reference_offsets"]
+           "MAX_NUCLEOTIDES", "VOCABULARIES", "COI_5P_REFERENCE", "align_to_reference", "place_bases",
+           "reference_offsets"]

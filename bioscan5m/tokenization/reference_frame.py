@@ -15,6 +15,10 @@ have almost no indels, and the true shift scores ~85-90 % identity where wrong o
 products score all shifts of a whole batch. Barcodes that match no shift well (``min_identity``; not COI-5P, or
 too short) are left as they are.
 
+For comparing barcodes base by base (the aligned identity encoder, species delimitation), `place_bases` also
+places each later stretch of the barcode on its own, so that an insertion or deletion does not shift every base
+after it; the tokenizer keeps the whole-barcode placement, so the models trained on it see the tokens they saw.
+
 This module imports nothing from ``bioscan5m``: it is copied next to saved tokenizers and must run on its own.
 """
 
@@ -127,3 +131,67 @@ def align_to_reference(sequences: list[str], reference: str = COI_5P_REFERENCE, 
         else:
             placed.append(sequence[-offset:])
     return placed
+
+
+def place_bases(sequences: list[str], length: int = 660, reference: str = COI_5P_REFERENCE, window: int = 100,
+                radius: int = 24, min_gain: float = 0.2, min_identity: float = 0.6) -> np.ndarray:
+    """Barcodes in reference coordinates as base codes ``(n, length)`` uint8 (0-3 for A, C, G, T; 4 where there is
+    no base), placed piece by piece so that an insertion or deletion does not misplace every base after it.
+
+    The barcode is placed as by `align_to_reference`; then each further stretch of ``window`` bases may move by up
+    to ``radius`` positions, when that raises its identity with the reference by ``min_gain`` to at least
+    ``min_identity`` (the true placement of a stretch scores ~0.85-0.9 and a wrong one ~0.3, so only a clear
+    frameshift moves it), and the stretches after it follow. A deletion leaves positions without a base, an
+    insertion's extra bases are overwritten. Barcodes that match no placement are kept as they are.
+    """
+    if len(sequences) > _CHUNK // 2:  # bounds the (barcodes, moves, window) arrays to ~100 MB
+        return np.concatenate([place_bases(sequences[start:start + _CHUNK // 2], length, reference, window, radius,
+                                           min_gain, min_identity) for start in range(0, len(sequences), _CHUNK // 2)])
+    offsets, identity = reference_offsets(sequences, reference)
+    offsets = np.where(identity >= 0.5, offsets, 0)
+    longest = max(map(len, sequences), default=0)
+    grid = "".join(sequence.ljust(longest, "N") for sequence in sequences).encode("ascii", "replace")
+    bases = _CODE_OF_BYTE[np.frombuffer(grid, dtype=np.uint8)].reshape(len(sequences), longest)
+    placed = np.full((len(sequences), length), 4, dtype=np.uint8)
+    rows = np.arange(len(sequences))
+    movable = identity >= 0.5
+    for start in range(0, longest, window):
+        stretch = bases[:, start:start + window]
+        if start and movable.any():
+            moved = _better_shifts(stretch, start + offsets, reference, radius, min_gain, min_identity)
+            offsets = np.where(movable, offsets + moved, offsets)
+        positions = start + offsets[:, None] + np.arange(stretch.shape[1])
+        inside = (positions >= 0) & (positions < length) & (stretch < 4)
+        placed[np.broadcast_to(rows[:, None], positions.shape)[inside], positions[inside]] = stretch[inside]
+    return placed
+
+
+def _better_shifts(stretch: np.ndarray, at: np.ndarray, reference: str, radius: int, min_gain: float,
+                   min_identity: float, min_bases: int = 30) -> np.ndarray:
+    """For each stretch whose base 0 sits at reference position ``at``: the move within ``radius`` that raises its
+    identity with the reference by ``min_gain`` to ``min_identity``, else 0. Two one-hot matrix products score the
+    stretches against every position of the reference; each stretch's band of moves is read off them."""
+    first, reference_one_hot, reference_present = _placement_windows(reference, stretch.shape[1])
+    matches = _one_hot(stretch) @ reference_one_hot.T                         # (n, P) identical bases
+    counted = (stretch < 4).astype(np.float32) @ reference_present.T          # (n, P) bases on both sides
+    identity = np.where(counted >= min_bases, matches / np.maximum(counted, 1), 0.0)
+    # Moves sorted by distance from 0, so that the argmax prefers the smallest of tied moves.
+    moves = np.arange(-radius, radius + 1)
+    moves = moves[np.argsort(np.abs(moves), kind="stable")]
+    columns = at[:, None] + moves[None, :] - first
+    valid = (columns >= 0) & (columns < identity.shape[1])
+    banded = np.where(valid, identity[np.arange(len(at))[:, None], np.clip(columns, 0, identity.shape[1] - 1)], 0.0)
+    best = banded.argmax(axis=1)
+    gain = banded[np.arange(len(at)), best] - banded[:, 0]
+    better = (gain > min_gain) & (banded[np.arange(len(at)), best] >= min_identity)
+    return np.where(better, moves[best], 0)
+
+
+@lru_cache(maxsize=4)
+def _placement_windows(reference: str, window: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """The reference under a ``window``-base stretch starting at each position from ``1 - window`` to the
+    reference's end: ``(first position, one_hot (P, 4 window), present (P, window))``."""
+    codes = _CODE_OF_BYTE[np.frombuffer(reference.encode("ascii"), dtype=np.uint8)]
+    padded = np.concatenate([np.full(window - 1, 4, np.uint8), codes, np.full(window, 4, np.uint8)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)[:len(codes) + window - 1]
+    return 1 - window, _one_hot(windows), (windows < 4).astype(np.float32)

@@ -283,6 +283,17 @@ def test_refine_index_finds_the_exact_nearest_keys_and_survives_a_round_trip(bol
     # Candidates from the projection, scored exactly: the nearest key's similarity is the exact one.
     assert np.mean(np.isclose(scores[:, 0], exact[:, 0], atol=1e-5)) >= 0.98
     assert np.all(scores[:, 0] <= exact[:, 0] + 1e-5)
+
+    # One-hot keys stored as float16: the same scores as float32, in half the bytes.
+    half = faiss_index(vectors, "refine", refine_dims=128, integer_vectors=True)
+    np.testing.assert_array_equal(half.search(query_vectors, 5)[0], scores)
+    faiss.write_index(half, str(tmp_path / "half.faiss"))
+    assert (tmp_path / "half.faiss").stat().st_size < 0.6 * (tmp_path / "refine.faiss").stat().st_size
+    # For millions of keys: an inverted file over the projection, its candidates scored exactly.
+    ivf = faiss_index(vectors, "ivf", refine_dims=128, integer_vectors=True)
+    found, _ = ivf.search(query_vectors, 1)
+    assert np.all(found[:, 0] <= exact[:, 0] + 1e-5) and np.mean(np.isclose(found[:, 0], exact[:, 0], atol=1e-5)) >= 0.9
+    assert faiss.extract_index_ivf(ivf).nlist > 1
     with pytest.raises(ValueError, match="choose one of flat, refine, ivf"):
         faiss_index(vectors, "hnsw")
 

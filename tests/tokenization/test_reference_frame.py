@@ -23,6 +23,7 @@ from bioscan5m.tokenization import (
     align_to_reference,
     reference_offsets,
 )
+from bioscan5m.tokenization.reference_frame import place_bases
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,31 @@ def test_known_shifts_are_recovered(full_length):
     # Lower case and leading N (placeholders for missing bases) do not move a barcode.
     offsets, _ = reference_offsets([b.lower() for b in full_length] + ["NNN" + b[3:] for b in full_length])
     assert (offsets == 0).all()
+
+
+def test_bases_after_an_insertion_or_deletion_stay_in_place(barcodes, full_length):
+    whole = np.array([[("ACGT".index(c) if c in "ACGT" else 4) for c in b[:660].ljust(660, "N")]
+                      for b in align_to_reference(barcodes)], dtype=np.uint8)
+    # Barcodes without indels are placed as a whole (here all but a few Tetrastichus, whose barcodes lack six bases
+    # of the reference near position 530: the bases after that now sit at their reference positions).
+    assert (place_bases(barcodes) == whole).all(axis=1).mean() > 0.95
+    rng = random.Random(1)
+    source = place_bases(full_length)
+    for n, (barcode, placed) in enumerate(zip(full_length, source)):
+        at = rng.randrange(200, 450)
+        indel = barcode[:at] + barcode[at + 2:] if n % 2 else barcode[:at] + "AC" + barcode[at:]
+        moved = place_bases([indel])[0]
+        # Before the stretch holding the indel nothing moves (but for the two positions an insertion's stretch,
+        # moved back by two, writes over); after it the bases are back in place, where placing the barcode as a
+        # whole would misplace every one of them.
+        before = (at // 100) * 100 - 2
+        assert (moved[:before] == placed[:before]).all()
+        after = slice((at // 100 + 1) * 100, len(barcode))
+        present = placed[after] < 4
+        assert (moved[after][present] == placed[after][present]).mean() > 0.98
+        shifted = align_to_reference([indel])[0][after].ljust(len(barcode) - after.start, "N")
+        assert np.mean([a == "ACGT"[b] for a, b in zip(shifted, placed[after]) if b < 4]) < 0.5
+    assert place_bases([]).shape == (0, 660) and (place_bases(["", "NNNN"]) == 4).all()
 
 
 def test_aligned_barcodes_share_kmers_whatever_their_start(full_length):
