@@ -18,9 +18,10 @@ a checkpoint of two towers (``image_dna_4gpu``, ``image_text_4gpu``) converts wi
 image processor resizes to 256, crops 224 and does not normalise, as the original's evaluation transform.
 LoRA adapters on the BERT towers (the zip of LoRA models) are merged the same way.
 
-Differences that remain: the original resizes float pixels and ours uint8 (pixels within about 1/255); the
-original reads a gap character as part of an unknown k-mer where our tokenizer drops gaps first, so barcodes
-with gaps tokenize differently (BIOSCAN-5M's have none in the released sequences we read).
+Differences that remain: the original resizes float pixels and ours uint8 (pixels within 2/255); the
+original reads a gap character or a lower-case base as part of an unknown k-mer where our tokenizer drops gaps and
+upper-cases first, so such barcodes tokenize differently (the released BIOSCAN-5M barcodes are upper case, without
+gaps).
 
 Safety: the checkpoint is read with ``torch.load(weights_only=True)`` (tensors and containers only) or from
 safetensors; no code of a repo is run.
@@ -120,7 +121,7 @@ def clibd_config_from_towers(towers: dict[str, dict[str, torch.Tensor]], image_m
         raise ValueError("The image tower has no head.weight (its projection): not a CLIBD checkpoint.")
     config = dict(image_model_name=image_model_name, image_model_kwargs=image_model_kwargs,
                   image_size=int((image_model_kwargs or {}).get("img_size", 224)), projection_dim=int(head.shape[0]),
-                  modalities=modalities, projection_bias=True, original_heads=True, learnable_temperature=False,
+                  modalities=modalities, projection_bias=True, original_heads=True, learnable_temperature=True,
                   max_logit_scale=1.0e4)
     dna = towers["dna"]
     if dna:
