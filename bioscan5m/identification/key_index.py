@@ -183,7 +183,6 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     import faiss
     import pandas as pd
 
-    from ..evaluation.clustering import check_embeddings
     from ..evaluation.retrieval import faiss_index, l2_normalize
 
     started = time.perf_counter()
@@ -191,10 +190,8 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     barcodes = keys["dna_barcode"].fillna("").astype(str).str.slice(0, MAX_KEY_NUCLEOTIDES).tolist()
     logger.info("index: embedding %s key barcodes with %s", f"{len(barcodes):,}", model)
     encoder = make_encoder(model, fit_sequences=barcodes, seed=seed)
-    dna_keys = np.ascontiguousarray(check_embeddings(encoder.key_vectors(barcodes, batch_size=batch_size)))
     dna_index_type = index_type or encoder.index_type
-    dna_index = faiss_index(dna_keys, index=dna_index_type, seed=seed,
-                            integer_vectors=getattr(encoder, "integer_vectors", False))
+    dna_index = _dna_key_index(encoder, barcodes, dna_index_type, batch_size, seed)
     faiss.write_index(dna_index, str(out / DNA_INDEX_NAME))
 
     table = pd.DataFrame({column: keys[column] if column in keys else None for column in KEY_COLUMNS})
@@ -229,7 +226,7 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
         "keys": len(table),
         "index_type": dna_index_type,
         "max_nucleotides": MAX_KEY_NUCLEOTIDES,
-        "dimensions": int(dna_keys.shape[1]),
+        "dimensions": int(dna_index.d),
         "image_keys": 0 if image_rows is None else len(image_rows),
         "thumbnails": int(table["thumbnail"].notna().sum()),
         **{"data": None, "splits": None, "calibration_splits": None, "image_package": None, **(provenance or {})},
@@ -245,6 +242,34 @@ def _write_index(keys, out: Path, final: Path, model, calibration_records, image
     manifest["files"] = {path.name: path.stat().st_size for path in sorted(out.iterdir())
                          if path.is_file() and path.name != STAGING_MARKER}
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+#: Key barcodes embedded and added to the FAISS index this many at a time (2.5 M aligned keys are 26 GB as float32).
+KEY_CHUNK = 100_000
+#: Keys a chunked build trains its index on (projection and cells), drawn at random.
+KEY_TRAINING_SAMPLE = 160_000
+
+
+def _dna_key_index(encoder, barcodes: list[str], index_type: str, batch_size: int, seed: int):
+    """The FAISS index of the key barcodes' vectors; beyond `KEY_CHUNK` keys it is trained on a random sample and
+    filled chunk by chunk, so that the float vectors of all keys are never in memory at once."""
+    from ..evaluation.clustering import check_embeddings
+    from ..evaluation.retrieval import empty_faiss_index, faiss_index
+
+    def vectors(part: list[str]) -> np.ndarray:
+        return np.ascontiguousarray(check_embeddings(encoder.key_vectors(part, batch_size=batch_size)))
+
+    integer_vectors = getattr(encoder, "integer_vectors", False)
+    if len(barcodes) <= KEY_CHUNK:
+        return faiss_index(vectors(barcodes), index=index_type, seed=seed, integer_vectors=integer_vectors)
+    drawn = np.sort(np.random.default_rng(seed).choice(len(barcodes), min(KEY_TRAINING_SAMPLE, len(barcodes)),
+                                                       replace=False))
+    index = empty_faiss_index(vectors([barcodes[i] for i in drawn]), len(barcodes), index_type, seed=seed,
+                              integer_vectors=integer_vectors)
+    for start in range(0, len(barcodes), KEY_CHUNK):
+        logger.info("index: keys %s-%s", f"{start:,}", f"{min(start + KEY_CHUNK, len(barcodes)):,}")
+        index.add(vectors(barcodes[start:start + KEY_CHUNK]))
+    return index
 
 
 def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None) -> KeyIndex:

@@ -298,6 +298,24 @@ def test_refine_index_finds_the_exact_nearest_keys_and_survives_a_round_trip(bol
         faiss_index(vectors, "hnsw")
 
 
+def test_a_chunked_build_answers_as_a_whole_one(bold_root, tmp_path, monkeypatch):
+    # Past KEY_CHUNK keys the index is trained on a sample and filled chunk by chunk (the release's 2.5 M aligned
+    # keys would not fit in memory as float32); exact search must find the same keys either way.
+    from bioscan5m.identification import key_index
+
+    keys = bioscan5m.read_metadata(bold_root, split="key_unseen").head(1200)
+    queries = bioscan5m.read_metadata(bold_root, split="test_unseen").head(50)["dna_barcode"].tolist()
+    whole = bioscan5m.load_index(key_index.write_index(keys, tmp_path / "whole", model="aligned", index_type="flat"))
+    monkeypatch.setattr(key_index, "KEY_CHUNK", 500)
+    monkeypatch.setattr(key_index, "KEY_TRAINING_SAMPLE", 300)
+    chunked = bioscan5m.load_index(key_index.write_index(keys, tmp_path / "chunked", model="aligned",
+                                                       index_type="flat"))
+    vectors = whole.encoder.query_vectors(queries)
+    assert chunked.dna_index.ntotal == whole.dna_index.ntotal == len(keys)
+    np.testing.assert_allclose(chunked.dna_index.search(vectors, 5)[0], whole.dna_index.search(vectors, 5)[0])
+    assert chunked.manifest["dimensions"] == 2640
+
+
 def test_aligned_index_identifies_its_keys_and_refuses_a_tampered_length(bold_root, tmp_path):
     folder = bioscan5m.build_index(bold_root, tmp_path / "index", model="aligned", splits="key_unseen",
                                    calibration="val_unseen+other_heldout", max_calibration_queries=500)
