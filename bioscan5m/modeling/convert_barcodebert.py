@@ -107,8 +107,9 @@ def load_original_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises UnpicklingError or RuntimeError depending on the content
-            raise ValueError(f"{path}: not a weights-only torch checkpoint ({error}). Only tensors, containers and "
-                             "argparse.Namespace are unpickled; re-save it as a state dict or safetensors.") from error
+            raise ValueError(f"{path}: not a weights-only torch checkpoint ({_unpickling_reason(error)}). Only "
+                             "tensors, containers and argparse.Namespace are unpickled; re-save it as a state dict "
+                             "or safetensors.") from error
     options = {}
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
         saved_config = payload.get("config")
@@ -121,6 +122,16 @@ def load_original_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
         raise ValueError(f"{path}: expected a state dict (or a dict with a 'model' state dict).")
     # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
     return {re.sub(r"^module\.", "", key): value for key, value in payload.items()}, options
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The one line of torch's several-paragraph ``weights_only`` error that says what was refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line, following in zip(lines, lines[1:] + [""]):
+        if "WeightsUnpickler error:" in line:
+            reason = line.partition("WeightsUnpickler error:")[2].strip() or following
+            return reason.split(". ")[0].rstrip(".")
+    return lines[0] if lines else type(error).__name__
 
 
 def config_from_state_dict(state_dict: dict[str, torch.Tensor], num_attention_heads: int | None = None,

@@ -226,9 +226,13 @@ class Payload:
 
 def test_pickled_code_is_never_run(tmp_path, capsys):
     torch.save({"logit_scale": torch.ones(()), "payload": Payload()}, tmp_path / "unsafe.pth")
-    with pytest.raises(ValueError, match="weights-only"):
+    with pytest.raises(ValueError, match="weights-only torch checkpoint \\(Unsupported global") as refused:
         convert_clibd(tmp_path / "unsafe.pth")
-    assert "unpickled" not in capsys.readouterr().out
+    assert "unpickled" not in capsys.readouterr().out and "\n" not in str(refused.value)
+    (tmp_path / "garbage.pth").write_bytes(b"x\n")
+    with pytest.raises(ValueError, match="garbage.pth: not a weights-only torch checkpoint") as refused:
+        convert_clibd(tmp_path / "garbage.pth")
+    assert "\n" not in str(refused.value)   # torch's several paragraphs cut to the line that says why
 
 
 def test_cli_refuses_a_checkpoint_that_is_not_clibd(tmp_path, capsys):
