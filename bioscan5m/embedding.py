@@ -179,9 +179,9 @@ class AlignedIdentityEncoder:
     similarity is 1 for a key identical over the whole query, ``2 * identity - 1`` for a full-length overlap (0.96
     is 98 % identity), and a fragment that matches a short stretch scores below a key that matches more of the query.
     Counting identical bases alone would prefer a long key with many differences to a shorter one identical to
-    the query. Key vectors are ``4 * length`` zeros and ones, stored as bytes: the index costs ``4 * length``
-    bytes per key (2.6 kB at 660) plus the refine index's 256-d projection (1 kB; 256 bytes in the ``ivf`` index,
-    for millions of keys).
+    the query. Key vectors are ``4 * length`` zeros and ones, stored exactly as float16: the index costs
+    ``8 * length`` bytes per key (5.3 kB at 660) plus the refine index's 256-d projection (1 kB; 256 bytes in the
+    ``ivf`` index, for millions of keys).
     """
 
     kind = "aligned"
@@ -192,7 +192,7 @@ class AlignedIdentityEncoder:
     temperature = 0.001
     #: Wide vectors: candidates from the keys' leading singular directions, scored exactly on the full vectors.
     index_type = "refine"
-    #: One-hot keys: stored exactly as bytes.
+    #: One-hot keys: stored exactly as float16.
     integer_vectors = True
 
     def __init__(self, length: int = 660):

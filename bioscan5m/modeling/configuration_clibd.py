@@ -112,7 +112,7 @@ class ClibdConfig(PreTrainedConfig):
             raise ValueError(f"ClibdConfig: modalities must name towers among {', '.join(MODALITIES)}, each once, not "
                              f"{self.modalities!r}.")
         if self.projection_dim < 1 or self.image_size < 1 or self.text_max_length < 1:
-            raise ValueError("projection_dim and image_size must be positive.")
+            raise ValueError("projection_dim, image_size and text_max_length must be positive.")
         if self.size_log_std <= 0:
             raise ValueError(f"size_log_std must be positive, not {self.size_log_std}.")
         super().__post_init__(**kwargs)

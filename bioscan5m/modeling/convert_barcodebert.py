@@ -69,6 +69,13 @@ def resolve_checkpoint(source: str | os.PathLike, filename: str | None = None,
                             "give the checkpoint's file name (filename=..., --file).")
 
 
+def refuse_existing_folder(out_dir: str | os.PathLike | None) -> None:
+    """A converter writes only into a new or empty folder (hidden staging files aside)."""
+    if out_dir is not None and Path(out_dir).exists() and (
+            not Path(out_dir).is_dir() or any(not p.name.startswith(".") for p in Path(out_dir).iterdir())):
+        raise FileExistsError(f"{out_dir} already exists; choose a new folder.")
+
+
 def _load_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The state dict and options of a Hugging Face BERT folder (``config.json`` + weights)."""
     try:
@@ -191,9 +198,7 @@ def convert_barcodebert(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         num_attention_heads: the head count, for checkpoints that do not record it.
         name: the model's name in the card (default: the folder's).
     """
-    if out_dir is not None and Path(out_dir).exists() and (
-            not Path(out_dir).is_dir() or any(not p.name.startswith(".") for p in Path(out_dir).iterdir())):
-        raise FileExistsError(f"{out_dir} already exists; choose a new folder.")
+    refuse_existing_folder(out_dir)
     source = f"{checkpoint}{f'/{filename}' if filename else ''}{f'@{revision}' if revision else ''}"
     state_dict, options = load_original_checkpoint(resolve_checkpoint(checkpoint, filename, revision))
     if "bert.embeddings.word_embeddings.weight" not in state_dict:

@@ -37,7 +37,7 @@ import torch
 
 from .configuration_barcodebert import BarcodeBertConfig
 from .configuration_clibd import ClibdConfig
-from .convert_barcodebert import load_original_checkpoint, resolve_checkpoint
+from .convert_barcodebert import load_original_checkpoint, refuse_existing_folder, resolve_checkpoint
 from .modeling_clibd import ClibdModel
 
 #: The Hub repo of the published checkpoints, and the BIOSCAN-5M image + DNA + text model in it.
@@ -193,9 +193,7 @@ def convert_clibd(checkpoint: str | os.PathLike = CLIBD_REPO, out_dir: str | os.
         image_model_name / image_model_kwargs: the timm backbone (CLIBD's ``vit_base_patch16_224``).
         dna_attention_heads / text_attention_heads: the towers' head counts (not recorded in the checkpoint).
     """
-    if out_dir is not None and Path(out_dir).exists() and (
-            not Path(out_dir).is_dir() or any(not p.name.startswith(".") for p in Path(out_dir).iterdir())):
-        raise FileExistsError(f"{out_dir} already exists; choose a new folder.")
+    refuse_existing_folder(out_dir)
     if filename is None and not Path(os.path.expanduser(str(checkpoint))).exists():
         filename = CLIBD_5M_CHECKPOINT
     source = f"{checkpoint}{f'/{filename}' if filename else ''}{f'@{revision}' if revision else ''}"
