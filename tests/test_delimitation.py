@@ -1,5 +1,5 @@
 """Species delimitation: p-distances, the two cuts, the sparse graph equal to the dense one, calibration on other
-records, and the delimit command's files and refusals."""
+records, the learned linkage, and the delimit command's files and refusals."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from bioscan5m.delimitation import (calibrate_threshold, delimit_barcodes, neighbour_graph, p_distances,
-                                    pair_p_distances)
+from bioscan5m.delimitation import (LearnedLinkage, calibrate_threshold, delimit_barcodes, neighbour_graph,
+                                    p_distances, pair_differences, pair_p_distances, single_linkage_tree)
 from bioscan5m.evaluation.baselines import aligned_base_codes
 from bioscan5m.tokenization.reference_frame import COI_5P_REFERENCE
 
@@ -37,6 +37,43 @@ def test_p_distance_counts_differing_bases_over_shared_positions():
     assert distances[0, 3] == 1.0 and distances[3, 3] == 0.0
     first, second = np.array([0, 0, 1, 2]), np.array([1, 2, 2, 3])
     np.testing.assert_allclose(pair_p_distances(codes, first, second, 100), distances[first, second], atol=1e-6)
+
+
+def test_pair_differences_tell_codon_positions_and_transversions_apart():
+    reference = COI_5P_REFERENCE[:658]
+    codes = aligned_base_codes([reference])
+    bases = list(reference)
+    # Position 0 of the frame is a third codon position: change it, and position 1 (a first one) by a transversion.
+    swap = {"A": "G", "G": "A", "C": "T", "T": "C"}                     # transitions
+    across = {"A": "C", "G": "T", "C": "A", "T": "G"}                   # transversions
+    offset = int(np.flatnonzero(codes[0] < 4)[0])                       # where the barcode starts in the frame
+    third = next(i for i in range(30) if (offset + i) % 3 == 0)
+    bases[third] = swap[bases[third]]
+    bases[third + 1] = across[bases[third + 1]]
+    codes = aligned_base_codes([reference, "".join(bases)])
+    distance, slow, transversion = pair_differences(codes, np.array([0]), np.array([1]))[0]
+    shared = int(((codes[0] < 4) & (codes[1] < 4)).sum())
+    slow_shared = int(((codes[0] < 4) & (codes[1] < 4) & (np.arange(660) % 3 != 0)).sum())
+    assert distance == pytest.approx(2 / shared) and transversion == pytest.approx(1 / shared)
+    assert slow == pytest.approx(1 / slow_shared)
+    np.testing.assert_allclose(distance, pair_p_distances(codes, np.array([0]), np.array([1]))[0], atol=1e-6)
+
+
+def test_single_linkage_tree_is_scipys_below_its_ceiling():
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    rng = random.Random(2)
+    founders = [_mutate(COI_5P_REFERENCE[:658], 15 * i, rng) for i in range(4)]    # 2.3 % steps apart
+    barcodes = [_mutate(founder, rng.randint(0, 6), rng) for founder in founders for _ in range(8)]
+    codes = aligned_base_codes(barcodes)
+    tree = single_linkage_tree(codes, barcodes, ceiling=0.05)
+    expected = linkage(squareform(p_distances(codes), checks=False).astype(np.float64), "single")[:, 2]
+    np.testing.assert_allclose(tree.height, expected[expected <= 0.05], atol=1e-6)
+    assert tree.size[-1] == sum(tree.size[group] for group in (tree.left[-1], tree.right[-1]))
+    sparse = single_linkage_tree(codes, barcodes, ceiling=0.05, sparse=True)
+    for field in ("left", "right", "height"):
+        np.testing.assert_array_equal(getattr(sparse, field), getattr(tree, field))
 
 
 def test_cuts_recover_synthetic_species_and_refuse_bad_options():
@@ -85,6 +122,29 @@ def test_calibration_picks_the_best_threshold_of_its_curve(bold_root):
     assert max(calibration.ami) > 90
 
 
+def test_learned_linkage_is_fitted_on_other_records_and_the_same_dense_or_sparse(bold_root):
+    from bioscan5m import read_metadata
+    from bioscan5m.evaluation.scoring import clustering_agreement
+
+    labelled = read_metadata(bold_root, split="val+val_unseen")
+    records = read_metadata(bold_root, split="test_unseen")
+    with pytest.raises(ValueError, match="not fitted"):
+        LearnedLinkage().delimit(records["dna_barcode"].tolist())
+    with pytest.raises(ValueError, match="too few to fit the merge model on"):
+        LearnedLinkage().fit(labelled["dna_barcode"].tolist()[:300], labelled["species"].to_numpy()[:300])
+    with pytest.raises(ValueError, match="has a species name"):
+        LearnedLinkage().fit(["ACGT" * 100], [None])
+    model = LearnedLinkage().fit(labelled["dna_barcode"].tolist(), labelled["species"].to_numpy())
+    assert model.records == len(labelled) and model.merges > 100
+    dense = model.delimit(records["dna_barcode"].tolist(), sparse=False)
+    np.testing.assert_array_equal(model.delimit(records["dna_barcode"].tolist(), sparse=True), dense)
+    named = records["species"].nunique()
+    assert 0.9 * named <= len(set(dense)) <= 1.3 * named
+    assert clustering_agreement(records["species"].to_numpy(), dense)["ami"] > 0.97
+    model.accept = 0.999                                   # near-certain merges only: more, smaller clusters
+    assert len(set(model.delimit(records["dna_barcode"].tolist(), sparse=False))) > len(set(dense))
+
+
 def _cli(*arguments):
     return subprocess.run([sys.executable, "-m", "bioscan5m.cli", "delimit", *map(str, arguments)],
                           capture_output=True, text=True, timeout=600)
@@ -92,7 +152,8 @@ def _cli(*arguments):
 
 def test_delimit_command_writes_every_record_and_its_summary(bold_root, tmp_path):
     out = tmp_path / "delimited"
-    done = _cli("--data", bold_root, "--split", "test_unseen", "--calibrate-on", "val_unseen", "--out", out)
+    done = _cli("--data", bold_root, "--split", "test_unseen", "--method", "single", "--calibrate-on", "val_unseen",
+                "--out", out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "putative species:" in done.stdout and "species AMI:" in done.stdout
     lines = (out / "clusters.tsv").read_text().splitlines()
@@ -103,7 +164,8 @@ def test_delimit_command_writes_every_record_and_its_summary(bold_root, tmp_path
     assert (out / "species.tsv").read_text().startswith("species\trecords\tputative_species\tclusters")
     assert (out / "barcode_gap.png").read_bytes()[:4] == b"\x89PNG"
 
-    again = _cli("--data", bold_root, "--split", "test_unseen", "--threshold", "0.02", "--out", out)
+    again = _cli("--data", bold_root, "--split", "test_unseen", "--method", "upgma", "--threshold", "0.02",
+                 "--out", out)
     assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr
     leak = _cli("--data", bold_root, "--split", "test_unseen", "--calibrate-on", "val+test_unseen", "--out",
                 tmp_path / "x")
@@ -111,13 +173,27 @@ def test_delimit_command_writes_every_record_and_its_summary(bold_root, tmp_path
     assert "Traceback" not in leak.stderr and not (tmp_path / "x").exists()
     bad = _cli("--data", bold_root, "--threshold", "2", "--out", tmp_path / "y")
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+    untuned = _cli("--data", bold_root, "--threshold", "0.02", "--out", tmp_path / "z")   # the learned default
+    assert untuned.returncode != 0 and "no threshold" in untuned.stderr and "Traceback" not in untuned.stderr
+
+
+def test_delimit_command_fits_the_learned_linkage_by_default(bold_root, tmp_path):
+    out = tmp_path / "learned"
+    done = _cli("--data", bold_root, "--split", "test_unseen", "--calibrate-on", "val+val_unseen", "--out", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "merge model: fitted on" in done.stdout and "threshold" not in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "learned" and summary["threshold"] is None and summary["calibration"] is None
+    assert summary["merge_model"]["records"] == 5_223 and summary["species"]["ami"] > 97
+    assert len((out / "clusters.tsv").read_text().splitlines()) - 1 == 1_971
 
 
 def test_a_killed_delimit_leaves_nothing(bold_root, tmp_path):
     import time
 
     process = subprocess.Popen([sys.executable, "-m", "bioscan5m.cli", "delimit", "--data", str(bold_root),
-                                "--split", "test+test_unseen", "--threshold", "0.02", "--out", str(tmp_path / "d")])
+                                "--split", "test+test_unseen", "--method", "upgma", "--threshold", "0.02", "--out",
+                                str(tmp_path / "d")])
     time.sleep(4)
     process.kill()
     process.wait()

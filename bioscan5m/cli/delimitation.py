@@ -19,18 +19,20 @@ def _fraction(text: str) -> float:
 
 def add_commands(sub) -> None:
     """delimit."""
-    p = sub.add_parser("delimit", help="group barcodes into putative species without labels (a p-distance cut; "
-                                       "threshold given or calibrated on other, labelled splits)")
+    p = sub.add_parser("delimit", help="group barcodes into putative species without their labels (learned "
+                                       "linkage fitted on other, labelled splits, or a p-distance cut)")
     add_release_root(p)
     p.add_argument("--split", default="test+test_unseen", help="records to delimit (default test+test_unseen)")
-    p.add_argument("--method", choices=("single", "upgma"), default="single",
-                   help="single: components of the threshold graph (sparse, any size; default); "
+    p.add_argument("--method", choices=("learned", "single", "upgma"), default="learned",
+                   help="learned: single linkage whose merges a model fitted on --calibrate-on accepts (sparse, "
+                        "any size; default); single: components of the threshold graph (sparse, any size); "
                         "upgma: average linkage (dense, up to 30,000 barcodes)")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--threshold", type=_fraction, default=None, help="p-distance cut, e.g. 0.02 for 2 %%")
+    group.add_argument("--threshold", type=_fraction, default=None,
+                       help="p-distance cut for single or upgma, e.g. 0.02 for 2 %%")
     group.add_argument("--calibrate-on", default=None, metavar="SPLITS",
-                       help="choose the threshold that best recovers the species of these labelled splits "
-                            "(e.g. val+val_unseen; must not overlap --split)")
+                       help="labelled splits (must not overlap --split) to fit the learned merge model on (e.g. "
+                            "val+val_unseen+train), or to choose the threshold of single or upgma on")
     p.add_argument("--min-overlap", type=positive_int, default=100,
                    help="positions two barcodes must share for their distance to count (default 100)")
     p.add_argument("--out", required=True, help="folder for clusters.tsv, species.tsv, summary.json, barcode_gap.png")
@@ -43,11 +45,15 @@ def _run_delimit(args) -> None:
 
     summary = delimit(args.data, args.out, split=args.split, method=args.method, threshold=args.threshold,
                       calibrate_on=args.calibrate_on, min_overlap=args.min_overlap, overwrite=args.overwrite)
-    species = summary.get("species", {})
-    print_results({"records": summary["records"], "putative species": summary["clusters"],
-                   "named species": species.get("named"), "threshold (%)": 100 * summary["threshold"],
-                   "species AMI": species.get("ami"), "genus AMI": summary.get("genus", {}).get("ami"),
-                   "species split": len(summary.get("species_split", [])),
-                   "clusters merging species": len(summary.get("clusters_merging_species", [])),
-                   "species AMI of the BINs (records without one alone)": summary.get("bins", {}).get("species_ami"),
-                   "written to": args.out})
+    species, model = summary.get("species", {}), summary.get("merge_model")
+    results = {"records": summary["records"], "putative species": summary["clusters"],
+               "named species": species.get("named"),
+               "threshold (%)": None if summary["threshold"] is None else 100 * summary["threshold"],
+               "merge model": None if model is None else f"fitted on {model['merges']:,} merges of "
+                                                        f"{model['records']:,} labelled barcodes",
+               "species AMI": species.get("ami"), "genus AMI": summary.get("genus", {}).get("ami"),
+               "species split": len(summary.get("species_split", [])),
+               "clusters merging species": len(summary.get("clusters_merging_species", [])),
+               "species AMI of the BINs (records without one alone)": summary.get("bins", {}).get("species_ami"),
+               "written to": args.out}
+    print_results({name: value for name, value in results.items() if value is not None})

@@ -161,7 +161,8 @@ def test_benchmark_reports_species_delimitation_beside_the_bins(bold_root, tmp_p
                  "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     rows = report["delimitation"]
-    assert list(rows) == ["BOLD BINs", "UPGMA, 2 %", "single linkage, calibrated on val+val_unseen"]
+    assert list(rows) == ["BOLD BINs", "UPGMA, 2 %", "single linkage, calibrated on val+val_unseen",
+                          "learned linkage, fitted on val+val_unseen"]
     assert rows["UPGMA, 2 %"]["threshold"] == 0.02 and rows["BOLD BINs"]["threshold"] is None
     calibrated = rows["single linkage, calibrated on val+val_unseen"]
     assert calibrated["named_species"] == rows["BOLD BINs"]["named_species"] > 50

@@ -247,8 +247,9 @@ def test_aligned_query_scores_identical_minus_differing_bases_over_the_query(bol
     both = (queries[:, None] < 4) & (keys[None] < 4)
     same = (queries[:, None] == keys[None]) & both
     by_hand = (2 * same.sum(-1) - both.sum(-1)) / (queries < 4).sum(1)[:, None]
-    np.testing.assert_allclose(scores, by_hand, atol=1e-6)
-    np.testing.assert_allclose(np.diag(scores[:len(barcodes)]), 1.0, atol=1e-6)  # each barcode against itself
+    # float32 sums over ~660 positions round to a few 1e-6; one differing base moves a score by 1.5e-3.
+    np.testing.assert_allclose(scores, by_hand, atol=1e-5)
+    np.testing.assert_allclose(np.diag(scores[:len(barcodes)]), 1.0, atol=1e-5)  # each barcode against itself
     # The fragment matches key 0 over all its bases; a long key with differences must not outrank it.
     assert scores[-1].argmax() == 0 and scores[-1, 0] == pytest.approx(1.0)
 

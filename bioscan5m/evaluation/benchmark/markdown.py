@@ -86,7 +86,8 @@ def to_markdown(report: Benchmark) -> str:
     if report.delimitation:
         lines += ["## Species delimitation without labels", "",
                   "Putative species of `test+test_unseen` from the barcodes alone (ungapped p-distance in the COI-5P "
-                  "frame), scored against the names; the single-linkage threshold is calibrated on `val+val_unseen`.", ""]
+                  "frame), scored against the names; the single-linkage threshold is calibrated and the learned "
+                  "linkage's merge model fitted on `val+val_unseen`.", ""]
         lines += _table([{"method": name, "threshold": "—" if r["threshold"] is None else f"{100 * r['threshold']:.2f} %",
                           "putative species": f"{r['putative_species']:,} / {r['named_species']:,} named",
                           **{f"{rank} AMI": f"{r[f'{rank}_ami']:.2f}" for rank in ("species", "genus", "family")},

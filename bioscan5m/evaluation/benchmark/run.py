@@ -208,7 +208,7 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
         steps.update()
     if "delimitation" in sets:
         steps.set_postfix_str("species delimitation")
-        report.delimitation = run_delimitation(sets["delimitation"])
+        report.delimitation = run_delimitation(sets["delimitation"], report.skipped)
         steps.update()
     if blast:
         try:

@@ -178,10 +178,11 @@ def search_speed(arrays: dict[str, np.ndarray], k: int = 5, max_queries: int = 2
 DELIMITATION_RANKS = ("species", "genus", "family")
 
 
-def run_delimitation(sets: dict[str, RecordSet]) -> dict[str, dict]:
-    """Species delimitation without labels on ``sets["records"]``: BOLD's BINs, UPGMA at the textbook 2 %, and
-    single linkage with its threshold calibrated on ``sets["calibration"]`` (other, labelled records)."""
-    from ...delimitation import calibrate_threshold, delimit_barcodes, delimitation_summary
+def run_delimitation(sets: dict[str, RecordSet], skipped: list[str]) -> dict[str, dict]:
+    """Species delimitation without labels on ``sets["records"]``: BOLD's BINs, UPGMA at the textbook 2 %, single
+    linkage with its threshold calibrated on ``sets["calibration"]`` (other, labelled records), and the learned
+    linkage fitted on them (noted in ``skipped`` where they are too few to fit it on)."""
+    from ...delimitation import LearnedLinkage, calibrate_threshold, delimit_barcodes, delimitation_summary
 
     records, labelled = sets["records"], sets["calibration"]
     labels = {rank: records.labels[rank] for rank in DELIMITATION_RANKS}
@@ -203,4 +204,12 @@ def run_delimitation(sets: dict[str, RecordSet]) -> dict[str, dict]:
     threshold = calibrate_threshold(labelled.sequences, labelled.labels["species"]).threshold
     results[f"single linkage, calibrated on {labelled.name}"] = scored(
         delimit_barcodes(records.sequences, threshold), threshold, started)
+    started = time.perf_counter()
+    try:
+        model = LearnedLinkage().fit(labelled.sequences, labelled.labels["species"])
+    except ValueError as error:
+        skipped.append(f"learned linkage: {error}")
+    else:
+        results[f"learned linkage, fitted on {labelled.name}"] = scored(model.delimit(records.sequences), None,
+                                                                        started)
     return results

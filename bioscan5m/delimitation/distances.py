@@ -1,0 +1,155 @@
+"""Distances between barcodes in COI-5P reference coordinates, dense or as a sparse threshold graph."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..evaluation.baselines import one_hot_bases
+
+#: Barcodes above this many are refused by the dense methods (the matrix alone is ``4 n²`` bytes).
+DENSE_LIMIT = 30_000
+#: Above this many barcodes the close pairs come from the sparse graph unless told (the matrix would pass 100 MB).
+SPARSE_ABOVE = 5_000
+#: Positions two barcodes must share before their distance counts (shorter overlaps can match by chance).
+MIN_OVERLAP = 100
+
+
+def p_distances(codes: np.ndarray, min_overlap: int = MIN_OVERLAP, chunk: int = 2048) -> np.ndarray:
+    """The dense ``(n, n)`` float32 matrix of ungapped p-distances between `aligned_base_codes` rows; 1 for pairs
+    sharing fewer than ``min_overlap`` positions."""
+    if len(codes) > DENSE_LIMIT:
+        raise ValueError(f"{len(codes):,} barcodes: the dense distance matrix stops at {DENSE_LIMIT:,}; use the "
+                         "sparse path (method='single').")
+    vectors = one_hot_bases(codes)
+    present = (codes < 4).astype(np.float32)
+    distances = np.empty((len(codes), len(codes)), dtype=np.float32)
+    for start in range(0, len(codes), chunk):
+        rows = slice(start, start + chunk)
+        matches, overlap = vectors[rows] @ vectors.T, present[rows] @ present.T
+        block = 1.0 - matches / np.maximum(overlap, 1.0)
+        block[overlap < min_overlap] = 1.0
+        distances[rows] = block
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+def pair_p_distances(codes: np.ndarray, first: np.ndarray, second: np.ndarray, min_overlap: int = MIN_OVERLAP,
+                     chunk: int = 200_000) -> np.ndarray:
+    """The p-distances of the pairs ``(first[i], second[i])``, exactly as in `p_distances`."""
+    distances = np.empty(len(first), dtype=np.float32)
+    for start in range(0, len(first), chunk):
+        a, b = codes[first[start:start + chunk]], codes[second[start:start + chunk]]
+        both = (a < 4) & (b < 4)
+        overlap = both.sum(axis=1)
+        matches = (both & (a == b)).sum(axis=1)
+        block = 1.0 - matches / np.maximum(overlap, 1)
+        block[overlap < min_overlap] = 1.0
+        distances[start:start + chunk] = block
+    return distances
+
+
+#: Barcodes with fewer positions than this are compared with every barcode exactly by `neighbour_graph`.
+SHORT_BARCODE = 650
+
+
+def neighbour_graph(codes: np.ndarray, sequences: Sequence[str], threshold: float, min_overlap: int = MIN_OVERLAP,
+                    k: int = 32, progress: bool = False, chunk: int = 1024):
+    """The sparse graph of barcode pairs closer than ``threshold``, with exact distances.
+
+    Full-length barcodes find their candidates among their ``k`` nearest by cosine over 6-mer embeddings (FAISS);
+    one whose candidates are all within the threshold is searched again with ``4 k``, and so on, so dense groups
+    of near-identical barcodes (a species sampled many times) are followed to the edge of the graph. A fragment's
+    k-mer profile is far from those of the full barcodes it lies inside, so barcodes shorter than
+    `SHORT_BARCODE` positions are compared with every barcode, ``chunk`` at a time (two matrix products: shared
+    identical bases and shared positions).
+    """
+    import faiss
+    from scipy import sparse
+
+    from ..embedding import kmer_embeddings
+
+    n = len(codes)
+    present = (codes < 4).astype(np.float32)
+    short = present.sum(axis=1) < SHORT_BARCODE
+    first, second = [], []
+    vectors = one_hot_bases(codes)
+    for start in range(0, int(short.sum()), chunk):
+        queries = np.flatnonzero(short)[start:start + chunk]
+        matches, overlap = vectors[queries] @ vectors.T, present[queries] @ present.T
+        close = (overlap >= min_overlap) & (1.0 - matches / np.maximum(overlap, 1.0) <= threshold)
+        rows, columns = np.nonzero(close)
+        rows = queries[rows]
+        first.append(rows[rows != columns])
+        second.append(columns[rows != columns])
+    del vectors
+    if progress:
+        print(f"  neighbours: {int(short.sum()):,} barcodes shorter than {SHORT_BARCODE} positions compared with all")
+    embeddings = np.ascontiguousarray(kmer_embeddings(sequences, k=6, svd_dims=64), dtype=np.float32)
+    faiss.normalize_L2(embeddings)
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    index.add(embeddings)
+    pending, width = np.flatnonzero(~short), min(k, n)
+    while len(pending):
+        _, neighbours = index.search(embeddings[pending], width)
+        rows = np.repeat(pending, width)
+        columns = neighbours.ravel()
+        keep = (columns >= 0) & (columns != rows)
+        rows, columns = rows[keep], columns[keep]
+        close = pair_p_distances(codes, rows, columns, min_overlap) <= threshold
+        first.append(rows[close])
+        second.append(columns[close])
+        saturated = np.bincount(rows[close], minlength=n)[pending] >= width - 1
+        if progress:
+            print(f"  neighbours: {len(pending):,} barcodes searched at k={width}, {int(saturated.sum()):,} to widen")
+        if width >= n:
+            break
+        pending, width = pending[saturated], min(4 * width, n)
+    rows, columns = np.concatenate(first), np.concatenate(second)
+    return sparse.coo_matrix((np.ones(len(rows), dtype=np.int32), (rows, columns)), shape=(n, n)).tocsr()
+
+
+
+
+def close_pairs(codes: np.ndarray, sequences: Sequence[str], threshold: float, min_overlap: int = MIN_OVERLAP,
+                sparse: bool = False, k: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``i < j`` of barcodes closer than ``threshold``, sorted, with its p-distance: from the dense
+    matrix or from `neighbour_graph` with ``k`` candidates per barcode, each pair kept by its distance computed
+    alike either way (the two products round differently at the threshold itself)."""
+    loose = threshold + 1e-6
+    if sparse:
+        first, second = neighbour_graph(codes, sequences, loose, min_overlap, k=k, progress=progress).nonzero()
+    else:
+        first, second = np.nonzero(p_distances(codes, min_overlap) <= loose)
+    pairs = np.unique(np.sort(np.stack([first, second], axis=1), axis=1).astype(np.int64), axis=0)
+    pairs = pairs[pairs[:, 0] < pairs[:, 1]]
+    distances = pair_p_distances(codes, pairs[:, 0], pairs[:, 1], min_overlap)
+    close = distances <= threshold
+    return pairs[close, 0], pairs[close, 1], distances[close]
+
+
+#: Codon positions 1 and 2 in the COI-5P frame (position 0 is a third codon position): changes there mostly
+#: change the protein, and are rarer within a species than between species.
+FIRST_TWO_CODON_POSITIONS = np.arange(660) % 3 != 0
+
+
+def pair_differences(codes: np.ndarray, first: np.ndarray, second: np.ndarray,
+                     chunk: int = 100_000) -> np.ndarray:
+    """``(len(first), 3)`` float32: for each pair, its p-distance, the p-distance over codon positions 1-2 and
+    the share of shared positions that differ by a transversion (purine against pyrimidine). Pairs without a
+    shared position get 1."""
+    out = np.empty((len(first), 3), dtype=np.float32)
+    slow = FIRST_TWO_CODON_POSITIONS[:codes.shape[1]]
+    for start in range(0, len(first), chunk):
+        a, b = codes[first[start:start + chunk]], codes[second[start:start + chunk]]
+        both = (a < 4) & (b < 4)
+        differ = both & (a != b)
+        transversion = differ & (a % 2 != b % 2)          # A=0, G=2 are purines; C=1, T=3 pyrimidines
+        overlap = both.sum(axis=1)
+        overlap_slow = both[:, slow].sum(axis=1)
+        block = out[start:start + chunk]
+        block[:, 0] = np.where(overlap > 0, differ.sum(axis=1) / np.maximum(overlap, 1), 1.0)
+        block[:, 1] = np.where(overlap_slow > 0, differ[:, slow].sum(axis=1) / np.maximum(overlap_slow, 1), 1.0)
+        block[:, 2] = np.where(overlap > 0, transversion.sum(axis=1) / np.maximum(overlap, 1), 1.0)
+    return out
