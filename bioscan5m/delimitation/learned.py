@@ -46,6 +46,7 @@ PAIR_SAMPLE = 1024
 PART_SIZE = 15_000
 #: The model is the mean of boosted trees fitted with these seeds (each on 80 % of the merges).
 MODEL_SEEDS = (0, 1, 2)
+#: What each column of `merge_features` holds.
 FEATURES = ("height", "mean distance", "diversity of the larger group", "diversity of the smaller group",
             "log size of the smaller group", "log size of the larger group", "height of the next merge",
             "mean distance beyond the larger diversity", "codon positions 1-2 distance",
@@ -55,7 +56,8 @@ FEATURES = ("height", "mean distance", "diversity of the larger group", "diversi
 @dataclass
 class LinkageTree:
     """The merges of single linkage below a ceiling, lowest first: merge ``m`` joins groups ``left[m]`` and
-    ``right[m]`` (ids below ``n`` are barcodes, ``n + m`` the group merge ``m`` makes) at ``height[m]``."""
+    ``right[m]`` (ids below ``n`` are the leaves, barcodes or haplotypes, ``n + m`` the group merge ``m`` makes) at
+    ``height[m]``."""
 
     n: int
     left: np.ndarray

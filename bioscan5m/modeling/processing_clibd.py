@@ -58,6 +58,14 @@ class ClibdProcessor(ProcessorMixin):
         return files
 
     @classmethod
+    def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
+        # transformers >= 5.25 loads the parts here; earlier versions call _get_arguments_from_pretrained.
+        unused = {key: kwargs.pop(key) for key in ("return_unused_kwargs",) if key in kwargs}
+        parts = cls._get_arguments_from_pretrained(pretrained_model_name_or_path, **kwargs)
+        processor_dict.update(zip(("image_processor", "tokenizer", "dna_tokenizer"), parts))
+        return processor_dict, unused
+
+    @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
         # The image processor is this model's own class, so it loads without an Auto mapping. Loaded as remote code
         # (package not installed), the code saved with the model is trusted (the DNA tokenizer's, and the model config
