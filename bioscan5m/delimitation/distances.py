@@ -110,8 +110,6 @@ def neighbour_graph(codes: np.ndarray, sequences: Sequence[str], threshold: floa
     return sparse.coo_matrix((np.ones(len(rows), dtype=np.int32), (rows, columns)), shape=(n, n)).tocsr()
 
 
-
-
 def close_pairs(codes: np.ndarray, sequences: Sequence[str], threshold: float, min_overlap: int = MIN_OVERLAP,
                 sparse: bool = False, k: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``i < j`` of barcodes closer than ``threshold``, sorted, with its p-distance: from the dense

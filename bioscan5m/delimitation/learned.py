@@ -29,6 +29,7 @@ import numpy as np
 from ..embedding import aligned_base_codes
 from ..evaluation.scoring import is_missing
 from .distances import MIN_OVERLAP, SPARSE_ABOVE, close_pairs, pair_differences
+from .linkage import renumber
 
 #: Merges closer than this are accepted without asking the model (species differ by more almost always).
 FLOOR = 0.01
@@ -264,7 +265,8 @@ class LearnedLinkage:
 
     def delimit(self, sequences: Sequence[str], sparse: bool | None = None, progress: bool = False) -> np.ndarray:
         """Putative species of ``sequences``: a cluster id per barcode (0, 1, ... by first appearance)."""
-        from .linkage import renumber
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
 
         if not self.models:
             raise ValueError("This LearnedLinkage is not fitted: call fit(labelled barcodes, species) first.")
@@ -280,9 +282,6 @@ class LearnedLinkage:
         for m, (a, b) in enumerate(zip(tree.left, tree.right)):
             accepted[tree.n + m] = accepted[a] and accepted[b] and probability[m] > self.accept
         # Joining one barcode of each side of every accepted merge joins exactly the groups those merges made.
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         member = _a_member_of_each_group(tree)
         joined = accepted[tree.n:]
         graph = coo_matrix((np.ones(int(joined.sum())), (member[tree.left[joined]], member[tree.right[joined]])),
