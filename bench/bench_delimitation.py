@@ -6,7 +6,9 @@
 Records: ``test+test_unseen`` (not deduplicated, as the zero-shot clustering protocol). Thresholds are calibrated
 on ``val+val_unseen`` (never on the records delimited). Rows: BOLD's BINs; UPGMA at the textbook 2 %; UPGMA and
 single linkage calibrated; the learned linkage (merges accepted by a model fitted on ``--fit-on``, by default
-``val+val_unseen+train``); the paper's protocol (6-mer counts → UMAP 50 → Ward with the true number of species).
+``val+val_unseen+train``); the paper's protocol (6-mer counts → UMAP 50 → Ward with the true number of species),
+and the same protocol on each BarcodeBERT folder given with ``--encoders`` (its embeddings as `bioscan5m cluster`
+makes them).
 Every AMI is scikit-learn's, in percent. ``--scale N`` delimits N barcodes (all real barcodes of every split,
 repeated to N) on the sparse graph in a fresh process, by single linkage and by the learned linkage (its model fitted on
 ``val+val_unseen``, outside the timing), and reports seconds and peak RSS.
@@ -49,13 +51,14 @@ def main() -> None:
     parser.add_argument("--split", default="test+test_unseen")
     parser.add_argument("--calibrate-on", default="val+val_unseen")
     parser.add_argument("--fit-on", default="val+val_unseen+train", help="labelled splits the merge model is fitted on")
+    parser.add_argument("--encoders", nargs="*", default=[], help="BarcodeBERT folders to run the protocol on")
     parser.add_argument("--scale", type=int, default=0, help="also delimit this many barcodes on the sparse graph")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
     from bioscan5m import read_metadata
     from bioscan5m.delimitation import LearnedLinkage, calibrate_threshold, delimit_barcodes, delimitation_summary
-    from bioscan5m.embedding import kmer_embeddings
+    from bioscan5m.embedding import embed_sequences, kmer_embeddings
     from bioscan5m.evaluation.clustering import zero_shot_clustering
     from bioscan5m.evaluation.scoring import clustering_agreement
 
@@ -108,6 +111,11 @@ def main() -> None:
     protocol = zero_shot_clustering(kmer_embeddings(barcodes, k=6, svd_dims=256), {"species": ranks["species"]})
     add("6-mer counts → UMAP 50 → Ward (paper protocol, known number of species)",
         protocol.cluster_ids, time.time() - started)
+    for encoder in args.encoders:
+        started = time.time()
+        protocol = zero_shot_clustering(embed_sequences(encoder, barcodes, progress=False),
+                                        {"species": ranks["species"]})
+        add(f"BarcodeBERT {encoder} → UMAP 50 → Ward (paper protocol)", protocol.cluster_ids, time.time() - started)
     results = {"records": len(records), "split": args.split, "calibrate_on": args.calibrate_on, "rows": rows,
                "sparse_equals_dense": same, "sparse_seconds": round(sparse_seconds, 1),
                "learned_sparse_equals_dense": learned_same,

@@ -144,6 +144,15 @@ def test_learned_linkage_is_fitted_on_other_records_and_the_same_dense_or_sparse
     model.accept = 0.999                                   # near-certain merges only: more, smaller clusters
     assert len(set(model.delimit(records["dna_barcode"].tolist(), sparse=False))) > len(set(dense))
 
+    # The parts `fit` and `delimit` are made of give their answer; a shallower model is another one.
+    merges = LearnedLinkage().training_merges(labelled["dna_barcode"].tolist(), labelled["species"].to_numpy())
+    tree = LearnedLinkage().tree(records["dna_barcode"].tolist(), sparse=False)
+    np.testing.assert_array_equal(LearnedLinkage().fit_merges(*merges).decide(*tree), dense)
+    stumps = LearnedLinkage(boosting={"n_estimators": 20, "max_depth": 1}).fit_merges(*merges)
+    assert all(model.max_depth == 1 and model.n_estimators == 20 for model in stumps.models)
+    with pytest.raises(ValueError, match="boosting must be a dict"):
+        LearnedLinkage(boosting=[("max_depth", 2)])
+
 
 def _cli(*arguments):
     return subprocess.run([sys.executable, "-m", "bioscan5m.cli", "delimit", *map(str, arguments)],
@@ -159,7 +168,8 @@ def test_delimit_command_writes_every_record_and_its_summary(bold_root, tmp_path
     lines = (out / "clusters.tsv").read_text().splitlines()
     assert lines[0] == "processid\tcluster" and len(lines) - 1 == 1_971   # every record of test_unseen
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["calibration"]["splits"] == "val_unseen" and summary["threshold"] in summary["calibration"]["thresholds"]
+    assert summary["calibration"]["splits"] == "val_unseen"
+    assert summary["threshold"] in summary["calibration"]["thresholds"]
     assert summary["records"] == 1_971 and summary["species"]["named"] == 72 and "ami_with_clusters" in summary["bins"]
     assert (out / "species.tsv").read_text().startswith("species\trecords\tputative_species\tclusters")
     assert (out / "barcode_gap.png").read_bytes()[:4] == b"\x89PNG"

@@ -47,6 +47,9 @@ PAIR_SAMPLE = 1024
 PART_SIZE = 15_000
 #: The model is the mean of boosted trees fitted with these seeds (each on 80 % of the merges).
 MODEL_SEEDS = (0, 1, 2)
+#: Each model's trees: four levels deep, since whether a gap parts two species depends on several of the
+#: features at once (held out, depth 4 gained 0.05-0.15 species AMI over depth 2, as did depth 3 and 5).
+BOOSTING = {"n_estimators": 400, "max_depth": 4, "learning_rate": 0.03, "subsample": 0.8}
 #: What each column of `merge_features` holds.
 FEATURES = ("height", "mean distance", "diversity of the larger group", "diversity of the smaller group",
             "log size of the smaller group", "log size of the larger group", "height of the next merge",
@@ -197,26 +200,37 @@ def same_species_merges(tree: LinkageTree, species: Sequence[dict]) -> np.ndarra
 
 
 class LearnedLinkage:
-    """Putative species by single linkage whose merges a model fitted on labelled barcodes accepts or refuses."""
+    """Putative species by single linkage whose merges a model fitted on labelled barcodes accepts or refuses.
 
-    def __init__(self, min_overlap: int = MIN_OVERLAP, accept: float = ACCEPT):
+    ``accept``: the probability above which a merge is accepted; ``boosting``: the keyword arguments of each of the
+    `MODEL_SEEDS` scikit-learn ``GradientBoostingClassifier`` (default `BOOSTING`).
+    """
+
+    def __init__(self, min_overlap: int = MIN_OVERLAP, accept: float = ACCEPT, boosting: dict | None = None):
         if not 0 < accept < 1:
             raise ValueError(f"accept must be a probability between 0 and 1, not {accept!r}.")
         if min_overlap < 1:
             raise ValueError(f"min_overlap must be a positive number of positions, not {min_overlap!r}.")
+        if boosting is not None and not isinstance(boosting, dict):
+            raise ValueError(f"boosting must be a dict of GradientBoostingClassifier arguments, not {boosting!r}.")
         self.min_overlap, self.accept = min_overlap, accept
+        self.boosting = dict(BOOSTING if boosting is None else boosting)
         self.models: list = []
         self.records = self.species = self.merges = 0
 
     def fit(self, sequences: Sequence[str], species: Sequence, part_size: int = PART_SIZE,
             sparse: bool | None = None, progress: bool = False) -> "LearnedLinkage":
-        """Fit the merge model on barcodes with species names (records without one are left out).
+        """Fit the merge model on barcodes with species names (records without one are left out)."""
+        return self.fit_merges(*self.training_merges(sequences, species, part_size, sparse, progress),
+                               progress=progress)
 
-        The records are shuffled into parts of at most ``part_size``, each linked on its own: every part adds its
-        merges to learn from, at a sampling density like that of a set being delimited.
+    def training_merges(self, sequences: Sequence[str], species: Sequence, part_size: int = PART_SIZE,
+                        sparse: bool | None = None, progress: bool = False, seed: int = 0):
+        """The merges to learn from: ``(features, same species, weight, records, species)``.
+
+        The named records are shuffled (by ``seed``) into parts of at most ``part_size``, each linked on its own:
+        every part adds its merges to learn from, at a sampling density like that of a set being delimited.
         """
-        from sklearn.ensemble import GradientBoostingClassifier
-
         if part_size < 2:
             raise ValueError(f"part_size must be at least 2 barcodes, not {part_size!r}.")
         species = np.asarray(species, dtype=object)
@@ -225,10 +239,10 @@ class LearnedLinkage:
             raise ValueError("None of the barcodes to fit the merge model on has a species name.")
         sequences = [sequences[i] for i in known]
         names = species[known].astype(str)
-        parts = np.array_split(np.random.default_rng(0).permutation(len(names)), -(-len(names) // part_size))
+        parts = np.array_split(np.random.default_rng(seed).permutation(len(names)), -(-len(names) // part_size))
         features, same, weight = [], [], []
         for part in parts:
-            tree, codes, haplotype = self._tree([sequences[i] for i in part], sparse, progress)
+            tree, codes, haplotype = self.tree([sequences[i] for i in part], sparse, progress)
             per_haplotype: list[dict] = [{} for _ in range(tree.n)]
             for h, name in zip(haplotype, names[part]):
                 per_haplotype[h][name] = per_haplotype[h].get(name, 0) + 1
@@ -237,22 +251,32 @@ class LearnedLinkage:
             same.append(same_species_merges(tree, per_haplotype)[asked])
             # A wrong merge of two large groups costs more than a stray barcode, but not in proportion to size.
             weight.append(np.log1p(np.minimum(tree.size[tree.left], tree.size[tree.right])[asked]))
-        features, same, weight = np.concatenate(features), np.concatenate(same), np.concatenate(weight)
+        if progress:
+            print(f"{sum(map(len, same)):,} merges to learn from in {len(parts)} parts of {len(names):,} labelled "
+                  "barcodes")
+        return (np.concatenate(features), np.concatenate(same), np.concatenate(weight), len(names),
+                len(set(names.tolist())))
+
+    def fit_merges(self, features: np.ndarray, same: np.ndarray, weight: np.ndarray, records: int = 0,
+                   species: int = 0, progress: bool = False) -> "LearnedLinkage":
+        """Fit the merge model on `training_merges`' output."""
+        from sklearn.ensemble import GradientBoostingClassifier
+
         if len(same) < 20 or same.all() or not same.any():
-            raise ValueError(f"{len(names):,} labelled barcodes give {len(same)} merges between {100 * FLOOR:g} and "
+            raise ValueError(f"{records:,} labelled barcodes give {len(same)} merges between {100 * FLOOR:g} and "
                              f"{100 * CEILING:g} %, {int(same.sum())} of them within a species: too few to fit the "
                              "merge model on (it needs 20, of both kinds); calibrate on more records (e.g. "
                              "val+val_unseen+train).")
-        self.models = [GradientBoostingClassifier(n_estimators=200, max_depth=2, learning_rate=0.05, subsample=0.8,
-                                                  random_state=seed).fit(features, same, sample_weight=weight)
+        self.models = [GradientBoostingClassifier(**self.boosting, random_state=seed).fit(features, same,
+                                                                                            sample_weight=weight)
                        for seed in MODEL_SEEDS]
-        self.records, self.species, self.merges = len(names), len(set(names.tolist())), len(same)
+        self.records, self.species, self.merges = records, species, len(same)
         if progress:
-            print(f"merge model fitted on {self.merges:,} merges of {self.records:,} labelled barcodes in "
-                  f"{len(parts)} parts ({100 * same.mean():.0f} % within a species)")
+            print(f"merge model fitted on {self.merges:,} merges of {self.records:,} labelled barcodes "
+                  f"({100 * same.mean():.0f} % within a species)")
         return self
 
-    def _tree(self, sequences: Sequence[str], sparse: bool | None, progress: bool):
+    def tree(self, sequences: Sequence[str], sparse: bool | None = None, progress: bool = False):
         """The single-linkage tree of the haplotypes of ``sequences``, their codes, and each barcode's haplotype."""
         codes = aligned_base_codes(sequences)
         first, haplotype, counts = haplotypes(codes)
@@ -265,15 +289,19 @@ class LearnedLinkage:
 
     def delimit(self, sequences: Sequence[str], sparse: bool | None = None, progress: bool = False) -> np.ndarray:
         """Putative species of ``sequences``: a cluster id per barcode (0, 1, ... by first appearance)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         if not self.models:
             raise ValueError("This LearnedLinkage is not fitted: call fit(labelled barcodes, species) first.")
         sequences = list(sequences)
         if not sequences:
             raise ValueError("No barcodes to delimit.")
-        tree, codes, haplotype = self._tree(sequences, sparse, progress)
+        return self.decide(*self.tree(sequences, sparse, progress))
+
+    def decide(self, tree: LinkageTree, codes: np.ndarray, haplotype: np.ndarray) -> np.ndarray:
+        """The putative species of a `tree`'s barcodes: each merge accepted when the model says so and every
+        merge below it was accepted."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
         probability = np.ones(len(tree.left))
         asked = tree.height > FLOOR
         if asked.any():
