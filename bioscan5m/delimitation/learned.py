@@ -38,17 +38,17 @@ CEILING = 0.05
 #: Candidates per barcode for the sparse graph at the ceiling: at 5 % the k-mer ranking and the p-distance
 #: disagree more than near 2 %, and 256 found every close pair of the real test+test_unseen (32 missed 4 %).
 NEIGHBOURS = 256
-#: A merge is accepted when the model's probability that its two groups are one species exceeds this (the
-#: best of 0.3-0.6 on held-out calibration records).
+#: A merge is accepted when the model's probability that its two groups are one species exceeds this (0.3-0.5
+#: score alike on held-out calibration records; bench/bench_delimitation_heldout.py).
 ACCEPT = 0.4
 #: Cross pairs a merge's features are estimated from (all of them where there are fewer).
 PAIR_SAMPLE = 1024
-#: Calibration records are linked in parts of at most this many barcodes (see `LearnedLinkage.fit`).
+#: Calibration records are linked in parts of at most this many barcodes (see `LearnedLinkage.training_merges`).
 PART_SIZE = 15_000
 #: The model is the mean of boosted trees fitted with these seeds (each on 80 % of the merges).
 MODEL_SEEDS = (0, 1, 2)
 #: Each model's trees: four levels deep, since whether a gap parts two species depends on several of the
-#: features at once (held out, depth 4 gained 0.05-0.15 species AMI over depth 2, as did depth 3 and 5).
+#: features at once (held out, depth 4 scored 0.11 species AMI above depth 2, and like depth 3 and 5).
 BOOSTING = {"n_estimators": 400, "max_depth": 4, "learning_rate": 0.03, "subsample": 0.8}
 #: What each column of `merge_features` holds.
 FEATURES = ("height", "mean distance", "diversity of the larger group", "diversity of the smaller group",
