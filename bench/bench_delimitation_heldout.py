@@ -1,6 +1,6 @@
 """How the learned linkage's choices were made: merge-model variants scored on held-out labelled records only.
 
-    python bench/bench_delimitation_heldout.py --data ../shared/data/bold-insects            # ≈ 6 min on 2 cores
+    python bench/bench_delimitation_heldout.py --data ../shared/data/bold-insects            # ≈ 7 min on 2 cores
 
 The calibration pool (``train+val+val_unseen``, the records `bioscan5m delimit` fits on) is split into ``--folds``
 folds by barcode (identical barcodes stay in one fold), ``--repeats`` times with different splits. Each fold is
@@ -61,10 +61,10 @@ def main() -> None:
             merges = base.training_merges([barcodes[i] for i in train], species[train])
             tree = base.tree([barcodes[i] for i in test])
             for name, options in VARIANTS.items():
-                clusters = LearnedLinkage(**options).fit_merges(*merges).decide(*tree)
+                clusters = LearnedLinkage(**options).fit_merges(merges).decide(*tree)
                 ami = 100 * clustering_agreement(species[test], clusters)["ami"]
                 scores[name].append((ami, int(clusters.max() + 1), len(set(species[test].tolist()))))
-            print(f"repeat {repeat}, fold {held_out}: {len(test):,} records held out, {len(merges[1]):,} merges to "
+            print(f"repeat {repeat}, fold {held_out}: {len(test):,} records held out, {len(merges.same):,} merges to "
                   f"learn from; " + ", ".join(f"{s[-1][0]:.2f}" for s in scores.values()) +
                   f" ({time.time() - started:.0f} s)", flush=True)
 
@@ -74,9 +74,9 @@ def main() -> None:
         ami = np.array([v[0] for v in values])
         difference = ami - default
         rows.append({"variant": name, "species AMI": round(ami.mean(), 3),
-                     "± (s.e.)": round(ami.std(ddof=1) / np.sqrt(len(ami)), 3),
+                     "s.e.": round(ami.std(ddof=1) / np.sqrt(len(ami)), 3),
                      "vs default, paired": round(difference.mean(), 3),
-                     "± (s.e.) ": round(difference.std(ddof=1) / np.sqrt(len(ami)), 3),
+                     "s.e. of the difference": round(difference.std(ddof=1) / np.sqrt(len(ami)), 3),
                      "putative / named species": round(float(np.mean([v[1] / v[2] for v in values])), 3),
                      "folds": " ".join(f"{a:.2f}" for a in ami)})
     import pandas as pd

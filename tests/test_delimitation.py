@@ -147,8 +147,8 @@ def test_learned_linkage_is_fitted_on_other_records_and_the_same_dense_or_sparse
     # The parts `fit` and `delimit` are made of give their answer; a shallower model is another one.
     merges = LearnedLinkage().training_merges(labelled["dna_barcode"].tolist(), labelled["species"].to_numpy())
     tree = LearnedLinkage().tree(records["dna_barcode"].tolist(), sparse=False)
-    np.testing.assert_array_equal(LearnedLinkage().fit_merges(*merges).decide(*tree), dense)
-    stumps = LearnedLinkage(boosting={"n_estimators": 20, "max_depth": 1}).fit_merges(*merges)
+    np.testing.assert_array_equal(LearnedLinkage().fit_merges(merges).decide(*tree), dense)
+    stumps = LearnedLinkage(boosting={"n_estimators": 20, "max_depth": 1}).fit_merges(merges)
     assert all(model.max_depth == 1 and model.n_estimators == 20 for model in stumps.models)
     with pytest.raises(ValueError, match="boosting must be a dict"):
         LearnedLinkage(boosting=[("max_depth", 2)])

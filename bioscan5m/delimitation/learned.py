@@ -70,6 +70,18 @@ class LinkageTree:
     size: np.ndarray        # per group id: the records in it (a leaf may stand for several identical barcodes)
 
 
+@dataclass
+class TrainingMerges:
+    """What the merge model learns from: a row of `merge_features` per merge of labelled barcodes, whether its two
+    groups are one species, its weight, and the labelled records and species they came from."""
+
+    features: np.ndarray
+    same: np.ndarray
+    weight: np.ndarray
+    records: int
+    species: int
+
+
 #: Added to every distance given to scipy's spanning tree, which reads a stored zero as no edge.
 _EDGE_OFFSET = 1e-3
 
@@ -221,15 +233,14 @@ class LearnedLinkage:
     def fit(self, sequences: Sequence[str], species: Sequence, part_size: int = PART_SIZE,
             sparse: bool | None = None, progress: bool = False) -> "LearnedLinkage":
         """Fit the merge model on barcodes with species names (records without one are left out)."""
-        return self.fit_merges(*self.training_merges(sequences, species, part_size, sparse, progress),
-                               progress=progress)
+        return self.fit_merges(self.training_merges(sequences, species, part_size, sparse, progress), progress)
 
     def training_merges(self, sequences: Sequence[str], species: Sequence, part_size: int = PART_SIZE,
-                        sparse: bool | None = None, progress: bool = False, seed: int = 0):
-        """The merges to learn from: ``(features, same species, weight, records, species)``.
+                        sparse: bool | None = None, progress: bool = False) -> TrainingMerges:
+        """The merges of labelled barcodes to fit the model on.
 
-        The named records are shuffled (by ``seed``) into parts of at most ``part_size``, each linked on its own:
-        every part adds its merges to learn from, at a sampling density like that of a set being delimited.
+        The named records are shuffled into parts of at most ``part_size``, each linked on its own: every part adds
+        its merges to learn from, at a sampling density like that of a set being delimited.
         """
         if part_size < 2:
             raise ValueError(f"part_size must be at least 2 barcodes, not {part_size!r}.")
@@ -239,7 +250,7 @@ class LearnedLinkage:
             raise ValueError("None of the barcodes to fit the merge model on has a species name.")
         sequences = [sequences[i] for i in known]
         names = species[known].astype(str)
-        parts = np.array_split(np.random.default_rng(seed).permutation(len(names)), -(-len(names) // part_size))
+        parts = np.array_split(np.random.default_rng(0).permutation(len(names)), -(-len(names) // part_size))
         features, same, weight = [], [], []
         for part in parts:
             tree, codes, haplotype = self.tree([sequences[i] for i in part], sparse, progress)
@@ -254,23 +265,22 @@ class LearnedLinkage:
         if progress:
             print(f"{sum(map(len, same)):,} merges to learn from in {len(parts)} parts of {len(names):,} labelled "
                   "barcodes")
-        return (np.concatenate(features), np.concatenate(same), np.concatenate(weight), len(names),
-                len(set(names.tolist())))
+        return TrainingMerges(np.concatenate(features), np.concatenate(same), np.concatenate(weight), len(names),
+                              len(set(names.tolist())))
 
-    def fit_merges(self, features: np.ndarray, same: np.ndarray, weight: np.ndarray, records: int = 0,
-                   species: int = 0, progress: bool = False) -> "LearnedLinkage":
+    def fit_merges(self, merges: TrainingMerges, progress: bool = False) -> "LearnedLinkage":
         """Fit the merge model on `training_merges`' output."""
         from sklearn.ensemble import GradientBoostingClassifier
 
+        same = merges.same
         if len(same) < 20 or same.all() or not same.any():
-            raise ValueError(f"{records:,} labelled barcodes give {len(same)} merges between {100 * FLOOR:g} and "
-                             f"{100 * CEILING:g} %, {int(same.sum())} of them within a species: too few to fit the "
-                             "merge model on (it needs 20, of both kinds); calibrate on more records (e.g. "
-                             "val+val_unseen+train).")
-        self.models = [GradientBoostingClassifier(**self.boosting, random_state=seed).fit(features, same,
-                                                                                            sample_weight=weight)
-                       for seed in MODEL_SEEDS]
-        self.records, self.species, self.merges = records, species, len(same)
+            raise ValueError(f"{merges.records:,} labelled barcodes give {len(same)} merges between "
+                             f"{100 * FLOOR:g} and {100 * CEILING:g} %, {int(same.sum())} of them within a species: "
+                             "too few to fit the merge model on (it needs 20, of both kinds); calibrate on more "
+                             "records (e.g. val+val_unseen+train).")
+        self.models = [GradientBoostingClassifier(**self.boosting, random_state=seed).fit(
+                           merges.features, same, sample_weight=merges.weight) for seed in MODEL_SEEDS]
+        self.records, self.species, self.merges = merges.records, merges.species, len(same)
         if progress:
             print(f"merge model fitted on {self.merges:,} merges of {self.records:,} labelled barcodes "
                   f"({100 * same.mean():.0f} % within a species)")
