@@ -4,9 +4,10 @@
     ds = bioscan5m.load_dataset("~/bioscan", "cropped_256", split="train+val")
     it = bioscan5m.load_dataset("~/bioscan", "dna", split="pretrain", streaming=True)
 
-Heavy dependencies (torch, transformers, timm, faiss, umap, gradio) load only where they are used: the model
-classes join the transformers Auto classes when ``bioscan5m.modeling`` is imported (every model-loading function of
-the package does so), not on ``import bioscan5m``, which stays a one-second import for data loading.
+The data layer needs no torch (``pip install bioscan5m``); the models, evaluation and the identification page come
+with the ``models``, ``evaluation`` and ``app`` extras, and load only where they are used: the model classes join
+the transformers Auto classes when ``bioscan5m.modeling`` is imported (every model-loading function of the package
+does so), not on ``import bioscan5m``, which stays a light import for data loading.
 """
 
 from __future__ import annotations

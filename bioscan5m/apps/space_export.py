@@ -3,9 +3,10 @@
     bioscan5m space export my-space --index runs/index        # then: hf upload USER/SPACE my-space . --repo-type space
 
 The folder holds everything the Space needs and nothing of this machine: the page's README header, ``app.py``,
-``requirements.txt`` (CPU-only torch and the package's dependencies from the package index; gradio comes from the
-header's ``sdk_version``), the ``bioscan5m`` source (imported by ``app.py`` from the folder itself, so no wheel and
-no local path), the key index, the model it was built with, and the licences.
+``requirements.txt`` (CPU-only torch, and the package's dependencies with the extras the page needs, from the
+package index; gradio comes from the header's ``sdk_version``), the ``bioscan5m`` source (imported by ``app.py``
+from the folder itself, so no wheel and no local path), the key index, the model it was built with, and the
+licences.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 MODEL_SUFFIXES = (".json", ".safetensors", ".py", ".txt")
 #: Packages the Space gets elsewhere: gradio from the header's sdk_version, torch from the CPU wheel index.
 PROVIDED = ("gradio", "torch", "torchvision")
+#: The package's extras the page needs beside its core: the models, and the key index's search.
+SPACE_EXTRAS = ("models", "evaluation", "app")
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 
 APP = '''"""The identification page over the key index in this folder (made by `bioscan5m space export`)."""
@@ -85,7 +88,9 @@ def requirements() -> str:
     for name in ("torch", "torchvision"):
         lines.append(f"{name}=={_base_version(metadata.version(name))}")
     for requirement in map(Requirement, metadata.requires("bioscan5m") or []):
-        if requirement.marker is None and requirement.name not in PROVIDED:  # markers: the optional extras
+        needed = requirement.marker is None or any(requirement.marker.evaluate({"extra": extra})
+                                                   for extra in SPACE_EXTRAS)
+        if needed and requirement.name not in (*PROVIDED, "bioscan5m"):
             lines.append(f"{requirement.name}{requirement.specifier}")
     return "\n".join(lines) + "\n"
 

@@ -56,6 +56,25 @@ def input_problem(error: BaseException) -> BaseException | None:
     return None
 
 
+#: The extra of pyproject.toml that installs each optional dependency (by its top-level module).
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "torchvision", "transformers", "tokenizers", "safetensors", "timm", "accelerate"),
+                    "models"),
+    **dict.fromkeys(("evaluate", "sklearn", "scipy", "umap", "faiss", "matplotlib"), "evaluation"),
+    "gradio": "app",
+}
+
+
+def missing_extra(error: BaseException) -> tuple[str, str] | None:
+    """The optional dependency behind ``error`` that is not installed, and the extra that installs it. Only a
+    missing top-level package counts: a missing part of an installed one is a bug, not a missing extra."""
+    while error is not None:
+        if isinstance(error, ModuleNotFoundError):
+            return (error.name, EXTRA_OF_MODULE[error.name]) if error.name in EXTRA_OF_MODULE else None
+        error = error.__cause__
+    return None
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is when a line is logged, not as it was when the handler was made (a caller
     may redirect or capture it between two commands)."""
@@ -90,8 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         # Input problems get one clear line, not a traceback; BIOSCAN5M_DEBUG=1 shows the traceback.
         import os
 
+        if os.environ.get("BIOSCAN5M_DEBUG"):
+            raise
+        missing = missing_extra(error)
+        if missing is not None:
+            module, extra = missing
+            print(f"bioscan5m {args.command}: error: this command needs {module}, which is not installed: "
+                  f"pip install 'bioscan5m[{extra}]' (or 'bioscan5m[all]' for every command)", file=sys.stderr)
+            return 2
         problem = input_problem(error)
-        if problem is None or os.environ.get("BIOSCAN5M_DEBUG"):
+        if problem is None:
             raise
         print(f"bioscan5m {args.command}: error: {problem}", file=sys.stderr)
         return 2

@@ -42,6 +42,9 @@ def test_export_writes_a_self_contained_space(real_index, tmp_path, capsys):
     assert any(line.startswith("torch==") and "+" not in line for line in requirements)
     assert not any(line.startswith(("gradio", ".", "/")) or ".whl" in line for line in requirements)
     assert any(line.startswith("faiss-cpu") for line in requirements)
+    # The page's extras are in (models, the index's search), the test tools and the package itself are not.
+    assert any(line.startswith("transformers") for line in requirements)
+    assert not any(line.startswith(("pytest", "selenium", "bioscan")) for line in requirements)
     for path in out.rglob("*"):  # no path of this machine in the text the Space shows or runs
         if path.suffix in (".md", ".py", ".txt", ".json"):
             assert str(tmp_path) not in path.read_text(errors="ignore"), path

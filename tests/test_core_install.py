@@ -1,0 +1,90 @@
+"""`pip install bioscan5m` without extras: the dataset works with no torch, transformers, scikit-learn or gradio, and
+a command that needs an extra says which one to install.
+
+Each check runs in a fresh interpreter that sees this installation's packages except the optional ones, as if they
+had never been installed (this test process has them all imported already).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bioscan5m.cli import EXTRA_OF_MODULE
+
+REPO = Path(__file__).resolve().parents[1]
+#: The optional packages as they are named on disk: import names, and distribution names in ``*.dist-info``.
+OPTIONAL_ON_DISK = {*EXTRA_OF_MODULE, "scikit_learn", "umap_learn", "faiss_cpu"}
+
+
+@pytest.fixture(scope="module")
+def without_extras(tmp_path_factory) -> dict:
+    """The environment of an interpreter started with ``-S``: a folder of links to every installed package but the
+    optional ones, then this checkout."""
+    view = tmp_path_factory.mktemp("site-without-extras")
+    for site in dict.fromkeys((sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])):
+        for entry in Path(site).iterdir():
+            if entry.name.split("-")[0].split(".")[0].lower() not in OPTIONAL_ON_DISK and \
+                    not (view / entry.name).exists():
+                (view / entry.name).symlink_to(entry)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join((str(view), str(REPO)))}
+
+
+def run(environment: dict, code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-S", "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          env=environment)
+
+
+def test_core_dependencies_leave_out_every_extra():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {requirement.split(">")[0].split("=")[0].strip().lower() for requirement in project["dependencies"]}
+    optional = {"torch", "torchvision", "transformers", "tokenizers", "safetensors", "timm", "accelerate",
+                "evaluate", "scikit-learn", "umap-learn", "faiss-cpu", "matplotlib", "gradio"}
+    assert not core & optional
+    extras = project["optional-dependencies"]
+    in_extras = {requirement.split(">")[0].split("=")[0].strip().lower()
+                 for name in ("models", "evaluation", "app") for requirement in extras[name]}
+    assert optional <= in_extras
+
+
+@pytest.mark.slow
+def test_dataset_streams_prepares_and_exports_without_extras(without_extras, tmp_path):
+    probe = run(without_extras, """
+import sys
+import bioscan5m
+from bioscan5m.cli import main
+assert "torch" not in sys.modules
+root = bioscan5m.make_sample(sys.argv[1] + "/release", num_records=300, packages=("cropped_256",), folders=False)
+first = next(iter(bioscan5m.load_dataset(root, "cropped_256", split="test", streaming=True)))
+print("image", first["image"].convert("RGB").size, first["processid"])
+print("train", len(bioscan5m.load_dataset(root, "dna", split="train", cache_dir=sys.argv[1] + "/cache")))
+print("metadata", len(bioscan5m.read_metadata(root, split="test")))
+print("export", main(["export", "--data", str(root), "--configs", "dna", sys.argv[1] + "/parquet"]))
+print("torch", "torch" in sys.modules)
+""", str(tmp_path))
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    keys = ("image", "train", "metadata", "export", "torch")
+    lines = dict(line.split(" ", 1) for line in probe.stdout.splitlines() if line.startswith(keys))
+    assert lines["image"].startswith("(") and int(lines["train"]) > 0 and int(lines["metadata"]) > 0
+    assert lines["export"] == "0" and list((tmp_path / "parquet").rglob("*.parquet"))
+    assert lines["torch"] == "False"
+
+
+@pytest.mark.slow
+def test_a_command_needing_an_extra_names_it(without_extras, tmp_path):
+    probe = run(without_extras, """
+import sys
+from bioscan5m.cli import main
+sys.exit(main(["pretrain", "--data", sys.argv[1], "--out", sys.argv[1] + "/model"]))
+""", str(tmp_path))
+    assert probe.returncode == 2
+    assert probe.stderr.strip().splitlines() == [
+        "bioscan5m pretrain: error: this command needs torch, which is not installed: pip install 'bioscan5m[models]' "
+        "(or 'bioscan5m[all]' for every command)"]
+    assert not (tmp_path / "model").exists()
