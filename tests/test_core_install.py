@@ -1,8 +1,9 @@
-"""`pip install bioscan5m` without extras: the dataset works with no torch, transformers, scikit-learn or gradio, and
-a command that needs an extra says which one to install.
+"""The install's extras: without any, the dataset works (no torch, transformers, scikit-learn or gradio) and a
+command that needs one names it; with `evaluation` but not `models`, species delimitation and the aligned key index
+work.
 
-Each check runs in a fresh interpreter that sees this installation's packages except the optional ones, as if they
-had never been installed (this test process has them all imported already).
+Each check runs in a fresh interpreter that sees this installation's packages but the hidden ones, as if they had
+never been installed (this test process has them all imported already).
 """
 
 from __future__ import annotations
@@ -19,21 +20,30 @@ import pytest
 from bioscan5m.cli import EXTRA_OF_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
-#: The optional packages as they are named on disk: import names, and distribution names in ``*.dist-info``.
-OPTIONAL_ON_DISK = {*EXTRA_OF_MODULE, "scikit_learn", "umap_learn", "faiss_cpu"}
+
+
+def hiding(view: Path, extras: tuple[str, ...]) -> dict:
+    """The environment of an interpreter started with ``-S`` that sees every installed package but those of
+    ``extras``, as if they had never been installed: ``view`` filled with links to the others, then this checkout."""
+    modules = {module for module, extra in EXTRA_OF_MODULE.items() if extra in extras}
+    # The names on disk: import names, and distribution names in ``*.dist-info``.
+    on_disk = modules | {name for name, module in (("scikit_learn", "sklearn"), ("umap_learn", "umap"),
+                                                    ("faiss_cpu", "faiss")) if module in modules}
+    for site in dict.fromkeys((sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])):
+        for entry in Path(site).iterdir():
+            if entry.name.split("-")[0].split(".")[0].lower() not in on_disk and not (view / entry.name).exists():
+                (view / entry.name).symlink_to(entry)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join((str(view), str(REPO)))}
 
 
 @pytest.fixture(scope="module")
 def without_extras(tmp_path_factory) -> dict:
-    """The environment of an interpreter started with ``-S``: a folder of links to every installed package but the
-    optional ones, then this checkout."""
-    view = tmp_path_factory.mktemp("site-without-extras")
-    for site in dict.fromkeys((sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])):
-        for entry in Path(site).iterdir():
-            if entry.name.split("-")[0].split(".")[0].lower() not in OPTIONAL_ON_DISK and \
-                    not (view / entry.name).exists():
-                (view / entry.name).symlink_to(entry)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join((str(view), str(REPO)))}
+    return hiding(tmp_path_factory.mktemp("site-without-extras"), ("models", "evaluation", "app"))
+
+
+@pytest.fixture(scope="module")
+def without_models(tmp_path_factory) -> dict:
+    return hiding(tmp_path_factory.mktemp("site-without-models"), ("models", "app"))
 
 
 def run(environment: dict, code: str, *args: str) -> subprocess.CompletedProcess:
@@ -88,3 +98,20 @@ sys.exit(main(["pretrain", "--data", sys.argv[1], "--out", sys.argv[1] + "/model
         "bioscan5m pretrain: error: this command needs torch, which is not installed: pip install 'bioscan5m[models]' "
         "(or 'bioscan5m[all]' for every command)"]
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_delimitation_and_the_aligned_key_index_need_no_models(without_models, bold_root, tmp_path):
+    probe = run(without_models, """
+import sys
+from bioscan5m.cli import main
+root, out = sys.argv[1], sys.argv[2]
+print("delimit", main(["delimit", "--data", root, "--split", "test_unseen", "--method", "single",
+                       "--threshold", "0.02", "--out", out + "/delimit"]))
+print("index", main(["index", "build", "--data", root, "--split", "key_unseen", "--out", out + "/index"]))
+print("torch", "torch" in sys.modules or "transformers" in sys.modules)
+""", str(bold_root), str(tmp_path))
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert [line for line in probe.stdout.splitlines() if line.startswith(("delimit ", "index ", "torch "))] == [
+        "delimit 0", "index 0", "torch False"]
+    assert (tmp_path / "delimit" / "clusters.tsv").is_file() and (tmp_path / "index").is_dir()
