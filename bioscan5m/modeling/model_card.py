@@ -22,7 +22,7 @@ PIPELINE_TAGS = {"BarcodeBertForSequenceClassification": "text-classification", 
 _USAGE = """```python
 from transformers import AutoModel, AutoTokenizer
 
-# With `pip install bioscan5m`, `import bioscan5m.modeling` registers the classes; without it, trust the shipped code:
+# With `pip install 'bioscan5m[models]'`, `import bioscan5m.modeling` registers the classes; or trust the shipped code:
 tokenizer = AutoTokenizer.from_pretrained("{path}", trust_remote_code=True)
 model = AutoModel.from_pretrained("{path}", trust_remote_code=True)
 embeddings = model.embed(["AACATTATATTTTATTTTTGG...", ...])  # (n, {size}): the embedding above
@@ -110,7 +110,7 @@ def write_model_card(folder: str | os.PathLike, config: BarcodeBertConfig, sourc
 _CLIBD_USAGE = """```python
 from transformers import AutoModel, AutoProcessor
 
-# With `pip install bioscan5m`, `import bioscan5m.modeling` registers the classes; without it, trust the shipped code:
+# With `pip install 'bioscan5m[models]'`, `import bioscan5m.modeling` registers the classes; or trust the shipped code:
 model = AutoModel.from_pretrained("{path}", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("{path}", trust_remote_code=True)
 inputs = processor(images=photos, dna=["AACATTATATTTTATTTTTGG..."], text=["Diptera Cecidomyiidae Asynapta"])

@@ -65,8 +65,8 @@ def create_image_encoder(config: ClibdConfig) -> nn.Module:
     """The timm backbone named by ``config.image_model_name``, headless (pooled features), randomly initialised."""
     try:
         import timm
-    except ImportError as error:  # pragma: no cover - timm is a dependency of the package
-        raise ImportError("CLIBD's image encoder needs timm: pip install timm") from error
+    except ImportError as error:  # pragma: no cover - timm comes with the models extra
+        raise ImportError("CLIBD's image encoder needs timm: pip install 'bioscan5m[models]'") from error
     kwargs = dict(config.image_model_kwargs)
     if "img_size" not in kwargs and _takes_img_size(config.image_model_name):
         kwargs["img_size"] = config.image_size
