@@ -9,8 +9,8 @@ ours cached for that step (a fresh cache folder), "cached" a second process that
 
     .venv/bin/python bench/bench_scale.py --root /tmp/scale --json runs/bench-scale.json [--only dna,dropin,images,loader]
 
-Run with the interpreter of a core install (``pip install bioscan5m``, no torch) and ``--only dna,images``, the
-figures are those of a data-only user: the drop-in and the DataLoader need torch.
+For a data-only user's figures, run it with the interpreter of a core install (``pip install bioscan5m``, no torch)
+and ``--only dna,images``: the drop-in and the DataLoader need torch.
 """
 
 from __future__ import annotations

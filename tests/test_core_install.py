@@ -9,6 +9,7 @@ never been installed (this test process has them all imported already).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -51,16 +52,18 @@ def run(environment: dict, code: str, *args: str) -> subprocess.CompletedProcess
                           env=environment)
 
 
-def test_core_dependencies_leave_out_every_extra():
+def test_each_extra_declares_the_modules_the_cli_names_it_for():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    core = {requirement.split(">")[0].split("=")[0].strip().lower() for requirement in project["dependencies"]}
-    optional = {"torch", "torchvision", "transformers", "tokenizers", "safetensors", "timm", "accelerate",
-                "evaluate", "scikit-learn", "umap-learn", "faiss-cpu", "matplotlib", "gradio"}
-    assert not core & optional
-    extras = project["optional-dependencies"]
-    in_extras = {requirement.split(">")[0].split("=")[0].strip().lower()
-                 for name in ("models", "evaluation", "app") for requirement in extras[name]}
-    assert optional <= in_extras
+    module_of = {"scikit-learn": "sklearn", "umap-learn": "umap", "faiss-cpu": "faiss"}
+
+    def modules(requirements):
+        names = (re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in requirements)
+        return {module_of.get(name, name) for name in names}
+
+    assert not modules(project["dependencies"]) & set(EXTRA_OF_MODULE)
+    for extra in ("models", "evaluation", "app"):
+        declared = modules(project["optional-dependencies"][extra])
+        assert declared == {module for module, named in EXTRA_OF_MODULE.items() if named == extra}, extra
 
 
 @pytest.mark.slow

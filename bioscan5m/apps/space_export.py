@@ -27,8 +27,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 MODEL_SUFFIXES = (".json", ".safetensors", ".py", ".txt")
 #: Packages the Space gets elsewhere: gradio from the header's sdk_version, torch from the CPU wheel index.
 PROVIDED = ("gradio", "torch", "torchvision")
-#: The package's extras the page needs beside its core: the models, and the key index's search.
-SPACE_EXTRAS = ("models", "evaluation", "app")
+#: The package's extras the page needs beside its core: the models, and the key index's search (gradio, the
+#: app extra, is in PROVIDED).
+SPACE_EXTRAS = ("models", "evaluation")
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
 
 APP = '''"""The identification page over the key index in this folder (made by `bioscan5m space export`)."""
@@ -90,7 +91,7 @@ def requirements() -> str:
     for requirement in map(Requirement, metadata.requires("bioscan5m") or []):
         needed = requirement.marker is None or any(requirement.marker.evaluate({"extra": extra})
                                                    for extra in SPACE_EXTRAS)
-        if needed and requirement.name not in (*PROVIDED, "bioscan5m"):
+        if needed and requirement.name not in PROVIDED:
             lines.append(f"{requirement.name}{requirement.specifier}")
     return "\n".join(lines) + "\n"
 

@@ -67,10 +67,15 @@ EXTRA_OF_MODULE = {
 
 def missing_extra(error: BaseException) -> tuple[str, str] | None:
     """The optional dependency behind ``error`` that is not installed, and the extra that installs it. Only a
-    missing top-level package counts: a missing part of an installed one is a bug, not a missing extra."""
+    top-level package that cannot be found counts: a missing part of an installed one is a bug, not a missing
+    extra."""
+    import importlib.util
+
     while error is not None:
         if isinstance(error, ModuleNotFoundError):
-            return (error.name, EXTRA_OF_MODULE[error.name]) if error.name in EXTRA_OF_MODULE else None
+            if error.name in EXTRA_OF_MODULE and importlib.util.find_spec(error.name) is None:
+                return error.name, EXTRA_OF_MODULE[error.name]
+            return None
         error = error.__cause__
     return None
 
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
         finished = True
     except Exception as error:
-        # Input problems get one clear line, not a traceback; BIOSCAN5M_DEBUG=1 shows the traceback.
+        # A missing extra or an input problem gets one clear line, not a traceback; BIOSCAN5M_DEBUG=1 shows it.
         import os
 
         if os.environ.get("BIOSCAN5M_DEBUG"):

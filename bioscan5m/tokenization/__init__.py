@@ -17,5 +17,10 @@ def __getattr__(name):
     if name in _TOKENIZATION_KMER:
         from . import tokenization_kmer
 
-        return getattr(tokenization_kmer, name)
+        globals()[name] = value = getattr(tokenization_kmer, name)
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -83,6 +83,9 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
     if model.config.pooling == "per_position" and not tokenizer.align_to_reference:
         raise ValueError(f"{model_dir} reads barcodes from their first base: per-position pooling needs a model "
                          "pretrained on barcodes aligned to the COI-5P reference (--align-to-reference).")
+    # The probes that close the run search with FAISS (the evaluation extra): without it, fail before training.
+    import faiss  # noqa: F401
+
     rank = int(os.environ.get("RANK", "0"))
     # Aligned barcodes are already in one frame; random start offsets would only be undone by the alignment.
     collator = KmerGroupedCollator(tokenizer, labelled["dna_barcode"].tolist(),
