@@ -21,6 +21,8 @@ import pytest
 from bioscan5m.cli import EXTRA_OF_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
+#: Distributions whose import name differs from their own.
+MODULE_OF_DISTRIBUTION = {"scikit-learn": "sklearn", "umap-learn": "umap", "faiss-cpu": "faiss"}
 
 
 def hiding(view: Path, extras: tuple[str, ...]) -> dict:
@@ -28,8 +30,8 @@ def hiding(view: Path, extras: tuple[str, ...]) -> dict:
     ``extras``, as if they had never been installed: ``view`` filled with links to the others, then this checkout."""
     modules = {module for module, extra in EXTRA_OF_MODULE.items() if extra in extras}
     # The names on disk: import names, and distribution names in ``*.dist-info``.
-    on_disk = modules | {name for name, module in (("scikit_learn", "sklearn"), ("umap_learn", "umap"),
-                                                    ("faiss_cpu", "faiss")) if module in modules}
+    on_disk = modules | {distribution.replace("-", "_") for distribution, module in MODULE_OF_DISTRIBUTION.items()
+                         if module in modules}
     for site in dict.fromkeys((sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])):
         for entry in Path(site).iterdir():
             if entry.name.split("-")[0].split(".")[0].lower() not in on_disk and not (view / entry.name).exists():
@@ -54,11 +56,9 @@ def run(environment: dict, code: str, *args: str) -> subprocess.CompletedProcess
 
 def test_each_extra_declares_the_modules_the_cli_names_it_for():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    module_of = {"scikit-learn": "sklearn", "umap-learn": "umap", "faiss-cpu": "faiss"}
-
     def modules(requirements):
         names = (re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in requirements)
-        return {module_of.get(name, name) for name in names}
+        return {MODULE_OF_DISTRIBUTION.get(name, name) for name in names}
 
     assert not modules(project["dependencies"]) & set(EXTRA_OF_MODULE)
     for extra in ("models", "evaluation", "app"):
