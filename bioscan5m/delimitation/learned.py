@@ -72,8 +72,8 @@ class LinkageTree:
 
 @dataclass
 class TrainingMerges:
-    """What the merge model learns from: a row of `merge_features` per merge of labelled barcodes, whether its two
-    groups are one species, its weight, and the labelled records and species they came from."""
+    """What the merge model learns from: a row of `LearnedLinkage.features` per merge of labelled barcodes, whether
+    its two groups are one species, its weight, and the labelled records and species they came from."""
 
     features: np.ndarray
     same: np.ndarray
@@ -258,7 +258,7 @@ class LearnedLinkage:
             for h, name in zip(haplotype, names[part]):
                 per_haplotype[h][name] = per_haplotype[h].get(name, 0) + 1
             asked = tree.height > FLOOR
-            features.append(merge_features(tree, codes)[asked])
+            features.append(self.features(tree, codes)[asked])
             same.append(same_species_merges(tree, per_haplotype)[asked])
             # A wrong merge of two large groups costs more than a stray barcode, but not in proportion to size.
             weight.append(np.log1p(np.minimum(tree.size[tree.left], tree.size[tree.right])[asked]))
@@ -294,6 +294,11 @@ class LearnedLinkage:
                                    _sparse(sparse, len(first)), progress, counts=counts)
         return tree, codes[first], haplotype
 
+    def features(self, tree: LinkageTree, codes: np.ndarray) -> np.ndarray:
+        """What the merge model reads: a row per merge of ``tree``, from the codes of its leaves (`merge_features`;
+        a subclass may add columns)."""
+        return merge_features(tree, codes)
+
     def same_species_probability(self, features: np.ndarray) -> np.ndarray:
         return np.mean([model.predict_proba(features)[:, 1] for model in self.models], axis=0)
 
@@ -315,7 +320,7 @@ class LearnedLinkage:
         probability = np.ones(len(tree.left))
         asked = tree.height > FLOOR
         if asked.any():
-            probability[asked] = self.same_species_probability(merge_features(tree, codes)[asked])
+            probability[asked] = self.same_species_probability(self.features(tree, codes)[asked])
         accepted = np.ones(tree.n + len(tree.left), dtype=bool)
         for m, (a, b) in enumerate(zip(tree.left, tree.right)):
             accepted[tree.n + m] = accepted[a] and accepted[b] and probability[m] > self.accept
