@@ -38,28 +38,19 @@ def context_linkage(context: list[str]) -> type:
     from scipy import sparse
 
     from bioscan5m.delimitation import LearnedLinkage
+    from bioscan5m.delimitation.distances import p_distances
     from bioscan5m.delimitation.learned import FLOOR, haplotypes
-    from bioscan5m.embedding import aligned_base_codes, one_hot_bases
+    from bioscan5m.embedding import aligned_base_codes
 
     codes = aligned_base_codes(context)
-    first, _, counts = haplotypes(codes)
-    context_codes, context_counts = codes[first], counts
-    context_vectors, context_present = one_hot_bases(context_codes), (context_codes < 4).astype(np.float32)
+    first, _, context_counts = haplotypes(codes)
+    context_codes = codes[first]
 
-    def distances_to_context(codes: np.ndarray, min_overlap: int, chunk: int = 1024):
+    def distances_to_context(codes: np.ndarray, min_overlap: int):
         """``(len(codes), context haplotypes)`` sparse: the p-distances up to `CONTEXT_REACH`, stored plus 1."""
-        vectors, present = one_hot_bases(codes), (codes < 4).astype(np.float32)
-        rows, columns, values = [], [], []
-        for start in range(0, len(codes), chunk):
-            overlap = present[start:start + chunk] @ context_present.T
-            block = 1.0 - (vectors[start:start + chunk] @ context_vectors.T) / np.maximum(overlap, 1.0)
-            block[overlap < min_overlap] = 1.0
-            row, column = np.nonzero(block <= CONTEXT_REACH)
-            rows.append(row + start)
-            columns.append(column)
-            values.append(block[row, column] + 1.0)
-        return sparse.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
-                                 shape=(len(codes), len(context_codes)))
+        distances = p_distances(codes, min_overlap, others=context_codes)
+        row, column = np.nonzero(distances <= CONTEXT_REACH)
+        return sparse.csr_matrix((distances[row, column] + 1.0, (row, column)), shape=distances.shape)
 
     def closest_context(near, group):
         """Per context haplotype, its distance to the nearest member of ``group`` (inf beyond the reach)."""
@@ -116,6 +107,8 @@ def main() -> None:
                 out[name][group] = 100 * clustering_agreement(species[chosen], clusters[chosen])["ami"]
         return out
 
+    delimited = read_metadata(args.data, split="test+test_unseen")
+    delimited = delimited[delimited["species"].notna()].reset_index(drop=True)
     report: dict = {"context": args.context, "context barcodes": len(context)}
     for pool_splits, repeats in (("train+val+val_unseen", 3), ("train+val", 1)):
         pool = read_metadata(args.data, split=pool_splits)
@@ -138,8 +131,6 @@ def main() -> None:
             "paired difference": round(float(difference.mean()), 3),
             "s.e.": round(float(difference.std(ddof=1) / np.sqrt(len(difference))), 3), "folds": len(held_out)}
 
-        delimited = read_metadata(args.data, split="test+test_unseen")
-        delimited = delimited[delimited["species"].notna()].reset_index(drop=True)
         report[f"test+test_unseen, fitted on {pool_splits}"] = {
             name: {key: round(value, 2) for key, value in r.items()} for name, r in scores(
                 barcodes, species, delimited["dna_barcode"].tolist(), delimited["species"].to_numpy().astype(str),

@@ -37,6 +37,9 @@ def test_p_distance_counts_differing_bases_over_shared_positions():
     assert distances[0, 3] == 1.0 and distances[3, 3] == 0.0
     first, second = np.array([0, 0, 1, 2]), np.array([1, 2, 2, 3])
     np.testing.assert_allclose(pair_p_distances(codes, first, second, 100), distances[first, second], atol=1e-6)
+    between = p_distances(codes[:2], min_overlap=100, others=codes[1:])  # two sets: no diagonal set to 0
+    np.testing.assert_allclose(between, distances[:2, 1:], atol=1e-6)
+    assert between.shape == (2, 3) and between[1, 2] == 1.0
 
 
 def test_pair_differences_tell_codon_positions_and_transversions_apart():

@@ -16,22 +16,27 @@ SPARSE_ABOVE = 5_000
 MIN_OVERLAP = 100
 
 
-def p_distances(codes: np.ndarray, min_overlap: int = MIN_OVERLAP, chunk: int = 2048) -> np.ndarray:
+def p_distances(codes: np.ndarray, min_overlap: int = MIN_OVERLAP, chunk: int = 2048,
+                others: np.ndarray | None = None) -> np.ndarray:
     """The dense ``(n, n)`` float32 matrix of ungapped p-distances between `aligned_base_codes` rows; 1 for pairs
-    sharing fewer than ``min_overlap`` positions."""
-    if len(codes) > DENSE_LIMIT:
+    sharing fewer than ``min_overlap`` positions. With ``others``, the ``(n, len(others))`` matrix from each row of
+    ``codes`` to each row of ``others``."""
+    if len(codes) * (len(codes) if others is None else len(others)) > DENSE_LIMIT ** 2:
         raise ValueError(f"{len(codes):,} barcodes: the dense distance matrix stops at {DENSE_LIMIT:,}; use the "
                          "sparse path (method='single').")
     vectors = one_hot_bases(codes)
     present = (codes < 4).astype(np.float32)
-    distances = np.empty((len(codes), len(codes)), dtype=np.float32)
+    other_vectors, other_present = (vectors, present) if others is None else (one_hot_bases(others),
+                                                                              (others < 4).astype(np.float32))
+    distances = np.empty((len(codes), len(other_vectors)), dtype=np.float32)
     for start in range(0, len(codes), chunk):
         rows = slice(start, start + chunk)
-        matches, overlap = vectors[rows] @ vectors.T, present[rows] @ present.T
+        matches, overlap = vectors[rows] @ other_vectors.T, present[rows] @ other_present.T
         block = 1.0 - matches / np.maximum(overlap, 1.0)
         block[overlap < min_overlap] = 1.0
         distances[rows] = block
-    np.fill_diagonal(distances, 0.0)
+    if others is None:
+        np.fill_diagonal(distances, 0.0)
     return distances
 
 
