@@ -3,7 +3,9 @@
     python bench/bench_delimitation_heldout.py --data ../shared/data/bold-insects            # ≈ 5 min on 2 cores
 
 The calibration pool (``train+val+val_unseen``, the records `bioscan5m delimit` fits on) is split into ``--folds``
-folds by barcode (identical barcodes stay in one fold), ``--repeats`` times with different splits. Each fold is
+folds by barcode (identical barcodes stay in one fold), ``--repeats`` times with different splits; with
+``--by species`` every record of a species stays in one fold, so each fold is delimited by a model that has seen
+none of its species, as ``test_unseen`` is. Each fold is
 delimited by a model fitted on the other folds and scored against its own names (species AMI, percent), so nothing
 here reads the records a benchmark delimits (``test``, ``test_unseen``). Every variant is scored on the same trees
 and training merges; the report gives each variant's mean over the folds, its standard error, and its mean
@@ -50,7 +52,8 @@ VARIANTS = {
 
 
 def folds_by_barcode(barcodes: list[str], folds: int, repeat: int) -> np.ndarray:
-    """A fold per record, the same for identical barcodes, different for each ``repeat``."""
+    """A fold per record, the same for identical barcodes (or any other key: a species name), different for each
+    ``repeat``."""
     return np.array([int(hashlib.md5(f"{repeat}:{b}".encode()).hexdigest()[:8], 16) % folds for b in barcodes])
 
 
@@ -61,6 +64,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--first-repeat", type=int, default=0, help="number the repeats from here (new folds)")
+    parser.add_argument("--by", choices=("barcode", "species"), default="barcode",
+                        help="what stays together in one fold: identical barcodes, or every record of a species")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -74,7 +79,7 @@ def main() -> None:
     scores: dict[str, list[tuple[float, int, int]]] = {name: [] for name in VARIANTS}
     started = time.time()
     for repeat in range(args.first_repeat, args.first_repeat + args.repeats):
-        fold = folds_by_barcode(barcodes, args.folds, repeat)
+        fold = folds_by_barcode(barcodes if args.by == "barcode" else list(species), args.folds, repeat)
         for held_out in range(args.folds):
             train, test = np.flatnonzero(fold != held_out), np.flatnonzero(fold == held_out)
             base = LearnedLinkage()
@@ -105,7 +110,7 @@ def main() -> None:
     print(pd.DataFrame(rows).to_markdown(index=False))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"pool": args.pool, "folds": args.folds, "repeats": args.repeats,
+            json.dump({"pool": args.pool, "by": args.by, "folds": args.folds, "repeats": args.repeats,
                        "first repeat": args.first_repeat, "records": len(pool),
                        "rows": rows, "seconds": round(time.time() - started)}, handle, indent=2)
 
