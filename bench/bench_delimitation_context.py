@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from bench_delimitation_heldout import folds_by_barcode
+from bench_delimitation_heldout import folds_by_key
 
 #: Context barcodes at most this far from a group are read (the ceiling of the tree).
 CONTEXT_REACH = 0.05
@@ -116,7 +116,7 @@ def main() -> None:
         barcodes, species = pool["dna_barcode"].tolist(), pool["species"].to_numpy().astype(str)
         held_out = []
         for repeat in range(repeats):
-            fold = folds_by_barcode(barcodes, 3, repeat)
+            fold = folds_by_key(barcodes, 3, repeat)
             for k in range(3):
                 train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
                 result = scores([barcodes[i] for i in train], species[train], [barcodes[i] for i in test],

@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from bioscan5m.delimitation.learned import BOOSTING
+
 
 def forest_linkage():
     """The learned linkage with random forests (500 trees, grown out) in place of the boosted trees."""
@@ -44,17 +46,17 @@ VARIANTS = {
     "default (depth 4, 400 trees, accept > 0.4)": {},
     "accept > 0.3": {"accept": 0.3},
     "accept > 0.5": {"accept": 0.5},
-    "depth 3, 400 trees": {"boosting": {"n_estimators": 400, "max_depth": 3, "learning_rate": 0.03, "subsample": 0.8}},
+    "depth 3, 400 trees": {"boosting": {**BOOSTING, "max_depth": 3}},
     "depth 2, 200 trees (before)": {"boosting": {"n_estimators": 200, "max_depth": 2, "learning_rate": 0.05,
                                                  "subsample": 0.8}},
     "random forests, 500 trees": forest_linkage,
 }
 
 
-def folds_by_barcode(barcodes: list[str], folds: int, repeat: int) -> np.ndarray:
-    """A fold per record, the same for identical barcodes (or any other key: a species name), different for each
+def folds_by_key(keys: list[str], folds: int, repeat: int) -> np.ndarray:
+    """A fold per record from its key (its barcode, or its species), the same for equal keys, different for each
     ``repeat``."""
-    return np.array([int(hashlib.md5(f"{repeat}:{b}".encode()).hexdigest()[:8], 16) % folds for b in barcodes])
+    return np.array([int(hashlib.md5(f"{repeat}:{key}".encode()).hexdigest()[:8], 16) % folds for key in keys])
 
 
 def main() -> None:
@@ -79,7 +81,7 @@ def main() -> None:
     scores: dict[str, list[tuple[float, int, int]]] = {name: [] for name in VARIANTS}
     started = time.time()
     for repeat in range(args.first_repeat, args.first_repeat + args.repeats):
-        fold = folds_by_barcode(barcodes if args.by == "barcode" else list(species), args.folds, repeat)
+        fold = folds_by_key(barcodes if args.by == "barcode" else list(species), args.folds, repeat)
         for held_out in range(args.folds):
             train, test = np.flatnonzero(fold != held_out), np.flatnonzero(fold == held_out)
             base = LearnedLinkage()

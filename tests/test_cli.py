@@ -41,6 +41,14 @@ def test_preset_names_are_the_training_presets():
     assert tuple(PRESETS) == tuple(CLIBD_PRESETS) == PRESET_NAMES
 
 
+def test_delimit_options_are_the_packages():
+    from bioscan5m.delimitation import DENSE_LIMIT, METHODS, MIN_OVERLAP
+
+    options = {action.dest: action for name, action in every_action() if name == "delimit"}
+    assert tuple(options["method"].choices) == METHODS and options["min_overlap"].default == MIN_OVERLAP
+    assert f"up to {DENSE_LIMIT:,} barcodes" in options["method"].help
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         cli.main(["--version"])

@@ -9,11 +9,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -33,6 +31,7 @@ from bioscan5m.data.images import ImageDecodeError, decode_image
 from bioscan5m.data.metadata import MetadataError
 from bioscan5m.data.release import RemoteFile
 from bioscan5m.staging import OutputExistsError, clean_stale_staging, staged_folder
+from tests.processes import kill_when
 from tests.test_bad_input import HEADER, _release, _row
 
 
@@ -71,16 +70,6 @@ def _one_clear_line(err: str, *words: str) -> None:
     assert len(lines) == 1 and "Traceback" not in err, err
     for word in words:
         assert word in lines[0], (word, lines[0])
-
-
-def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the command never reached the point to kill it at"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
 
 
 def _bioscan5m(*argv) -> subprocess.Popen:
@@ -200,7 +189,7 @@ def test_demo_dataset_steps_run_twice_in_the_same_workdir(tmp_path, capsys):
 def test_export_killed_mid_way_leaves_nothing_that_loads_and_is_cleaned_next_time(sample_root, tmp_path):
     out = tmp_path / "bioscan-5m"
     process = _bioscan5m("export", sample_root, out, "--configs", "cropped_256")
-    _kill_when(process, lambda: any(tmp_path.glob(".bioscan-5m.partial-*/.cache/*")))
+    kill_when(process, lambda: any(tmp_path.glob(".bioscan-5m.partial-*/.cache/*")))
     stale = list(tmp_path.glob(".bioscan-5m.partial-*"))
     assert not out.exists() and len(stale) == 1
     bioscan5m.export(sample_root, out, configs=["dna"])
@@ -358,7 +347,7 @@ def test_index_build_killed_mid_way_leaves_the_old_index_whole(kmer_index, sampl
     shutil.copytree(kmer_index, index)
     process = _bioscan5m("index", "build", "--data", sample_root, "--out", index, "--splits", "all",
                          "--overwrite")
-    _kill_when(process, lambda: any(tmp_path.glob(".index.partial-*/dna.faiss")))
+    kill_when(process, lambda: any(tmp_path.glob(".index.partial-*/dna.faiss")))
     old = bioscan5m.load_index(index)
     assert len(old.keys) == old.manifest["keys"] == len(bioscan5m.read_metadata(sample_root, "train+key_unseen"))
     bioscan5m.build_index(sample_root, index, model="kmer", splits="all", calibration=None, overwrite=True)

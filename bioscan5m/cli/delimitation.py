@@ -23,9 +23,11 @@ def add_commands(sub) -> None:
                                        "linkage fitted on other, labelled splits, or a p-distance cut)")
     add_release_root(p)
     p.add_argument("--split", default="test+test_unseen", help="records to delimit (default test+test_unseen)")
+    # The package's METHODS, DENSE_LIMIT and MIN_OVERLAP, written out so that --help imports no numpy (a test
+    # checks that they agree).
     p.add_argument("--method", choices=("learned", "single", "upgma"), default="learned",
                    help="learned: single linkage whose merges a model fitted on --calibrate-on accepts (sparse, "
-                        "any size; default); single: components of the threshold graph (sparse, any size); "
+                        "past the dense limit; default); single: components of the threshold graph (likewise); "
                         "upgma: average linkage (dense, up to 30,000 barcodes)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--threshold", type=_fraction, default=None,

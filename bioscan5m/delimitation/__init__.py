@@ -11,8 +11,9 @@ three methods group them:
   than it. A species' haplotypes are usually chained by close intermediates even where its extremes are far apart;
 * ``upgma``: average linkage on the dense matrix (up to `DENSE_LIMIT` barcodes), the textbook baseline at 2 %.
 
-``learned`` and ``single`` need only the close pairs, so they run on a sparse graph of candidate neighbours (FAISS
-over k-mer embeddings, exact p-distances on the candidates) at any size, with the same answer as the dense matrix.
+``learned`` and ``single`` need only the close pairs, so they run past the dense matrix's limit on a sparse graph of
+candidate neighbours (FAISS over k-mer embeddings, exact p-distances on the candidates); the candidates are
+approximate, but on the real ``test+test_unseen`` the sparse graph gives the dense matrix's clusters.
 Thresholds and the merge model are given or fitted on labelled records that are *not* the ones being delimited
 (e.g. ``val+val_unseen+train``): nothing here reads the labels of the barcodes being delimited.
 

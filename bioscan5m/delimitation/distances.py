@@ -6,7 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluation.baselines import one_hot_bases
+from ..embedding import one_hot_bases
+from ..evaluation.scoring import is_missing
 
 #: Barcodes above this many are refused by the dense methods (the matrix alone is ``4 n²`` bytes).
 DENSE_LIMIT = 30_000
@@ -16,14 +17,35 @@ SPARSE_ABOVE = 5_000
 MIN_OVERLAP = 100
 
 
+def checked_barcodes(sequences: Sequence[str]) -> list[str]:
+    """``sequences`` as a list (read by position, as the labels beside them are), refusing missing barcodes."""
+    sequences = list(sequences)
+    if not sequences:
+        raise ValueError("No barcodes to delimit.")
+    missing = np.flatnonzero(is_missing(np.asarray(sequences, dtype=object)))
+    if len(missing):
+        raise ValueError(f"{len(missing):,} of the barcodes are missing (the first at position {missing[0]}): "
+                         "give records with a DNA barcode.")
+    return sequences
+
+
+def _p_distance(matches: np.ndarray, overlap: np.ndarray, min_overlap: int) -> np.ndarray:
+    """float32 p-distances from counts of identical and of shared positions, divided in float64 so that every path
+    (matrix products, pairs) rounds alike and a pair at a threshold is on the same side of it in each."""
+    distances = (1.0 - matches.astype(np.float64) / np.maximum(overlap, 1)).astype(np.float32)
+    distances[overlap < min_overlap] = 1.0
+    return distances
+
+
 def p_distances(codes: np.ndarray, min_overlap: int = MIN_OVERLAP, chunk: int = 2048,
                 others: np.ndarray | None = None) -> np.ndarray:
     """The dense ``(n, n)`` float32 matrix of ungapped p-distances between `aligned_base_codes` rows; 1 for pairs
     sharing fewer than ``min_overlap`` positions. With ``others``, the ``(n, len(others))`` matrix from each row of
     ``codes`` to each row of ``others``."""
-    if len(codes) * (len(codes) if others is None else len(others)) > DENSE_LIMIT ** 2:
-        raise ValueError(f"{len(codes):,} barcodes: the dense distance matrix stops at {DENSE_LIMIT:,}; use the "
-                         "sparse path (method='single').")
+    columns = len(codes) if others is None else len(others)
+    if len(codes) * columns > DENSE_LIMIT ** 2:
+        raise ValueError(f"{len(codes):,} × {columns:,} barcodes: the dense distance matrix stops at "
+                         f"{DENSE_LIMIT:,}²; use the sparse graph (sparse=True, single or learned linkage).")
     vectors = one_hot_bases(codes)
     present = (codes < 4).astype(np.float32)
     other_vectors, other_present = (vectors, present) if others is None else (one_hot_bases(others),
@@ -31,10 +53,7 @@ def p_distances(codes: np.ndarray, min_overlap: int = MIN_OVERLAP, chunk: int = 
     distances = np.empty((len(codes), len(other_vectors)), dtype=np.float32)
     for start in range(0, len(codes), chunk):
         rows = slice(start, start + chunk)
-        matches, overlap = vectors[rows] @ other_vectors.T, present[rows] @ other_present.T
-        block = 1.0 - matches / np.maximum(overlap, 1.0)
-        block[overlap < min_overlap] = 1.0
-        distances[rows] = block
+        distances[rows] = _p_distance(vectors[rows] @ other_vectors.T, present[rows] @ other_present.T, min_overlap)
     if others is None:
         np.fill_diagonal(distances, 0.0)
     return distances
@@ -47,11 +66,7 @@ def pair_p_distances(codes: np.ndarray, first: np.ndarray, second: np.ndarray, m
     for start in range(0, len(first), chunk):
         a, b = codes[first[start:start + chunk]], codes[second[start:start + chunk]]
         both = (a < 4) & (b < 4)
-        overlap = both.sum(axis=1)
-        matches = (both & (a == b)).sum(axis=1)
-        block = 1.0 - matches / np.maximum(overlap, 1)
-        block[overlap < min_overlap] = 1.0
-        distances[start:start + chunk] = block
+        distances[start:start + chunk] = _p_distance((both & (a == b)).sum(axis=1), both.sum(axis=1), min_overlap)
     return distances
 
 
@@ -75,27 +90,34 @@ def neighbour_graph(codes: np.ndarray, sequences: Sequence[str], threshold: floa
 
     from ..embedding import kmer_embeddings
 
+    if k < 1:
+        raise ValueError(f"k must be a positive number of candidates per barcode, not {k!r}.")
     n = len(codes)
     present = (codes < 4).astype(np.float32)
-    short = present.sum(axis=1) < SHORT_BARCODE
+    short = np.flatnonzero(present.sum(axis=1) < SHORT_BARCODE)
     first, second = [], []
-    vectors = one_hot_bases(codes)
-    for start in range(0, int(short.sum()), chunk):
-        queries = np.flatnonzero(short)[start:start + chunk]
-        matches, overlap = vectors[queries] @ vectors.T, present[queries] @ present.T
-        close = (overlap >= min_overlap) & (1.0 - matches / np.maximum(overlap, 1.0) <= threshold)
-        rows, columns = np.nonzero(close)
-        rows = queries[rows]
-        first.append(rows[rows != columns])
-        second.append(columns[rows != columns])
-    del vectors
+    if len(short):
+        # Every barcode against the fragments, a block of barcodes at a time: the one-hot rows of all n would be
+        # 10 kB each.
+        fragment_vectors, fragment_present = one_hot_bases(codes[short]), present[short]
+        for start in range(0, n, chunk * 32):
+            columns = np.arange(start, min(start + chunk * 32, n))
+            vectors = one_hot_bases(codes[columns])
+            for query in range(0, len(short), chunk):
+                rows = slice(query, query + chunk)
+                distances = _p_distance(fragment_vectors[rows] @ vectors.T,
+                                        fragment_present[rows] @ present[columns].T, min_overlap)
+                row, column = np.nonzero(distances <= threshold)
+                row, column = short[rows][row], columns[column]
+                first.append(row[row != column])
+                second.append(column[row != column])
     if progress:
-        print(f"  neighbours: {int(short.sum()):,} barcodes shorter than {SHORT_BARCODE} positions compared with all")
+        print(f"  neighbours: {len(short):,} barcodes shorter than {SHORT_BARCODE} positions compared with all")
     embeddings = np.ascontiguousarray(kmer_embeddings(sequences, k=6, svd_dims=64), dtype=np.float32)
     faiss.normalize_L2(embeddings)
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(embeddings)
-    pending, width = np.flatnonzero(~short), min(k, n)
+    pending, width = np.setdiff1d(np.arange(n), short), min(k, n)
     while len(pending):
         _, neighbours = index.search(embeddings[pending], width)
         rows = np.repeat(pending, width)
@@ -111,25 +133,22 @@ def neighbour_graph(codes: np.ndarray, sequences: Sequence[str], threshold: floa
         if width >= n:
             break
         pending, width = pending[saturated], min(4 * width, n)
-    rows, columns = np.concatenate(first), np.concatenate(second)
+    rows = np.concatenate(first) if first else np.zeros(0, dtype=np.int64)
+    columns = np.concatenate(second) if second else np.zeros(0, dtype=np.int64)
     return sparse.coo_matrix((np.ones(len(rows), dtype=np.int32), (rows, columns)), shape=(n, n)).tocsr()
 
 
 def close_pairs(codes: np.ndarray, sequences: Sequence[str], threshold: float, min_overlap: int = MIN_OVERLAP,
                 sparse: bool = False, k: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``i < j`` of barcodes closer than ``threshold``, sorted, with its p-distance: from the dense
-    matrix or from `neighbour_graph` with ``k`` candidates per barcode, each pair kept by its distance computed
-    alike either way (the two products round differently at the threshold itself)."""
-    loose = threshold + 1e-6
+    matrix or from `neighbour_graph` with ``k`` candidates per barcode."""
     if sparse:
-        first, second = neighbour_graph(codes, sequences, loose, min_overlap, k=k, progress=progress).nonzero()
+        first, second = neighbour_graph(codes, sequences, threshold, min_overlap, k=k, progress=progress).nonzero()
     else:
-        first, second = np.nonzero(p_distances(codes, min_overlap) <= loose)
+        first, second = np.nonzero(p_distances(codes, min_overlap) <= threshold)
     pairs = np.unique(np.sort(np.stack([first, second], axis=1), axis=1).astype(np.int64), axis=0)
     pairs = pairs[pairs[:, 0] < pairs[:, 1]]
-    distances = pair_p_distances(codes, pairs[:, 0], pairs[:, 1], min_overlap)
-    close = distances <= threshold
-    return pairs[close, 0], pairs[close, 1], distances[close]
+    return pairs[:, 0], pairs[:, 1], pair_p_distances(codes, pairs[:, 0], pairs[:, 1], min_overlap)
 
 
 #: Codon positions 1 and 2 in the COI-5P frame (position 0 is a third codon position): changes there mostly

@@ -12,7 +12,7 @@ every merge below it are accepted; merges below `FLOOR` are always accepted, non
 
 Identical barcodes are linked once, as a haplotype that counts its records; every merge's features come from at
 most `PAIR_SAMPLE` of its cross pairs and the tree from the graph of pairs closer than `CEILING`, so it runs on the
-sparse graph at any size, with the same answer as from the dense matrix.
+sparse graph past the dense matrix's limit (on the real test+test_unseen, with the dense matrix's answer).
 
     from bioscan5m.delimitation import LearnedLinkage
     model = LearnedLinkage().fit(labelled_barcodes, labelled_species)
@@ -28,7 +28,7 @@ import numpy as np
 
 from ..embedding import aligned_base_codes
 from ..evaluation.scoring import is_missing
-from .distances import MIN_OVERLAP, SPARSE_ABOVE, close_pairs, pair_differences
+from .distances import MIN_OVERLAP, SPARSE_ABOVE, checked_barcodes, close_pairs, pair_differences
 from .linkage import renumber
 
 #: Merges closer than this are accepted without asking the model (species differ by more almost always).
@@ -45,7 +45,8 @@ ACCEPT = 0.4
 PAIR_SAMPLE = 1024
 #: Calibration records are linked in parts of at most this many barcodes (see `LearnedLinkage.training_merges`).
 PART_SIZE = 15_000
-#: The model is the mean of boosted trees fitted with these seeds (each on 80 % of the merges).
+#: The model is the mean of boosted trees fitted with these seeds (each tree of each on its own random 80 % of the
+#: merges, the ``subsample`` of `BOOSTING`).
 MODEL_SEEDS = (0, 1, 2)
 #: Each model's trees: four levels deep, since whether a gap parts two species depends on several of the
 #: features at once (held out, depth 4 scored 0.11 species AMI above depth 2, and like depth 3 and 5).
@@ -198,7 +199,7 @@ def merge_features(tree: LinkageTree, codes: np.ndarray, seed: int = 0) -> np.nd
 def same_species_merges(tree: LinkageTree, species: Sequence[dict]) -> np.ndarray:
     """Per merge: whether the most common species of its two groups is the same (the model's target);
     ``species``: per leaf, its records per species name."""
-    counts: dict[int, dict] = dict(enumerate(species))
+    counts: dict[int, dict] = {leaf: dict(names) for leaf, names in enumerate(species)}
     same = np.zeros(len(tree.left), dtype=bool)
     for m, (a, b) in enumerate(zip(tree.left, tree.right)):
         first, second = counts.pop(a), counts.pop(b)
@@ -215,7 +216,10 @@ class LearnedLinkage:
     """Putative species by single linkage whose merges a model fitted on labelled barcodes accepts or refuses.
 
     ``accept``: the probability above which a merge is accepted; ``boosting``: the keyword arguments of each of the
-    `MODEL_SEEDS` scikit-learn ``GradientBoostingClassifier`` (default `BOOSTING`).
+    `MODEL_SEEDS` scikit-learn ``GradientBoostingClassifier`` (default `BOOSTING`; the seeds are its
+    ``random_state``); ``min_overlap``: the positions two barcodes must share for the tree to link them (a merge's
+    features average over its groups' pairs whatever their overlap). ``sparse`` (``fit``, ``delimit``): build the
+    tree from the sparse neighbour graph instead of the dense matrix (default: above 5,000 distinct barcodes).
     """
 
     def __init__(self, min_overlap: int = MIN_OVERLAP, accept: float = ACCEPT, boosting: dict | None = None):
@@ -225,6 +229,8 @@ class LearnedLinkage:
             raise ValueError(f"min_overlap must be a positive number of positions, not {min_overlap!r}.")
         if boosting is not None and not isinstance(boosting, dict):
             raise ValueError(f"boosting must be a dict of GradientBoostingClassifier arguments, not {boosting!r}.")
+        if boosting is not None and "random_state" in boosting:
+            raise ValueError(f"boosting may not set random_state: the models are seeded with {MODEL_SEEDS}.")
         self.min_overlap, self.accept = min_overlap, accept
         self.boosting = dict(BOOSTING if boosting is None else boosting)
         self.models: list = []
@@ -244,11 +250,14 @@ class LearnedLinkage:
         """
         if part_size < 2:
             raise ValueError(f"part_size must be at least 2 barcodes, not {part_size!r}.")
-        species = np.asarray(species, dtype=object)
+        sequences, species = list(sequences), np.asarray(species, dtype=object)
+        if len(sequences) != len(species):
+            raise ValueError(f"{len(sequences):,} barcodes but {len(species):,} species labels: give one per "
+                             "barcode.")
         known = np.flatnonzero(~is_missing(species))
         if not len(known):
             raise ValueError("None of the barcodes to fit the merge model on has a species name.")
-        sequences = [sequences[i] for i in known]
+        sequences = checked_barcodes([sequences[i] for i in known])
         names = species[known].astype(str)
         parts = np.array_split(np.random.default_rng(0).permutation(len(names)), -(-len(names) // part_size))
         features, same, weight = [], [], []
@@ -288,6 +297,7 @@ class LearnedLinkage:
 
     def tree(self, sequences: Sequence[str], sparse: bool | None = None, progress: bool = False):
         """The single-linkage tree of the haplotypes of ``sequences``, their codes, and each barcode's haplotype."""
+        sequences = checked_barcodes(sequences)
         codes = aligned_base_codes(sequences)
         first, haplotype, counts = haplotypes(codes)
         tree = single_linkage_tree(codes[first], [sequences[i] for i in first], CEILING, self.min_overlap,
@@ -306,9 +316,6 @@ class LearnedLinkage:
         """Putative species of ``sequences``: a cluster id per barcode (0, 1, ... by first appearance)."""
         if not self.models:
             raise ValueError("This LearnedLinkage is not fitted: call fit(labelled barcodes, species) first.")
-        sequences = list(sequences)
-        if not sequences:
-            raise ValueError("No barcodes to delimit.")
         return self.decide(*self.tree(sequences, sparse, progress))
 
     def decide(self, tree: LinkageTree, codes: np.ndarray, haplotype: np.ndarray) -> np.ndarray:

@@ -14,9 +14,12 @@ from .linkage import Calibration, calibrate_threshold, delimit_barcodes
 
 def delimitation_summary(clusters: np.ndarray, labels: dict[str, np.ndarray], bins: np.ndarray | None = None) -> dict:
     """How putative species compare with the names: clusters vs species, AMI/ARI per rank (percent), the species
-    split over several clusters and the clusters holding several species, and agreement with the BINs."""
+    split over several clusters and the clusters holding several species, and agreement with the BINs. A rank
+    (or BINs) without a single label is left out: there is nothing to compare with."""
     clusters = np.asarray(clusters)
     summary: dict = {"records": int(len(clusters)), "clusters": int(len(np.unique(clusters)))}
+    labels = {rank: values for rank, values in labels.items()
+              if (~is_missing(np.asarray(values, dtype=object))).any()}
     for rank, values in labels.items():
         agreement = clustering_agreement(values, clusters)
         summary[rank] = {"named": agreement["num_classes"], "ami": 100 * agreement["ami"],
@@ -32,7 +35,7 @@ def delimitation_summary(clusters: np.ndarray, labels: dict[str, np.ndarray], bi
         summary["species_split"] = sorted(name for name, found in per_species.items() if len(found) > 1)
         summary["clusters_merging_species"] = sorted(cluster for cluster, names in per_cluster.items()
                                                      if len(names) > 1)
-    if bins is not None:
+    if bins is not None and (~is_missing(np.asarray(bins, dtype=object))).any():
         agreement = clustering_agreement(bins, clusters)
         summary["bins"] = {"count": agreement["num_classes"], "without_bin": agreement["num_missing"],
                            "ami_with_clusters": 100 * agreement["ami"]}
@@ -57,10 +60,12 @@ def barcode_gap(sequences: Sequence[str], species: Sequence,
                 min_overlap: int = MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
     """Each named barcode's distance to its nearest conspecific (where its species has another barcode) and to
     its nearest barcode of another species: the two distributions whose gap a threshold should fall in."""
-    species = np.asarray(species, dtype=object)
-    known = ~is_missing(species)
+    sequences, species = list(sequences), np.asarray(species, dtype=object)
+    if len(sequences) != len(species):
+        raise ValueError(f"{len(sequences):,} barcodes but {len(species):,} species labels: give one per barcode.")
+    known = np.flatnonzero(~is_missing(species))
     names = species[known].astype(str)
-    distances = p_distances(aligned_base_codes([s for s, keep in zip(sequences, known) if keep]), min_overlap)
+    distances = p_distances(aligned_base_codes([sequences[i] for i in known]), min_overlap)
     same = names[:, None] == names[None, :]
     np.fill_diagonal(same, False)
     intra = np.where(same, distances, np.inf).min(axis=1)
@@ -125,7 +130,8 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
     * ``summary.json``: method, threshold or merge model (and its calibration), clusters vs species, AMI/ARI per
       rank, the species split and the clusters merging species, agreement with the BINs;
     * ``barcode_gap.png``: the barcode gap of the records (names used for the figure only) with the threshold or
-      the band the merge model decides in, and the calibration curve.
+      the band the merge model decides in, and the calibration curve; only where some of the records are named and
+      there are at most `DENSE_LIMIT` of them (it compares every pair).
 
     ``learned`` fits its merge model on ``calibrate_on`` (labelled splits that must not overlap ``split``, e.g.
     ``val+val_unseen+train``); ``single`` and ``upgma`` take exactly one of ``threshold`` and ``calibrate_on``.
@@ -142,6 +148,10 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
 
     if method not in METHODS:
         raise ValueError(f"Unknown delimitation method {method!r}; choose from {', '.join(METHODS)}.")
+    if min_overlap < 1:
+        raise ValueError(f"min_overlap must be a positive number of positions, not {min_overlap!r}.")
+    if threshold is not None and not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a p-distance between 0 and 1 (e.g. 0.02), not {threshold!r}.")
     if method == "learned" and (threshold is not None or calibrate_on is None):
         raise ValueError("The learned method has no threshold: it is fitted on labelled splits; give those (e.g. "
                          "val+val_unseen+train), or choose the single or upgma method for a threshold.")
@@ -172,7 +182,7 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
         clusters = model.delimit(barcodes, progress=progress)
     else:
         clusters = delimit_barcodes(barcodes, threshold, method=method, min_overlap=min_overlap, progress=progress)
-    ranks = [rank for rank in ("species", "genus", "family") if rank in records]
+    ranks = ["species", "genus", "family"]
     summary = {"split": split, "method": method, "threshold": threshold, "min_overlap": min_overlap,
                "calibration": None if calibration is None else {
                    "splits": calibrate_on, "records": calibration.records, "species": calibration.species,
@@ -182,7 +192,7 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
                    "splits": calibrate_on, "records": model.records, "species": model.species,
                    "merges": model.merges, "floor": FLOOR, "ceiling": CEILING, "accept": model.accept},
                **delimitation_summary(clusters, {rank: records[rank].to_numpy() for rank in ranks},
-                                      bins=records["dna_bin"].to_numpy() if "dna_bin" in records else None)}
+                                      bins=records["dna_bin"].to_numpy())}
     with staged_folder(out_dir, overwrite) as staging:
         pd.DataFrame({"processid": records["processid"], "cluster": clusters}).to_csv(
             staging / "clusters.tsv", sep="\t", index=False)
@@ -194,8 +204,11 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
         per_species.sort_values(["putative_species", "records"], ascending=False).to_csv(
             staging / "species.tsv", sep="\t")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2))
-        if len(records) <= DENSE_LIMIT and "species" in records:
+        if len(named) and len(records) <= DENSE_LIMIT:
             intra, inter = barcode_gap(barcodes, records["species"].to_numpy(), min_overlap)
             plot_barcode_gap(intra, inter, calibration, threshold, staging / "barcode_gap.png",
                              band=None if model is None else (FLOOR, CEILING))
+        elif progress:
+            print("no barcode-gap figure: " + ("none of the records delimited has a species name" if not len(named)
+                  else f"it compares every pair, and {len(records):,} records are more than {DENSE_LIMIT:,}"))
     return summary
