@@ -527,7 +527,7 @@ def embed_sequences(model_dir_or_model, sequences, batch_size: int = 256, dtype=
         ``(n, embedding_size)`` array in input order (the memory-mapped file when ``out_path`` is given).
     """
     if out_path is not None:
-        check_output(out_path, overwrite)
+        check_output(out_path, overwrite, inputs=(model_dir_or_model,))
     model = load_encoder(model_dir_or_model, device)
     sequences = list(sequences)
     if out_path is None:

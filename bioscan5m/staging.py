@@ -32,13 +32,21 @@ class OutputExistsError(FileExistsError):
     """The destination of an output exists and overwriting it was not asked for."""
 
 
-def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=()) -> Path:
-    """Refuse ``path`` if it exists (unless ``overwrite``), or if it is, or holds, one of the command's ``inputs``;
+def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=(), copies_inputs: bool = False) -> Path:
+    """Refuse ``path`` if it exists (unless ``overwrite``), or if it is or holds one of the command's ``inputs``;
     return it as a ``Path``. Staging left at ``path`` by a killed run is cleaned up first.
 
-    An empty folder counts as free: it holds nothing of the user's (a folder made for the output, say).
+    A new output may lie inside an input folder (results beside a model, say), but an existing path there is never
+    replaced, even with ``overwrite``: it would change the input. ``copies_inputs``: the output copies the input
+    folders, so it may not lie inside one at all. An empty folder counts as free: it holds nothing of the user's
+    (a folder made for the output, say).
     """
     path = Path(os.path.expanduser(str(path)))
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise OutputExistsError(f"{path}: {parent} is a file, not a folder; choose another output path.")
+            break
     clean_stale_staging(path)
     target = path.resolve()
     for given in inputs:
@@ -47,6 +55,13 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=()) ->
         source = Path(os.path.expanduser(str(given))).resolve()
         if source == target or target in source.parents:
             raise OutputExistsError(f"{path} is, or holds, this command's input {given}; choose another output path.")
+        if source in target.parents and source.is_dir():
+            if copies_inputs:
+                raise OutputExistsError(f"{path} lies inside {given}, which this command copies; choose an output "
+                                        "outside it.")
+            if overwrite and (path.is_symlink() or path.exists() and not _is_empty_folder(path)):
+                raise OutputExistsError(f"{path} lies inside this command's input {given}: replacing it would change "
+                                        "the input, --overwrite or not; choose another output path.")
     if path.is_symlink() or (path.exists() and not _is_empty_folder(path)):
         if not overwrite:
             raise OutputExistsError(f"{path} already exists; choose a new path, or pass --overwrite "
@@ -68,8 +83,11 @@ def staged_folder(path: str | os.PathLike, overwrite: bool = False, main_process
     if not main_process:
         yield staging
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging.mkdir()
+    _make_parent(path)
+    try:
+        staging.mkdir()
+    except OSError as error:
+        raise OutputExistsError(f"{path}: cannot write in {path.parent} ({error.strerror}).") from None
     (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     try:
         yield staging
@@ -88,14 +106,25 @@ def staged_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     path = check_output(path, overwrite)
     if path.is_dir():
         raise OutputExistsError(f"{path} is a folder; expected a file path.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     staging = _staging_path(path)
+    try:
+        staging.touch(exist_ok=False)
+    except OSError as error:
+        raise OutputExistsError(f"{path}: cannot write in {path.parent} ({error.strerror}).") from None
     try:
         yield staging
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputExistsError(f"{path}: cannot make its folder {path.parent} ({error.strerror}).") from None
 
 
 def _staging_path(path: Path) -> Path:

@@ -30,7 +30,7 @@ from bioscan5m.data.image_package import ImageTooLargeError, UnsafeImagePathErro
 from bioscan5m.data.images import ImageDecodeError, decode_image
 from bioscan5m.data.metadata import MetadataError
 from bioscan5m.data.release import RemoteFile
-from bioscan5m.staging import OutputExistsError, clean_stale_staging, staged_folder
+from bioscan5m.staging import OutputExistsError, check_output, clean_stale_staging, staged_folder
 from tests.processes import kill_when
 from tests.test_bad_input import HEADER, _release, _row
 
@@ -116,20 +116,39 @@ def test_every_command_that_writes_a_folder_refuses_an_existing_one(command, sam
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my work"
 
 
-@pytest.mark.parametrize("command", [["export", "{root}", "{root}"], ["export", "{root}", "{parent}"],
-                                     ["pretrain", "--data", "{root}", "--out", "{root}"],
-                                     ["index", "build", "--data", "{root}", "--model", "{model}", "--out", "{model}"]],
-                         ids=["export-into-itself", "export-over-its-parent", "pretrain", "index-build"])
+@pytest.mark.parametrize("command", [
+    ["export", "{root}", "{root}"], ["export", "{root}", "{parent}"], ["export", "{root}", "{root}/bioscan5m"],
+    ["pretrain", "--data", "{root}", "--out", "{root}"],
+    ["index", "build", "--data", "{root}", "--model", "{model}", "--out", "{model}"],
+    ["delimit", "--data", "{root}", "--method", "upgma", "--threshold", "0.02", "--out", "{root}/bioscan5m"],
+    ["embed", "--model", "{model}", "--data", "{root}", "--split", "train", "--out", "{model}/config.json"],
+    ["identify", "--index", "{model}", "--fasta", "{fasta}", "--out", "{fasta}"],
+], ids=["export-into-itself", "export-over-its-parent", "export-over-part-of-it", "pretrain", "index-build",
+        "delimit-over-part-of-its-data", "embed-over-its-model", "identify-over-its-fasta"])
 def test_overwrite_never_replaces_the_commands_own_input(command, tmp_path, capsys):
     root = _release(tmp_path / "parent" / "release", [_row()])
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    argv = [word.format(root=root, parent=tmp_path / "parent", model=model) for word in command]
+    fasta = tmp_path / "queries.tsv"              # a FASTA file named like a hit table
+    fasta.write_text(">q\nACGT\n")
+    argv = [word.format(root=root, parent=tmp_path / "parent", model=model, fasta=fasta) for word in command]
     code, err = _cli(capsys, *argv, "--overwrite")
     assert code == 2
     _one_clear_line(err, "this command's input")
-    assert (root / release.METADATA_RELPATH).is_file() and (model / "config.json").is_file()
+    assert (root / release.METADATA_RELPATH).is_file() and (model / "config.json").read_text() == "{}"
+    assert fasta.read_text() == ">q\nACGT\n"
+
+
+def test_new_outputs_may_go_inside_an_input_but_never_into_a_folder_they_copy(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    assert check_output(model / "probe.json", inputs=(model,)) == model / "probe.json"
+    with pytest.raises(OutputExistsError, match="which this command copies"):
+        check_output(model / "space", inputs=(model,), copies_inputs=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputExistsError, match="is a file, not a folder"):
+        check_output(tmp_path / "file" / "out")
 
 
 def test_file_outputs_are_refused_too(sample_root, tmp_path, capsys):
@@ -353,6 +372,19 @@ def test_index_build_killed_mid_way_leaves_the_old_index_whole(kmer_index, sampl
     bioscan5m.build_index(sample_root, index, model="kmer", splits="all", calibration=None, overwrite=True)
     assert len(bioscan5m.load_index(index).keys) == len(bioscan5m.read_metadata(sample_root, "all"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_an_index_file_the_manifest_does_not_list_is_never_read(kmer_index, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(kmer_index, copy)
+    outside = tmp_path / "elsewhere.parquet"
+    (copy / "keys.parquet").rename(outside)
+    (copy / "keys.parquet").symlink_to(outside)          # a link out of the folder, left out of the manifest
+    manifest = json.loads((copy / "index.json").read_text())
+    del manifest["files"]["keys.parquet"]
+    (copy / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(KeyIndexError, match="keys.parquet: not a file the manifest lists"):
+        bioscan5m.load_index(copy)
 
 
 def test_an_index_whose_keys_disagree_with_its_manifest_is_refused(kmer_index, tmp_path):

@@ -54,7 +54,7 @@ def export_space(out_dir: str | os.PathLike, index: str | os.PathLike, model: st
     anything is written; the folder is staged and renamed into place when complete."""
     import bioscan5m
 
-    out_dir = check_output(out_dir, overwrite, inputs=(index, model))
+    out_dir = check_output(out_dir, overwrite, inputs=(index, model), copies_inputs=True)
     key_index = bioscan5m.load_index(index, model=model)
     model_dir = key_index.model_dir
     with staged_folder(out_dir, overwrite) as staging:

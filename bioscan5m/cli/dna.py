@@ -155,7 +155,7 @@ def _run_embed(args) -> None:
 
     ids = str(args.out).removesuffix(".npy") + ".processid.txt"
     for path in (args.out, ids):
-        check_output(path, args.overwrite)
+        check_output(path, args.overwrite, inputs=(args.data, args.model))
     frame = read_metadata(args.data, split=args.split)
     embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
                     out_path=args.out, reading_frames=args.reading_frames, overwrite=args.overwrite)

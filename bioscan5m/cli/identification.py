@@ -107,6 +107,7 @@ def _run_index_build(args) -> None:
 def _run_identify(args) -> None:
     from ..identification import (InputError, check_sequence, format_identification, identify, iter_fasta,
                                   iter_identifications, iter_photos, load_index, table_format, write_identifications)
+    from ..staging import check_output
 
     if args.dna is not None and args.fasta is not None:
         raise InputError("Give the barcodes once: --dna or --fasta, not both.")
@@ -114,6 +115,8 @@ def _run_identify(args) -> None:
         raise InputError("Give the photographs once: --image or --images, not both.")
     if args.out is not None and args.format not in (None, table_format(args.out)):  # a bad suffix: before any work
         raise InputError(f"--format {args.format} contradicts the suffix of --out {args.out}.")
+    if args.out is not None:
+        check_output(args.out, args.overwrite, inputs=(args.fasta, args.images, args.index, args.model))
     index = load_index(args.index, model=args.model)
     records = None
     if args.fasta is not None:
@@ -133,7 +136,8 @@ def _run_identify(args) -> None:
                     raise InputError(record.error)
                 dna = f">{record.id}\n{check_sequence(record.sequence)}"
             except InputError as error:
-                raise InputError(f"{args.fasta}, record {record.id}: {error}") from None
+                name = record.id if record.id.startswith("record ") else f"record {record.id}"
+                raise InputError(f"{args.fasta}, {name}: {error}") from None
         result = identify(index, dna=dna, image=args.image, top_k=args.top)
         print(json.dumps(result.to_dict(), indent=2) if args.json else format_identification(result))
         return
@@ -141,9 +145,22 @@ def _run_identify(args) -> None:
     images = iter_photos(args.images) if args.images is not None else None if args.image is None else [args.image]
     batches = iter_identifications(index, dna=dna, images=images, batch_size=args.batch_size,
                                    progress=args.out is not None)
-    count = write_identifications(batches, args.out, table=args.format, overwrite=args.overwrite)
+    failed: list[str] = []
+
+    def noting_failures(batches):
+        for batch in batches:
+            failed.extend(row["error"] for row in batch if row.get("error"))
+            yield batch
+
+    count = write_identifications(noting_failures(batches), args.out, table=args.format, overwrite=args.overwrite)
+    where = "" if args.out is None else f" (the error column of {args.out})"
+    if failed and len(failed) == count:
+        raise InputError(f"none of the {count:,} queries could be identified{where}; the first: {failed[0]}")
+    if failed:
+        logger.warning("%s of %s queries could not be identified%s; the first: %s", f"{len(failed):,}",
+                       f"{count:,}", where, failed[0])
     if args.out is not None:
-        logger.info("%s queries identified; hit table written to %s", f"{count:,}", args.out)
+        logger.info("%s queries identified; hit table written to %s", f"{count - len(failed):,}", args.out)
 
 
 def _run_serve(args) -> None:

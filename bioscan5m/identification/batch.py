@@ -18,6 +18,7 @@ import io
 import json
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -62,35 +63,46 @@ def iter_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
     record, a non-UTF-8 line and a record longer than `MAX_RECORD_CHARACTERS` come back with their ``error`` set.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a FASTA file.")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        record_id, parts, size, error, number, header_line = None, [], 0, None, 0, 0
-        for line, line_number, at_start in _lines(handle):
-            if line_number == header_line:
-                continue  # the rest of a header longer than one read: its first word is already the id
-            if at_start and line.startswith(b">"):
-                if record_id is not None or parts:
-                    yield _record(record_id, number, parts, error)
-                number, header_line = number + 1, line_number
-                header, error = _decode(line[1:], path, line_number)
-                record_id = (header.split() or [f"record {number}"])[0] if header else f"record {number}"
-                parts, size = [], 0
-                continue
-            if record_id is None and line.strip():
-                number += 1
-                record_id, error = f"record {number}", f"{path.name} line {line_number}: sequence before the first '>' header"
-            if error is not None or size > MAX_RECORD_CHARACTERS:
-                continue
-            text, error = _decode(line, path, line_number)
-            size += len(text)
-            if size > MAX_RECORD_CHARACTERS:
-                error = (f"the record is over {MAX_RECORD_CHARACTERS:,} characters; a DNA barcode (COI-5P) is about "
-                         f"658 nucleotides")
-                parts = []
-            elif error is None:
-                parts.append(text)
-        if record_id is not None or parts:
-            yield _record(record_id, number, parts, error)
+    try:
+        with opener(path, "rb") as handle:
+            yield from _records(handle, path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise InputError(f"{path}: not a whole gzip file ({error}); decompress it to check, or give the plain "
+                         "FASTA.") from None
+
+
+def _records(handle, path: Path) -> Iterator[FastaRecord]:
+    """The records of an open binary FASTA file (see `iter_fasta`)."""
+    record_id, parts, size, error, number, header_line = None, [], 0, None, 0, 0
+    for line, line_number, at_start in _lines(handle):
+        if line_number == header_line:
+            continue  # the rest of a header longer than one read: its first word is already the id
+        if at_start and line.startswith(b">"):
+            if record_id is not None or parts:
+                yield _record(record_id, number, parts, error)
+            number, header_line = number + 1, line_number
+            header, error = _decode(line[1:], path, line_number)
+            record_id = (header.split() or [f"record {number}"])[0] if header else f"record {number}"
+            parts, size = [], 0
+            continue
+        if record_id is None and line.strip():
+            number += 1
+            record_id, error = f"record {number}", f"{path.name} line {line_number}: sequence before the first '>' header"
+        if error is not None or size > MAX_RECORD_CHARACTERS:
+            continue
+        text, error = _decode(line, path, line_number)
+        size += len(text)
+        if size > MAX_RECORD_CHARACTERS:
+            error = (f"the record is over {MAX_RECORD_CHARACTERS:,} characters; a DNA barcode (COI-5P) is about "
+                     f"658 nucleotides")
+            parts = []
+        elif error is None:
+            parts.append(text)
+    if record_id is not None or parts:
+        yield _record(record_id, number, parts, error)
 
 
 def _lines(handle) -> Iterator[tuple[bytes, int, bool]]:

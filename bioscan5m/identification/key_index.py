@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.release import MAX_NUCLEOTIDES, ORDER_TO_SPECIES
 from ..staging import STAGING_MARKER, check_output, staged_folder
-from ..embedding import AlignedIdentityEncoder, KmerEncoder, make_encoder, model_type_of
+from ..embedding import KMER_PROJECTION_NAME, AlignedIdentityEncoder, KmerEncoder, make_encoder, model_type_of
 from .model_reference import model_fingerprint, model_reference
 from .inputs import InputError, open_photo
 
@@ -114,12 +114,19 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
     """
     from ..data.metadata import read_metadata
 
-    if out_dir is None:
+    from ..data.release import parse_split
+
+    shared = sorted(set(parse_split(calibration)) & set(parse_split(splits))) if calibration else []
+    if shared:
+        raise ValueError(f"The calibration splits share {', '.join(shared)} with the key splits: calibrating on the "
+                         "keys themselves measures nothing; give other splits (e.g. val+val_unseen+other_heldout).")
+    beside_model = out_dir is None          # the default lies inside the model folder by design
+    if beside_model:
         if model_type_of(model) in ("aligned", "kmer"):
-            raise ValueError(f"Give out_dir: the {model_type_of(model)} encoder has no model folder to save the "
-                             "index beside.")
+            raise ValueError(f"Give out_dir (--out): the {model_type_of(model)} encoder has no model folder to "
+                             "save the index beside.")
         out_dir = Path(model) / "index"
-    check_output(out_dir, overwrite, inputs=(data_root, model))  # before any work
+    check_output(out_dir, overwrite, inputs=(data_root, None if beside_model else model))  # before any work
     keys = read_metadata(data_root, split=splits, max_nucleotides=MAX_KEY_NUCLEOTIDES)
     if keys.empty:
         raise ValueError(f"No records in split(s) {splits!r} of {data_root}: the index would be empty.")
@@ -300,6 +307,16 @@ def load_index(folder: str | os.PathLike, model: str | os.PathLike | None = None
             raise KeyIndexError(f"{path}: missing or not the file the manifest records ({size:,} bytes); the index "
                                 "is incomplete or was altered. Rebuild it.")
     spec = manifest["encoder"]
+    # Every file read below must be one the manifest lists (and so checked above): a file added beside them, or
+    # a link to one outside the folder, is never read.
+    read = [KEYS_NAME, DNA_INDEX_NAME]
+    if spec["kind"] == "kmer":
+        read.append(KMER_PROJECTION_NAME)
+    if (folder / IMAGE_INDEX_NAME).exists() or (folder / IMAGE_INDEX_NAME).is_symlink():
+        read.append(IMAGE_INDEX_NAME)
+    for name in read:
+        if name not in manifest["files"]:
+            raise KeyIndexError(f"{folder / name}: not a file the manifest lists; the index was altered. Rebuild it.")
     model_dir = None
     if spec["kind"] == "kmer":
         encoder = KmerEncoder.load(folder, spec)

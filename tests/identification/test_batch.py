@@ -56,6 +56,17 @@ def test_iter_fasta_is_lazy(tmp_path):
     assert next(records).id == "q1" and len(list(records)) < 100
 
 
+def test_iter_fasta_names_a_truncated_gzip_file_and_a_folder(tmp_path):
+    import gzip
+
+    path = tmp_path / "queries.fa.gz"
+    path.write_bytes(gzip.compress("".join(f">q{i}\n{BARCODE}\n" for i in range(200)).encode())[:300])
+    with pytest.raises(InputError, match="queries.fa.gz: not a whole gzip file"):
+        list(iter_fasta(path))
+    with pytest.raises(InputError, match="is a folder, not a FASTA file"):
+        list(iter_fasta(tmp_path))
+
+
 def test_iter_photos_takes_a_folder_or_a_list_and_stays_inside_the_folder(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -231,6 +231,12 @@ def test_cli_builds_an_index_and_identifies_a_fasta_file(sample_root, tmp_path, 
     fasta.write_text(">one\nACGT\n")
     assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta)]) == 2
     assert "query.fasta, record one: The sequence has only 4 determined nucleotides" in capsys.readouterr().err
+    fasta.write_text(">one\nHELLO\n>two\nWORLD\n")                  # a table of errors is no answer
+    assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta), "--out", str(tmp_path / "hits.tsv")]) == 2
+    assert "none of the 2 queries could be identified" in capsys.readouterr().err
+    assert cli.main(["index", "build", "--data", str(sample_root), "--out", str(tmp_path / "i2"), "--splits", "train",
+                     "--calibration", "val+train"]) == 2
+    assert "share train with the key splits" in capsys.readouterr().err and not (tmp_path / "i2").exists()
 
 
 # ---------------------------------------------------------------------------------------------- the aligned encoder
