@@ -365,7 +365,7 @@ def test_index_build_killed_mid_way_leaves_the_old_index_whole(kmer_index, sampl
     index = tmp_path / "index"
     shutil.copytree(kmer_index, index)
     process = _bioscan5m("index", "build", "--data", sample_root, "--out", index, "--splits", "all",
-                         "--overwrite")
+                         "--calibration", "none", "--overwrite")
     kill_when(process, lambda: any(tmp_path.glob(".index.partial-*/dna.faiss")))
     old = bioscan5m.load_index(index)
     assert len(old.keys) == old.manifest["keys"] == len(bioscan5m.read_metadata(sample_root, "train+key_unseen"))
@@ -514,6 +514,34 @@ def test_cli_bad_inputs_get_one_line_and_status_2(sample_root, tmp_path, capsys)
         assert exit_.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
 
 
+def test_options_that_would_do_nothing_or_nothing_sensible_are_refused(sample_root, tmp_path, capsys):
+    for argv, words in [
+        (["export", sample_root, tmp_path / "e1", "--private"], ["private applies to the Hub repo"]),
+        (["export", sample_root, tmp_path / "e2", "--push-to-hub", "bad repo name!!"], ["bad repo name!!"]),
+        (["download", tmp_path / "d", "--split", "train"], ["no image package is asked for"]),
+        (["delimit", "--data", sample_root, "--method", "upgma", "--threshold", "0.02", "--min-overlap", "5000",
+          "--out", tmp_path / "d1"], ["min_overlap must be", "from 1 to 660"]),
+    ]:
+        code, err = _cli(capsys, *argv)
+        assert code == 2, argv
+        _one_clear_line(err, *words)
+    assert list(tmp_path.iterdir()) == []                      # refused before anything was written
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["cluster", "--embeddings", "kmer", "--data", str(sample_root), "--distance-threshold", "-1"])
+    assert exit_.value.code == 2 and "expected a positive finite number" in capsys.readouterr().err
+
+
+def test_embeddings_that_are_pickled_objects_are_refused_by_name(sample_root, tmp_path, capsys):
+    import numpy as np
+
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    code, err = _cli(capsys, "cluster", "--embeddings", pickled, "--data", sample_root, "--split", "test",
+                     "--out", tmp_path / "c")
+    assert code == 2 and "allow_pickle" not in err
+    _one_clear_line(err, "objects.npy", "pickled data", "never loaded")
+
+
 def test_cli_identify_on_a_photograph_bomb(space_demo_index, tmp_path, capsys):
     bomb = tmp_path / "bomb.jpg"
     bomb.write_bytes(_jpeg_claiming(20000, 20000))
@@ -559,6 +587,15 @@ def test_coordinates_out_of_range_are_refused(tmp_path, lat):
     with pytest.raises(MetadataError, match=rf"line 3 \(processid 'PID2-24'\): column 'coord-lat' is '{lat}', "
                                             r"expected between -90 and 90"):
         bioscan5m.read_metadata(_release(tmp_path, [_row(), _row("PID2-24", lat=lat)]), split="all")
+
+
+@pytest.mark.parametrize("barcode, problem", [("HELLO WORLD", "is 'HELLO WORLD', not a DNA barcode"),
+                                              ("", "is empty"), ("ACGT<script>", "is .ACGT<script>., not a DNA barcode")])
+def test_a_barcode_that_is_not_dna_is_refused(tmp_path, barcode, problem):
+    good = bioscan5m.read_metadata(_release(tmp_path / "good", [_row(barcode="acgtnRY-ACGT")]), split="all")
+    assert good["dna_barcode"].tolist() == ["acgtnRY-ACGT"]          # IUPAC codes and gaps, either case
+    with pytest.raises(MetadataError, match=rf"line 3 \(processid 'PID2-24'\): column 'dna_barcode' {problem}"):
+        bioscan5m.read_metadata(_release(tmp_path / "bad", [_row(), _row("PID2-24", barcode=barcode)]), split="all")
 
 
 def test_the_smallest_documented_sample_fills_every_split(tmp_path):

@@ -11,6 +11,7 @@ from .arguments import (
     add_release_root,
     add_seed_arg,
     csv_list,
+    positive_float,
     positive_int,
 )
 
@@ -25,7 +26,7 @@ def add_commands(sub) -> None:
     p.add_argument("--split", default="test+test_unseen", help="records to cluster (default test+test_unseen)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--n-clusters", type=positive_int, default=None, help="number of clusters (default: number of species)")
-    group.add_argument("--distance-threshold", type=float, default=None, help="cut the Ward tree at this distance instead")
+    group.add_argument("--distance-threshold", type=positive_float, default=None, help="cut the Ward tree at this distance instead")
     p.add_argument("--out", default="runs/cluster", help="folder for clustering.json and the UMAP PNG")
     add_seed_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="sequences per model forward pass")

@@ -165,9 +165,13 @@ def download(root: str | os.PathLike, package: str | None = None, split: str = "
     """
     if package is not None and package not in release.IMAGE_PACKAGES:
         raise ValueError(f"Unknown image package {package!r}; choose from {', '.join(release.IMAGE_PACKAGES)}.")
+    splits = release.parse_split(split)
+    if package is None and split != "all":
+        raise ValueError(f"split={split!r} chooses image archives, and no image package is asked for (the metadata "
+                         "holds every split); give the package too (--package), or leave the split out.")
     # Every file is known before the first byte is fetched, so a request that cannot be met fails at once.
     remotes = [release.METADATA_REMOTE]
-    for group in release.split_groups(release.parse_split(split)) if package is not None else ():
+    for group in release.split_groups(splits) if package is not None else ():
         if (package, group) not in release.IMAGE_REMOTES:
             raise ValueError(
                 f"No published download URL is known for {package!r} images of the {group!r} split group. Get the "

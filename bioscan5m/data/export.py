@@ -60,6 +60,12 @@ def export(root: str | os.PathLike, out: str | os.PathLike, configs: list[str] |
     if max_shard_bytes is None or int(max_shard_bytes) < 1:
         raise ValueError(f"max_shard_bytes must be a positive number of bytes, got {max_shard_bytes!r}.")
     check_max_nucleotides(max_nucleotides)
+    if private and not push_to_hub:
+        raise ValueError("private applies to the Hub repo of push_to_hub (--push-to-hub REPO), and none was given.")
+    if push_to_hub:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(push_to_hub)  # a malformed repo id fails here, not after the export is written
     find_metadata(root)  # fail before any work if the release is not there
     configs = configs or available_configs(root)
     splits = release.parse_split(split)

@@ -26,6 +26,10 @@ BATCH_BYTES = 8 << 20
 #: ``processid`` and ``chunk`` become parts of image paths, so they are held to plain names: no separators, no
 #: leading dot (hence no ``.`` or ``..``), nothing a file system could read as a path.
 PATH_FIELD_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+#: What a ``dna_barcode`` may hold: IUPAC nucleotide codes (N and the ambiguity codes) and alignment gaps.
+BARCODE_CHARACTERS = "ACGTNRYKMSWBDHV-"
+_BARCODE_BYTES = np.zeros(256, dtype=bool)
+_BARCODE_BYTES[np.frombuffer((BARCODE_CHARACTERS + BARCODE_CHARACTERS.lower()).encode(), dtype=np.uint8)] = True
 #: Value ranges the release's numbers must fall in; non-finite values (nan, inf) are refused in every float column.
 FLOAT_RANGES = {"coord-lat": (-90.0, 90.0), "coord-lon": (-180.0, 180.0), "image_measurement_value": (0.0, None),
                 "area_fraction": (0.0, 1.0), "scale_factor": (0.0, None)}
@@ -236,6 +240,8 @@ def check_records(source: MetadataSource, first_row: int, batch: pa.RecordBatch)
                 f"{source}, line {first_row + i + 2}: column {column!r} is {values[i].as_py()!r}, which is not a "
                 "plain name (letters, digits, '_', '.', '-'; no path separators, no leading dot); it would be "
                 "joined into an image path.")
+    if "dna_barcode" in batch.schema.names:
+        _check_barcodes(source, first_row, batch)
     splits = batch.column("split")
     bad = pc.invert(pc.is_in(splits, value_set=pa.array(release.SPLITS)))
     if pc.any(bad).as_py():
@@ -245,6 +251,23 @@ def check_records(source: MetadataSource, first_row: int, batch: pa.RecordBatch)
             f"{source}, line {first_row + i + 2} (processid {processid!r}): split {splits[i].as_py()!r} "
             f"is not an official split name ({', '.join(release.SPLITS)})."
         )
+
+
+def _check_barcodes(source: MetadataSource, first_row: int, batch: pa.RecordBatch) -> None:
+    """Refuse an empty barcode or one with a character no nucleotide code is: every record of the release has a
+    COI barcode, and text that is not one would be compared, clustered and indexed as if it were."""
+    barcodes = batch.column("dna_barcode")
+    width = np.int64 if pa.types.is_large_string(barcodes.type) else np.int32
+    offsets = np.frombuffer(barcodes.buffers()[1], dtype=width)[barcodes.offset:barcodes.offset + len(barcodes) + 1]
+    text = np.frombuffer(barcodes.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    if barcodes.null_count == 0 and (np.diff(offsets) > 0).all() and _BARCODE_BYTES[text].all():
+        return                                                  # the usual case, without a regex per record
+    good = pc.match_substring_regex(barcodes, f"^[{BARCODE_CHARACTERS}]+$", ignore_case=True)
+    i = pc.index(pc.fill_null(good, False), False).as_py()
+    value = barcodes[i].as_py() or ""
+    problem = "is empty" if not value else f"is {value[:40]!r}{'...' if len(value) > 40 else ''}, not a DNA barcode"
+    raise MetadataError(f"{source}, line {first_row + i + 2} (processid {batch.column('processid')[i].as_py()!r}): "
+                        f"column 'dna_barcode' {problem} (IUPAC nucleotide codes {BARCODE_CHARACTERS} only).")
 
 
 def record_table(source: MetadataSource, first_row: int, batch: pa.RecordBatch,

@@ -17,6 +17,17 @@ SPARSE_ABOVE = 5_000
 MIN_OVERLAP = 100
 
 
+#: Positions of the COI-5P frame barcodes are placed in (`aligned_base_codes`).
+FRAME_POSITIONS = 660
+
+
+def check_min_overlap(min_overlap: int) -> None:
+    """Refuse a ``min_overlap`` no two barcodes could meet (below one position, or beyond the frame)."""
+    if not 1 <= min_overlap <= FRAME_POSITIONS:
+        raise ValueError(f"min_overlap must be a number of shared positions from 1 to {FRAME_POSITIONS} (the COI-5P "
+                         f"frame), not {min_overlap!r}.")
+
+
 def checked_barcodes(sequences: Sequence[str]) -> list[str]:
     """``sequences`` as a list (read by position, as the labels beside them are), refusing missing barcodes."""
     sequences = list(sequences)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..embedding import aligned_base_codes
 from ..evaluation.scoring import is_missing
-from .distances import MIN_OVERLAP, SPARSE_ABOVE, checked_barcodes, close_pairs, pair_differences
+from .distances import MIN_OVERLAP, SPARSE_ABOVE, check_min_overlap, checked_barcodes, close_pairs, pair_differences
 from .linkage import renumber
 
 #: Merges closer than this are accepted without asking the model (species differ by more almost always).
@@ -225,8 +225,7 @@ class LearnedLinkage:
     def __init__(self, min_overlap: int = MIN_OVERLAP, accept: float = ACCEPT, boosting: dict | None = None):
         if not 0 < accept < 1:
             raise ValueError(f"accept must be a probability between 0 and 1, not {accept!r}.")
-        if min_overlap < 1:
-            raise ValueError(f"min_overlap must be a positive number of positions, not {min_overlap!r}.")
+        check_min_overlap(min_overlap)
         if boosting is not None and not isinstance(boosting, dict):
             raise ValueError(f"boosting must be a dict of GradientBoostingClassifier arguments, not {boosting!r}.")
         if boosting is not None and "random_state" in boosting:

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..embedding import aligned_base_codes
 from ..evaluation.scoring import clustering_agreement, is_missing
-from .distances import DENSE_LIMIT, MIN_OVERLAP, SPARSE_ABOVE, checked_barcodes, close_pairs, p_distances
+from .distances import (DENSE_LIMIT, MIN_OVERLAP, SPARSE_ABOVE, check_min_overlap, checked_barcodes, close_pairs,
+                        p_distances)
 
 #: The cuts of a distance tree at a threshold.
 THRESHOLD_METHODS = ("single", "upgma")
@@ -46,8 +47,7 @@ def delimit_barcodes(sequences: Sequence[str], threshold: float, method: str = "
 def _check_options(method: str, min_overlap: int) -> None:
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"Unknown delimitation method {method!r}; choose from {', '.join(THRESHOLD_METHODS)}.")
-    if min_overlap < 1:
-        raise ValueError(f"min_overlap must be a positive number of positions, not {min_overlap!r}.")
+    check_min_overlap(min_overlap)
 
 
 def _check_threshold(threshold: float) -> None:

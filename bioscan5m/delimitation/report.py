@@ -8,7 +8,7 @@ import numpy as np
 
 from ..embedding import aligned_base_codes
 from ..evaluation.scoring import clustering_agreement, is_missing
-from .distances import DENSE_LIMIT, MIN_OVERLAP, p_distances
+from .distances import DENSE_LIMIT, MIN_OVERLAP, check_min_overlap, p_distances
 from .linkage import Calibration, calibrate_threshold, delimit_barcodes
 
 
@@ -148,8 +148,7 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
 
     if method not in METHODS:
         raise ValueError(f"Unknown delimitation method {method!r}; choose from {', '.join(METHODS)}.")
-    if min_overlap < 1:
-        raise ValueError(f"min_overlap must be a positive number of positions, not {min_overlap!r}.")
+    check_min_overlap(min_overlap)
     if threshold is not None and not 0 < threshold < 1:
         raise ValueError(f"threshold must be a p-distance between 0 and 1 (e.g. 0.02), not {threshold!r}.")
     if method == "learned" and (threshold is not None or calibrate_on is None):

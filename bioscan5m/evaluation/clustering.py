@@ -113,7 +113,10 @@ def zero_shot_clustering(embeddings, labels: Mapping[str, np.ndarray], n_cluster
         from .scoring import is_missing
 
         values = np.asarray(labels[n_clusters])
-        n_clusters = len(set(values[~is_missing(values)].tolist()))
+        rank, n_clusters = n_clusters, len(set(values[~is_missing(values)].tolist()))
+        if not n_clusters:
+            raise ValueError(f"None of the records has a {rank} label to set the number of clusters by; give the "
+                             "number of clusters (--n-clusters) or a distance threshold.")
     seconds = {}
     start = time.perf_counter()
     points = embeddings if n_components == 0 else reduce_umap(embeddings, n_components, n_neighbors, min_dist, metric, seed)

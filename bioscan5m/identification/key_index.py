@@ -119,7 +119,7 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
     shared = sorted(set(parse_split(calibration)) & set(parse_split(splits))) if calibration else []
     if shared:
         raise ValueError(f"The calibration splits share {', '.join(shared)} with the key splits: calibrating on the "
-                         "keys themselves measures nothing; give other splits (e.g. val+val_unseen+other_heldout).")
+                         "keys themselves measures nothing; give other splits, or none (calibration=None, --calibration none).")
     beside_model = out_dir is None          # the default lies inside the model folder by design
     if beside_model:
         if model_type_of(model) in ("aligned", "kmer"):

@@ -192,3 +192,13 @@ def test_a_corrupt_download_deletes_only_what_this_run_wrote(hub, server, tmp_pa
         fetch(RemoteFile("archive.zip", (f"{server}/archive.zip",), hashlib.md5(PAYLOAD).hexdigest()), tmp_path)
     assert (tmp_path / "archive.zip").read_bytes() == b"the user's own file"
     assert hub.requests == [] and RangeHandler.served == []   # nothing was downloaded over it
+
+
+def test_a_split_without_a_package_is_refused_before_anything_is_fetched(tmp_path):
+    from bioscan5m.data.download import download
+
+    with pytest.raises(ValueError, match="no image package is asked for"):
+        download(tmp_path / "release", split="train")
+    with pytest.raises(ValueError, match="bogus"):
+        download(tmp_path / "release", package="cropped_256", split="bogus")
+    assert not (tmp_path / "release").exists()

@@ -82,3 +82,5 @@ def test_bad_input_is_named(blobs):
         ward_clustering(np.full((5, 2), np.nan), n_clusters=2)
     with pytest.raises(ValueError, match="exactly one of n_clusters and distance_threshold"):
         ward_clustering(points, n_clusters=2, distance_threshold=1.0)
+    with pytest.raises(ValueError, match=r"None of the records has a species label .* \(--n-clusters\)"):
+        zero_shot_clustering(points, {"species": np.array([None] * len(points), dtype=object)})

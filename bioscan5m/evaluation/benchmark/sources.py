@@ -170,7 +170,13 @@ def npy_source(path) -> EmbeddingSource:
         raise FileNotFoundError(f"embeddings file {path} does not exist.")
 
     def embed(sequences: list[str]) -> np.ndarray:
-        array = np.load(path, allow_pickle=False)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            # numpy's own message about pickled data suggests allow_pickle=True, which would run code from the file.
+            reason = "it holds Python objects (pickled data), which are never loaded" if "pickle" in str(error) else \
+                str(error)
+            raise ValueError(f"{path}: not a numeric .npy array of embeddings ({reason}).") from None
         if len(array) != len(sequences):
             raise ValueError(f"{path} has {len(array)} rows but the split has {len(sequences)} records.")
         return array
