@@ -69,6 +69,14 @@ def nucleotides(text: str) -> int | None:
     return None if text.lower() == "none" else positive_int(text)
 
 
+def positive_int_list(text: str) -> list[int]:
+    """``1,3,5``: comma-separated positive integers."""
+    values = csv_list(text)
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,3,5, got {text!r}")
+    return [positive_int(value) for value in values]
+
+
 def csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 

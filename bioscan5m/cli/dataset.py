@@ -18,7 +18,8 @@ from .arguments import (
 def add_commands(sub) -> None:
     p = sub.add_parser("sample", help="write a small synthetic release in the official layout")
     p.add_argument("out", help="release root to create")
-    p.add_argument("--records", type=positive_int, default=4000, help="number of specimen records (default 4000)")
+    p.add_argument("--records", type=_sample_records, default=4000,
+                   help="number of specimen records (default 4000; at least 200, to fill all eight splits)")
     p.add_argument("--packages", default="cropped_256,original_256",
                    help="image packages to draw, comma-separated (default cropped_256,original_256)")
     add_seed_arg(p)
@@ -57,6 +58,18 @@ def _run_sample(args) -> None:
     root = make_sample(args.out, num_records=args.records, packages=csv_list(args.packages), seed=args.seed,
                        overwrite=args.overwrite)
     print(f"synthetic release written to {root}")
+
+
+def _sample_records(text: str) -> int:
+    import argparse
+
+    from ..data.synthetic import MIN_RECORDS
+
+    value = positive_int(text)
+    if value < MIN_RECORDS:
+        raise argparse.ArgumentTypeError(f"expected at least {MIN_RECORDS} records (to fill all eight splits), got "
+                                         f"{text!r}")
+    return value
 
 
 def _run_export(args) -> None:

@@ -157,10 +157,11 @@ def _run_embed(args) -> None:
     for path in (args.out, ids):
         check_output(path, args.overwrite, inputs=(args.data, args.model))
     frame = read_metadata(args.data, split=args.split)
-    embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
-                    out_path=args.out, reading_frames=args.reading_frames, overwrite=args.overwrite)
+    # Both files are whole before either is renamed into place, and the two renames follow each other at once.
     with staged_file(ids, args.overwrite) as order:
         order.write_text("\n".join(frame["processid"]) + "\n")
+        embed_sequences(args.model, frame["dna_barcode"], batch_size=args.batch_size, dtype=np.dtype(args.dtype),
+                        out_path=args.out, reading_frames=args.reading_frames, overwrite=args.overwrite)
     print(f"{len(frame)} embeddings written to {args.out} (row order: {ids})")
 
 

@@ -13,6 +13,7 @@ from .arguments import (
     csv_list,
     positive_float,
     positive_int,
+    positive_int_list,
 )
 
 
@@ -41,7 +42,7 @@ def add_commands(sub) -> None:
     add_release_root(p, needs="(with images for a CLIBD model)")
     p.add_argument("--queries", default="test,test_unseen", help="comma-separated query splits (default test,test_unseen)")
     p.add_argument("--keys", default="train+key_unseen", help="key splits (default train+key_unseen)")
-    p.add_argument("--top-k", default="1,3,5", help="k values (default 1,3,5)")
+    p.add_argument("--top-k", type=positive_int_list, default=[1, 3, 5], help="k values (default 1,3,5)")
     p.add_argument("--index", choices=("flat", "ivf"), default="flat", help="FAISS index: exact flat or IVF for millions of keys")
     p.add_argument("--out", default=None, help="output folder (default runs/retrieve; MODEL/retrieval for CLIBD)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="records per forward pass (default 128; 64 for CLIBD)")
@@ -106,7 +107,7 @@ def _run_retrieve(args) -> None:
 
     out = args.out or "runs/retrieve"
     result = retrieval_report(args.model, args.data, queries=csv_list(args.queries), keys=args.keys, out_dir=out,
-                              top_k=[int(k) for k in csv_list(args.top_k)], index=args.index,
+                              top_k=args.top_k, index=args.index,
                               batch_size=args.batch_size or 128, reading_frames=args.reading_frames,
                               config=args.config, weights=args.weights, overwrite=args.overwrite)
     pair = next(key for key in result if "->" in key)
@@ -134,7 +135,7 @@ def _run_clibd_retrieval(args) -> None:
     baseline = False if (args.baseline or "").lower() == "none" else args.baseline
     report = clibd_retrieval_report(args.model, args.data, config=args.config, queries=csv_list(args.queries),
                                     keys=args.keys, baseline_dir=baseline, pairs=csv_list(args.pairs),
-                                    top_k=[int(k) for k in csv_list(args.top_k)], out_dir=args.out,
+                                    top_k=args.top_k, out_dir=args.out,
                                     max_records_per_split=args.max_records_per_split, batch_size=args.batch_size or 64,
                                     overwrite=args.overwrite)
     print(markdown_table(report))

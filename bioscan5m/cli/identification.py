@@ -51,7 +51,8 @@ def add_commands(sub) -> None:
     p.add_argument("--format", choices=("tsv", "csv", "jsonl"), default=None,
                    help="hit table format on stdout (default tsv; with --out, from its suffix)")
     p.add_argument("--batch-size", type=positive_int, default=1024, help="queries searched together (default 1024)")
-    p.add_argument("--top", type=positive_int, default=10, help="one specimen: nearest references to list (default 10)")
+    p.add_argument("--top", type=positive_int, default=None,
+                   help="one specimen: nearest references to list (default 10)")
     p.add_argument("--json", action="store_true", help="one specimen: print the full result as JSON")
     add_overwrite_arg(p)
     p.set_defaults(run=_run_identify)
@@ -117,7 +118,6 @@ def _run_identify(args) -> None:
         raise InputError(f"--format {args.format} contradicts the suffix of --out {args.out}.")
     if args.out is not None:
         check_output(args.out, args.overwrite, inputs=(args.fasta, args.images, args.index, args.model))
-    index = load_index(args.index, model=args.model)
     records = None
     if args.fasta is not None:
         records = iter_fasta(args.fasta)
@@ -127,6 +127,10 @@ def _run_identify(args) -> None:
             raise InputError(f"{args.fasta}: no FASTA record (no '>' header line) in the file.")
     many = args.images is not None or args.out is not None or args.format is not None or (
         records is not None and len(first) > 1)
+    if many and (args.json or args.top is not None):
+        raise InputError("--json and --top are for one specimen; several queries (or --out, --format) give the hit "
+                         "table, one row per query.")
+    index = load_index(args.index, model=args.model)
     if not many:
         dna = args.dna
         if records is not None:
@@ -138,7 +142,7 @@ def _run_identify(args) -> None:
             except InputError as error:
                 name = record.id if record.id.startswith("record ") else f"record {record.id}"
                 raise InputError(f"{args.fasta}, {name}: {error}") from None
-        result = identify(index, dna=dna, image=args.image, top_k=args.top)
+        result = identify(index, dna=dna, image=args.image, top_k=args.top or 10)
         print(json.dumps(result.to_dict(), indent=2) if args.json else format_identification(result))
         return
     dna = records if records is not None else None if args.dna is None else [args.dna]

@@ -61,6 +61,10 @@ class Species:
     trait_seed: int
 
 
+#: The fewest records that fill all eight splits.
+MIN_RECORDS = 200
+
+
 def make_sample(out: str | os.PathLike, num_records: int = 4000,
                 packages: tuple[str, ...] | list[str] = ("cropped_256", "original_256"),
                 seed: int = 0, folders: bool = True, zips: bool = True, overwrite: bool = False) -> Path:
@@ -78,8 +82,9 @@ def make_sample(out: str | os.PathLike, num_records: int = 4000,
     for package in packages:
         if package not in release.IMAGE_PACKAGES:
             raise ValueError(f"Unknown image package {package!r}; choose from {release.IMAGE_PACKAGES}.")
-    if num_records < 200:
-        raise ValueError(f"num_records={num_records} is too small to populate all eight splits; use at least 200.")
+    if num_records < MIN_RECORDS:
+        raise ValueError(f"num_records={num_records} is too small to populate all eight splits; use at least "
+                         f"{MIN_RECORDS}.")
     destination = check_output(out, overwrite)
     rng = np.random.default_rng(seed)
     species = _make_taxonomy(rng, num_records)

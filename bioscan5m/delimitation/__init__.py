@@ -25,10 +25,7 @@ Thresholds and the merge model are given or fitted on labelled records that are 
 from .distances import DENSE_LIMIT, MIN_OVERLAP, neighbour_graph, p_distances, pair_differences, pair_p_distances
 from .learned import LearnedLinkage, single_linkage_tree
 from .linkage import THRESHOLD_GRID, THRESHOLD_METHODS, Calibration, calibrate_threshold, delimit_barcodes
-from .report import barcode_gap, delimit, delimitation_summary, plot_barcode_gap
-
-#: Every method `delimit` runs: the learned merges, and the two threshold cuts.
-METHODS = ("learned",) + THRESHOLD_METHODS
+from .report import METHODS, barcode_gap, delimit, delimitation_summary, plot_barcode_gap
 
 __all__ = ["delimit", "METHODS", "THRESHOLD_METHODS", "DENSE_LIMIT", "MIN_OVERLAP", "THRESHOLD_GRID", "Calibration",
            "LearnedLinkage", "delimit_barcodes", "calibrate_threshold", "delimitation_summary", "barcode_gap",

@@ -9,7 +9,10 @@ import numpy as np
 from ..embedding import aligned_base_codes
 from ..evaluation.scoring import clustering_agreement, is_missing
 from .distances import DENSE_LIMIT, MIN_OVERLAP, check_min_overlap, p_distances
-from .linkage import Calibration, calibrate_threshold, delimit_barcodes
+from .linkage import THRESHOLD_METHODS, Calibration, calibrate_threshold, delimit_barcodes
+
+#: Every method `delimit` runs: the learned merges, and the two threshold cuts.
+METHODS = ("learned",) + THRESHOLD_METHODS
 
 
 def delimitation_summary(clusters: np.ndarray, labels: dict[str, np.ndarray], bins: np.ndarray | None = None) -> dict:
@@ -143,7 +146,6 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
     from ..data.metadata import read_metadata
     from ..data.release import parse_split
     from ..staging import check_output, staged_folder
-    from . import METHODS
     from .learned import CEILING, FLOOR, LearnedLinkage
 
     if method not in METHODS:

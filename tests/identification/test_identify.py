@@ -234,6 +234,8 @@ def test_cli_builds_an_index_and_identifies_a_fasta_file(sample_root, tmp_path, 
     fasta.write_text(">one\nHELLO\n>two\nWORLD\n")                  # a table of errors is no answer
     assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta), "--out", str(tmp_path / "hits.tsv")]) == 2
     assert "none of the 2 queries could be identified" in capsys.readouterr().err
+    assert cli.main(["identify", "--index", str(out), "--fasta", str(fasta), "--json"]) == 2   # two records
+    assert "--json and --top are for one specimen" in capsys.readouterr().err
     assert cli.main(["index", "build", "--data", str(sample_root), "--out", str(tmp_path / "i2"), "--splits", "train",
                      "--calibration", "val+train"]) == 2
     assert "share train with the key splits" in capsys.readouterr().err and not (tmp_path / "i2").exists()
