@@ -3,8 +3,7 @@
   * image reads from an extracted package folder: ``ImagePackage.read`` (path checked to stay inside the folder,
     links refused, size capped) vs the read it replaced (``open().read()`` and the JPEG completeness check);
   * metadata checks on the real CSV (``processid``/``chunk`` as plain names, split names, barcodes as nucleotide
-    codes, value ranges) vs reading
-    and typing the same batches without them;
+    codes, value ranges) vs reading and typing the same batches without them;
   * the model hash an index checks at load (``model_fingerprint``), in MB/s.
 
     .venv/bin/python bench/bench_safety.py [--sample-records 4000] [--repeats 5] [--json out.json]
