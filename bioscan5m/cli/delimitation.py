@@ -54,8 +54,9 @@ def _run_delimit(args) -> None:
                "merge model": None if model is None else f"fitted on {model['merges']:,} merges of "
                                                         f"{model['records']:,} labelled barcodes",
                "species AMI": species.get("ami"), "genus AMI": summary.get("genus", {}).get("ami"),
-               "species split": len(summary.get("species_split", [])),
-               "clusters merging species": len(summary.get("clusters_merging_species", [])),
+               "species split": len(summary["species_split"]) if "species_split" in summary else None,
+               "clusters merging species": (len(summary["clusters_merging_species"])
+                                            if "clusters_merging_species" in summary else None),
                "species AMI of the BINs (records without one alone)": summary.get("bins", {}).get("species_ami"),
                "written to": args.out}
     print_results({name: value for name, value in results.items() if value is not None})

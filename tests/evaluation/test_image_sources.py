@@ -110,6 +110,8 @@ def test_clibd_towers_are_sources_for_photographs_and_barcodes(space_demo_index,
     ("kmer:4", {"weights": "w.safetensors"}, "--weights applies to image:TIMM_NAME"),
     ("0*kmer:4+kmer:5", {}, "weight must be positive"),
     ("emb.npy+kmer:4", {}, "cannot be fused"),
+    ("kmer:4", {"reading_frames": 3}, "--reading-frames applies to BarcodeBERT models"),
+    ("kmer:4+image:test_vit", {"reading_frames": 3}, "the spec has none"),
 ])
 def test_bad_source_specs_are_refused_with_the_reason(spec, options, message, tmp_path, sample_root):
     (tmp_path / "emb.npy").write_bytes(b"")

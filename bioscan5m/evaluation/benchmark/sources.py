@@ -206,14 +206,15 @@ def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1, root
     if len(parts) > 1:
         if weights is not None and sum(part.lstrip("0123456789.*").startswith("image:") for part in parts) > 1:
             raise ValueError(f"{spec!r}: --weights names one timm model's file, but the spec has several image parts.")
-        fused = []
-        for part in parts:
-            match = _WEIGHT.match(part)
-            weight, part = (float(match.group(1)), match.group(2)) if match else (1.0, part)
-            part_weights = weights if part.startswith("image:") else None
-            fused.append((parse_source(part, batch_size, reading_frames, root, config, part_weights, num_threads),
-                          weight))
-        return fused_source(fused)
+        weighted = [_weight_and_part(part) for part in parts]
+        if reading_frames != 1 and all(_reads_no_frames(part) for _, part in weighted):
+            raise ValueError(f"{spec!r}: --reading-frames applies to BarcodeBERT models (dna:DIR), and the spec has "
+                             "none.")
+        return fused_source([(parse_source(part, batch_size, 1 if _reads_no_frames(part) else reading_frames, root,
+                                           config, weights if part.startswith("image:") else None, num_threads),
+                              weight) for weight, part in weighted])
+    if reading_frames != 1 and _reads_no_frames(spec):
+        raise ValueError(f"{spec!r}: --reading-frames applies to BarcodeBERT models (dna:DIR), not to this source.")
     if weights is not None and not spec.startswith("image:"):
         raise ValueError(f"{spec!r}: --weights applies to image:TIMM_NAME sources.")
     k = embedding.kmer_length(spec)
@@ -230,9 +231,20 @@ def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1, root
     return model_source(path or spec, batch_size=batch_size, reading_frames=reading_frames)
 
 
+def _weight_and_part(part: str) -> tuple[float, str]:
+    """``2*dna:A`` -> ``(2.0, "dna:A")``; a part without a weight weighs 1."""
+    match = _WEIGHT.match(part)
+    return (float(match.group(1)), match.group(2)) if match else (1.0, part)
+
+
+def _reads_no_frames(part: str) -> bool:
+    """Whether a single source spec is one that reading frames mean nothing to (k-mers, a file, photographs)."""
+    return embedding.kmer_length(part) is not None or part.endswith(".npy") or part.startswith("image:")
+
+
 def spec_paths(spec: str) -> list[str]:
     """The files and folders a spec reads (its model folders, .npy files, timm names), for output checks."""
-    parts = [(_WEIGHT.match(part) or [None, None, part])[2] for part in _PART_BOUNDARY.split(spec)]
+    parts = [_weight_and_part(part)[1] for part in _PART_BOUNDARY.split(spec)]
     return [part.partition(":")[2] if part.startswith(("dna:", "image:")) else part for part in parts]
 
 
