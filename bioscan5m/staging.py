@@ -37,15 +37,16 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=(), co
     return it as a ``Path``. Staging left at ``path`` by a killed run is cleaned up first.
 
     A new output may lie inside an input folder (results beside a model, say), but an existing path there is never
-    replaced, even with ``overwrite``: it would change the input. ``copies_inputs``: the output copies the input
-    folders, so it may not lie inside one at all. An empty folder counts as free: it holds nothing of the user's
-    (a folder made for the output, say).
+    replaced, even with ``overwrite``: it would change the input. Of a release root only what is read counts:
+    its ``bioscan5m`` folder and its ``BIOSCAN_5M_*`` archives, so outputs kept elsewhere under it are replaced as
+    usual. ``copies_inputs``: the output copies the input folders, so it may not lie inside one at all. An empty
+    folder counts as free: it holds nothing of the user's (a folder made for the output, say).
     """
     path = Path(os.path.expanduser(str(path)))
     for parent in path.parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
-                raise OutputExistsError(f"{path}: {parent} is a file, not a folder; choose another output path.")
+                raise OutputExistsError(f"{path}: {parent} is not a folder; choose another output path.")
             break
     clean_stale_staging(path)
     target = path.resolve()
@@ -59,7 +60,9 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=(), co
             if copies_inputs:
                 raise OutputExistsError(f"{path} lies inside {given}, which this command copies; choose an output "
                                         "outside it.")
-            if overwrite and (path.is_symlink() or path.exists() and not _is_empty_folder(path)):
+            read = _parts_read(source)
+            replaced = overwrite and (path.is_symlink() or path.exists() and not _is_empty_folder(path))
+            if replaced and any(part == target or part in target.parents for part in read):
                 raise OutputExistsError(f"{path} lies inside this command's input {given}: replacing it would change "
                                         "the input, --overwrite or not; choose another output path.")
     if path.is_symlink() or (path.exists() and not _is_empty_folder(path)):
@@ -69,6 +72,14 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=(), co
         if path.is_symlink() or not path.is_dir() and not path.is_file():
             raise OutputExistsError(f"{path} is not a plain file or folder; refusing to replace it.")
     return path
+
+
+def _parts_read(folder: Path) -> list[Path]:
+    """What a command reads of an input folder: of a release root, its ``bioscan5m`` folder and archives; of any
+    other folder (a model, an index), all of it."""
+    if (folder / "bioscan5m").is_dir():
+        return [folder / "bioscan5m", *folder.glob("BIOSCAN_5M_*")]
+    return [folder]
 
 
 @contextlib.contextmanager
@@ -87,7 +98,7 @@ def staged_folder(path: str | os.PathLike, overwrite: bool = False, main_process
     try:
         staging.mkdir()
     except OSError as error:
-        raise OutputExistsError(f"{path}: cannot write in {path.parent} ({error.strerror}).") from None
+        raise OSError(f"{path}: cannot write in {path.parent} ({error.strerror}).") from None
     (staging / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     try:
         yield staging
@@ -111,7 +122,7 @@ def staged_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     try:
         staging.touch(exist_ok=False)
     except OSError as error:
-        raise OutputExistsError(f"{path}: cannot write in {path.parent} ({error.strerror}).") from None
+        raise OSError(f"{path}: cannot write in {path.parent} ({error.strerror}).") from None
     try:
         yield staging
         os.replace(staging, path)
@@ -124,7 +135,7 @@ def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputExistsError(f"{path}: cannot make its folder {path.parent} ({error.strerror}).") from None
+        raise OSError(f"{path}: cannot make its folder {path.parent} ({error.strerror}).") from None
 
 
 def _staging_path(path: Path) -> Path:

@@ -123,8 +123,10 @@ def test_every_command_that_writes_a_folder_refuses_an_existing_one(command, sam
     ["delimit", "--data", "{root}", "--method", "upgma", "--threshold", "0.02", "--out", "{root}/bioscan5m"],
     ["embed", "--model", "{model}", "--data", "{root}", "--split", "train", "--out", "{model}/config.json"],
     ["identify", "--index", "{model}", "--fasta", "{fasta}", "--out", "{fasta}"],
+    ["convert-barcodebert", "{model}", "--out", "{model}"],
 ], ids=["export-into-itself", "export-over-its-parent", "export-over-part-of-it", "pretrain", "index-build",
-        "delimit-over-part-of-its-data", "embed-over-its-model", "identify-over-its-fasta"])
+        "delimit-over-part-of-its-data", "embed-over-its-model", "identify-over-its-fasta",
+        "convert-over-its-checkpoint"])
 def test_overwrite_never_replaces_the_commands_own_input(command, tmp_path, capsys):
     root = _release(tmp_path / "parent" / "release", [_row()])
     model = tmp_path / "model"
@@ -140,6 +142,16 @@ def test_overwrite_never_replaces_the_commands_own_input(command, tmp_path, caps
     assert fasta.read_text() == ">q\nACGT\n"
 
 
+def test_outputs_kept_under_a_release_root_are_replaced_as_usual_but_not_what_it_reads(tmp_path):
+    root = _release(tmp_path / "release", [_row()])
+    mine = root / "runs" / "cluster"
+    mine.mkdir(parents=True)
+    (mine / "clustering.json").write_text("{}")
+    assert check_output(mine, overwrite=True, inputs=(root,)) == mine
+    with pytest.raises(OutputExistsError, match="replacing it would change the input"):
+        check_output(root / "bioscan5m" / "metadata", overwrite=True, inputs=(root,))
+
+
 def test_new_outputs_may_go_inside_an_input_but_never_into_a_folder_they_copy(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
@@ -147,7 +159,7 @@ def test_new_outputs_may_go_inside_an_input_but_never_into_a_folder_they_copy(tm
     with pytest.raises(OutputExistsError, match="which this command copies"):
         check_output(model / "space", inputs=(model,), copies_inputs=True)
     (tmp_path / "file").write_text("")
-    with pytest.raises(OutputExistsError, match="is a file, not a folder"):
+    with pytest.raises(OutputExistsError, match="file is not a folder"):
         check_output(tmp_path / "file" / "out")
 
 
@@ -589,13 +601,17 @@ def test_coordinates_out_of_range_are_refused(tmp_path, lat):
         bioscan5m.read_metadata(_release(tmp_path, [_row(), _row("PID2-24", lat=lat)]), split="all")
 
 
-@pytest.mark.parametrize("barcode, problem", [("HELLO WORLD", "is 'HELLO WORLD', not a DNA barcode"),
-                                              ("", "is empty"), ("ACGT<script>", "is .ACGT<script>., not a DNA barcode")])
+@pytest.mark.parametrize("barcode, problem", [
+    ("HELLO WORLD", "is 'HELLO WORLD', not a DNA barcode"), ("", "is empty"),
+    ("ACGT<script>", "is .ACGT<script>., not a DNA barcode"), ("acgt", "is 'acgt', not"),
+    ("ACGT\u212a", "is 'ACGT\u212a', not"),
+])
 def test_a_barcode_that_is_not_dna_is_refused(tmp_path, barcode, problem):
-    good = bioscan5m.read_metadata(_release(tmp_path / "good", [_row(barcode="acgtnRY-ACGT")]), split="all")
-    assert good["dna_barcode"].tolist() == ["acgtnRY-ACGT"]          # IUPAC codes and gaps, either case
+    good = bioscan5m.read_metadata(_release(tmp_path / "good", [_row(barcode="ACGTNRY-ACGT")]), split="all")
+    assert good["dna_barcode"].tolist() == ["ACGTNRY-ACGT"]          # IUPAC codes and gaps
+    rows = [_row(), _row("PID2-24", barcode=barcode), _row("PID3-24")]    # the bad record between good ones
     with pytest.raises(MetadataError, match=rf"line 3 \(processid 'PID2-24'\): column 'dna_barcode' {problem}"):
-        bioscan5m.read_metadata(_release(tmp_path / "bad", [_row(), _row("PID2-24", barcode=barcode)]), split="all")
+        bioscan5m.read_metadata(_release(tmp_path / "bad", rows), split="all")
 
 
 def test_the_smallest_documented_sample_fills_every_split(tmp_path):

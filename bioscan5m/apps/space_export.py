@@ -57,9 +57,10 @@ def export_space(out_dir: str | os.PathLike, index: str | os.PathLike, model: st
     out_dir = check_output(out_dir, overwrite, inputs=(index, model), copies_inputs=True)
     key_index = bioscan5m.load_index(index, model=model)
     model_dir = key_index.model_dir
+    check_output(out_dir, overwrite, inputs=(model_dir,), copies_inputs=True)   # the model the index names
     with staged_folder(out_dir, overwrite) as staging:
         shutil.copytree(PACKAGE_ROOT, staging / "bioscan5m", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copytree(key_index.folder, staging / "index")
+        _copy_index(key_index, staging / "index")
         if model_dir is not None:
             _copy_model(Path(model_dir), staging / "model")
         (staging / "app.py").write_text(APP.format(model=', "--model", str(HERE / "model")' if model_dir else ""))
@@ -69,6 +70,23 @@ def export_space(out_dir: str | os.PathLike, index: str | os.PathLike, model: st
         if licence.is_file():
             shutil.copyfile(licence, staging / "LICENSE")
     return Path(out_dir)
+
+
+def _copy_index(key_index, destination: Path) -> None:
+    """The files `load_index` checked: those its manifest lists, and the thumbnails that are regular files (a
+    Space is public, so nothing else lying in the folder, and no link out of it, goes with it)."""
+    from ..identification.key_index import MANIFEST_NAME, THUMBNAIL_DIR
+
+    destination.mkdir()
+    for name in (MANIFEST_NAME, *key_index.manifest["files"]):
+        shutil.copyfile(key_index.folder / name, destination / name)
+    thumbnails = key_index.folder / THUMBNAIL_DIR
+    if thumbnails.is_dir() and not thumbnails.is_symlink():
+        (destination / THUMBNAIL_DIR).mkdir()
+        with os.scandir(thumbnails) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    shutil.copyfile(entry.path, destination / THUMBNAIL_DIR / entry.name)
 
 
 def _copy_model(source: Path, destination: Path) -> None:

@@ -80,8 +80,9 @@ def _run_convert_clibd(args) -> None:
     from pathlib import Path
 
     from ..modeling.convert_clibd import convert_clibd
-    from ..staging import staged_folder
+    from ..staging import check_output, staged_folder
 
+    check_output(args.out, args.overwrite, inputs=(args.checkpoint, args.text_tokenizer))
     with staged_folder(args.out, args.overwrite) as staging:
         model = convert_clibd(args.checkpoint, out_dir=staging, filename=args.filename, revision=args.revision,
                               text_tokenizer=args.text_tokenizer, name=Path(args.out).name)

@@ -169,8 +169,9 @@ def _run_convert_barcodebert(args) -> None:
     from pathlib import Path
 
     from ..modeling.convert_barcodebert import convert_barcodebert
-    from ..staging import staged_folder
+    from ..staging import check_output, staged_folder
 
+    check_output(args.out, args.overwrite, inputs=(args.checkpoint,))
     with staged_folder(args.out, args.overwrite) as staging:
         convert_barcodebert(args.checkpoint, out_dir=staging, num_attention_heads=args.heads,
                             name=Path(args.out).name, filename=args.filename, revision=args.revision)

@@ -149,22 +149,25 @@ def _run_identify(args) -> None:
     images = iter_photos(args.images) if args.images is not None else None if args.image is None else [args.image]
     batches = iter_identifications(index, dna=dna, images=images, batch_size=args.batch_size,
                                    progress=args.out is not None)
-    failed: list[str] = []
+    failed = {"count": 0, "first": None}
 
     def noting_failures(batches):
         for batch in batches:
-            failed.extend(row["error"] for row in batch if row.get("error"))
+            for row in batch:
+                if row.get("error"):
+                    failed["count"] += 1
+                    failed["first"] = failed["first"] or row["error"]
             yield batch
 
     count = write_identifications(noting_failures(batches), args.out, table=args.format, overwrite=args.overwrite)
     where = "" if args.out is None else f" (the error column of {args.out})"
-    if failed and len(failed) == count:
-        raise InputError(f"none of the {count:,} queries could be identified{where}; the first: {failed[0]}")
-    if failed:
-        logger.warning("%s of %s queries could not be identified%s; the first: %s", f"{len(failed):,}",
-                       f"{count:,}", where, failed[0])
+    if failed["count"] and failed["count"] == count:
+        raise InputError(f"none of the {count:,} queries could be identified{where}; the first: {failed['first']}")
+    if failed["count"]:
+        logger.warning("%s of %s queries could not be identified%s; the first: %s", f"{failed['count']:,}",
+                       f"{count:,}", where, failed["first"])
     if args.out is not None:
-        logger.info("%s queries identified; hit table written to %s", f"{count - len(failed):,}", args.out)
+        logger.info("%s queries identified; hit table written to %s", f"{count - failed['count']:,}", args.out)
 
 
 def _run_serve(args) -> None:

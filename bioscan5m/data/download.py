@@ -166,7 +166,7 @@ def download(root: str | os.PathLike, package: str | None = None, split: str = "
     if package is not None and package not in release.IMAGE_PACKAGES:
         raise ValueError(f"Unknown image package {package!r}; choose from {', '.join(release.IMAGE_PACKAGES)}.")
     splits = release.parse_split(split)
-    if package is None and split != "all":
+    if package is None and set(splits) != set(release.SPLITS):
         raise ValueError(f"split={split!r} chooses image archives, and no image package is asked for (the metadata "
                          "holds every split); give the package too (--package), or leave the split out.")
     # Every file is known before the first byte is fetched, so a request that cannot be met fails at once.

@@ -26,9 +26,11 @@ BATCH_BYTES = 8 << 20
 #: ``processid`` and ``chunk`` become parts of image paths, so they are held to plain names: no separators, no
 #: leading dot (hence no ``.`` or ``..``), nothing a file system could read as a path.
 PATH_FIELD_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-#: What a ``dna_barcode`` may hold: IUPAC nucleotide codes (N and the ambiguity codes) and alignment gaps.
+#: What a ``dna_barcode`` may hold: IUPAC nucleotide codes (N and the ambiguity codes) and alignment gaps, in upper
+#: case as the release writes them (the tokenizers and the barcode statistics read upper case).
 BARCODE_CHARACTERS = "ACGTNRYKMSWBDHV-"
-_BARCODE_BYTES = (BARCODE_CHARACTERS + BARCODE_CHARACTERS.lower()).encode()
+_BARCODE_BYTES = np.zeros(256, dtype=bool)
+_BARCODE_BYTES[np.frombuffer(BARCODE_CHARACTERS.encode(), dtype=np.uint8)] = True
 #: Value ranges the release's numbers must fall in; non-finite values (nan, inf) are refused in every float column.
 FLOAT_RANGES = {"coord-lat": (-90.0, 90.0), "coord-lon": (-180.0, 180.0), "image_measurement_value": (0.0, None),
                 "area_fraction": (0.0, 1.0), "scale_factor": (0.0, None)}
@@ -258,16 +260,20 @@ def _check_barcodes(source: MetadataSource, first_row: int, batch: pa.RecordBatc
     barcodes = batch.column("dna_barcode")
     width = np.int64 if pa.types.is_large_string(barcodes.type) else np.int32
     offsets = np.frombuffer(barcodes.buffers()[1], dtype=width)[barcodes.offset:barcodes.offset + len(barcodes) + 1]
-    text = memoryview(barcodes.buffers()[2])[offsets[0]:offsets[-1]]
+    text = bytes(memoryview(barcodes.buffers()[2])[offsets[0]:offsets[-1]])
+    empty = (np.diff(offsets) == 0) | barcodes.is_null().to_numpy(zero_copy_only=False)
     # The usual case in one pass over the batch's bytes: deleting every nucleotide code leaves nothing.
-    if barcodes.null_count == 0 and (np.diff(offsets) > 0).all() and not bytes(text).translate(None, _BARCODE_BYTES):
+    if not empty.any() and not text.translate(None, BARCODE_CHARACTERS.encode()):
         return
-    good = pc.match_substring_regex(barcodes, f"^[{BARCODE_CHARACTERS}]+$", ignore_case=True)
-    i = pc.index(pc.fill_null(good, False), False).as_py()
+    bad = list(np.flatnonzero(empty)[:1])
+    wrong = np.flatnonzero(~_BARCODE_BYTES[np.frombuffer(text, dtype=np.uint8)])[:1]
+    if len(wrong):
+        bad.append(np.searchsorted(offsets, offsets[0] + wrong[0], side="right") - 1)
+    i = int(min(bad))
     value = barcodes[i].as_py() or ""
     problem = "is empty" if not value else f"is {value[:40]!r}{'...' if len(value) > 40 else ''}, not a DNA barcode"
     raise MetadataError(f"{source}, line {first_row + i + 2} (processid {batch.column('processid')[i].as_py()!r}): "
-                        f"column 'dna_barcode' {problem} (IUPAC nucleotide codes {BARCODE_CHARACTERS} only).")
+                        f"column 'dna_barcode' {problem} (IUPAC nucleotide codes {BARCODE_CHARACTERS}, upper case).")
 
 
 def record_table(source: MetadataSource, first_row: int, batch: pa.RecordBatch,

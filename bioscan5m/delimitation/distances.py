@@ -155,16 +155,16 @@ def close_pairs(codes: np.ndarray, sequences: Sequence[str], threshold: float, m
     matrix or from `neighbour_graph` with ``k`` candidates per barcode."""
     if sparse:
         first, second = neighbour_graph(codes, sequences, threshold, min_overlap, k=k, progress=progress).nonzero()
+        pairs = np.unique(np.sort(np.stack([first, second], axis=1), axis=1).astype(np.int64), axis=0)
+        first, second = pairs[pairs[:, 0] < pairs[:, 1]].T
     else:
-        first, second = np.nonzero(p_distances(codes, min_overlap) <= threshold)
-    pairs = np.unique(np.sort(np.stack([first, second], axis=1), axis=1).astype(np.int64), axis=0)
-    pairs = pairs[pairs[:, 0] < pairs[:, 1]]
-    return pairs[:, 0], pairs[:, 1], pair_p_distances(codes, pairs[:, 0], pairs[:, 1], min_overlap)
+        first, second = np.nonzero(np.triu(p_distances(codes, min_overlap) <= threshold, 1))   # sorted, i < j
+    return first, second, pair_p_distances(codes, first, second, min_overlap)
 
 
 #: Codon positions 1 and 2 in the COI-5P frame (position 0 is a third codon position): changes there mostly
 #: change the protein, and are rarer within a species than between species.
-FIRST_TWO_CODON_POSITIONS = np.arange(660) % 3 != 0
+FIRST_TWO_CODON_POSITIONS = np.arange(FRAME_POSITIONS) % 3 != 0
 
 
 def pair_differences(codes: np.ndarray, first: np.ndarray, second: np.ndarray,

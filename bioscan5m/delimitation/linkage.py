@@ -31,7 +31,7 @@ def delimit_barcodes(sequences: Sequence[str], threshold: float, method: str = "
             form and refuses ``sparse=True``.
     """
     _check_options(method, min_overlap)
-    _check_threshold(threshold)
+    check_threshold(threshold)
     if method == "upgma" and sparse:
         raise ValueError("UPGMA needs the dense distance matrix: sparse=True is for single linkage.")
     sequences = checked_barcodes(sequences)
@@ -50,7 +50,7 @@ def _check_options(method: str, min_overlap: int) -> None:
     check_min_overlap(min_overlap)
 
 
-def _check_threshold(threshold: float) -> None:
+def check_threshold(threshold: float) -> None:
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be a p-distance between 0 and 1 (e.g. 0.02), not {threshold!r}.")
 
@@ -108,7 +108,7 @@ def calibrate_threshold(sequences: Sequence[str], species: Sequence, method: str
     if not grid:
         raise ValueError("The grid of thresholds to calibrate on is empty.")
     for threshold in grid:
-        _check_threshold(threshold)
+        check_threshold(threshold)
     sequences = list(sequences)
     species = np.asarray(species, dtype=object)
     if len(sequences) != len(species):

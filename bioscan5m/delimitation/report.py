@@ -9,7 +9,7 @@ import numpy as np
 from ..embedding import aligned_base_codes
 from ..evaluation.scoring import clustering_agreement, is_missing
 from .distances import DENSE_LIMIT, MIN_OVERLAP, check_min_overlap, p_distances
-from .linkage import THRESHOLD_METHODS, Calibration, calibrate_threshold, delimit_barcodes
+from .linkage import THRESHOLD_METHODS, Calibration, calibrate_threshold, check_threshold, delimit_barcodes
 
 #: Every method `delimit` runs: the learned merges, and the two threshold cuts.
 METHODS = ("learned",) + THRESHOLD_METHODS
@@ -151,8 +151,8 @@ def delimit(data_root, out_dir, split: str = "test+test_unseen", method: str = "
     if method not in METHODS:
         raise ValueError(f"Unknown delimitation method {method!r}; choose from {', '.join(METHODS)}.")
     check_min_overlap(min_overlap)
-    if threshold is not None and not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a p-distance between 0 and 1 (e.g. 0.02), not {threshold!r}.")
+    if threshold is not None:
+        check_threshold(threshold)
     if method == "learned" and (threshold is not None or calibrate_on is None):
         raise ValueError("The learned method has no threshold: it is fitted on labelled splits; give those (e.g. "
                          "val+val_unseen+train), or choose the single or upgma method for a threshold.")

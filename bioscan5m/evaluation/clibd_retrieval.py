@@ -129,9 +129,11 @@ def clibd_retrieval_report(model_dir, data_root, config: str = "cropped_256",
     from .. import modeling  # noqa: F401  (registers CLIBD with AutoModel)
 
     model_dir = Path(model_dir)
-    # The default lies inside the model folder by design; a folder given is kept out of it.
-    out_dir = check_output(out_dir or model_dir / "retrieval", overwrite,
-                           inputs=(model_dir if out_dir else None, data_root, baseline_dir or None))
+    out_dir = Path(out_dir or model_dir / "retrieval").expanduser()
+    # The report's default place is inside the model folder; nothing else inside the model may be replaced.
+    beside_model = out_dir.resolve() == (model_dir / "retrieval").resolve()
+    out_dir = check_output(out_dir, overwrite, inputs=(None if beside_model else model_dir, data_root,
+                                                       baseline_dir or None))
     if baseline_dir is None and (model_dir / "no_alignment" / "config.json").is_file():
         baseline_dir = model_dir / "no_alignment"
     sets = load_retrieval_sets(data_root, config, queries, keys, max_records_per_split, cache_dir)

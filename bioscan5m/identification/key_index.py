@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..data.release import MAX_NUCLEOTIDES, ORDER_TO_SPECIES
+from ..data.release import MAX_NUCLEOTIDES, ORDER_TO_SPECIES, parse_split
 from ..staging import STAGING_MARKER, check_output, staged_folder
 from ..embedding import KMER_PROJECTION_NAME, AlignedIdentityEncoder, KmerEncoder, make_encoder, model_type_of
 from .model_reference import model_fingerprint, model_reference
@@ -114,18 +114,17 @@ def build_index(data_root: str | os.PathLike, out_dir: str | os.PathLike | None 
     """
     from ..data.metadata import read_metadata
 
-    from ..data.release import parse_split
-
     shared = sorted(set(parse_split(calibration)) & set(parse_split(splits))) if calibration else []
     if shared:
         raise ValueError(f"The calibration splits share {', '.join(shared)} with the key splits: calibrating on the "
                          "keys themselves measures nothing; give other splits, or none (calibration=None, --calibration none).")
-    beside_model = out_dir is None          # the default lies inside the model folder by design
-    if beside_model:
+    if out_dir is None:
         if model_type_of(model) in ("aligned", "kmer"):
             raise ValueError(f"Give out_dir (--out): the {model_type_of(model)} encoder has no model folder to "
                              "save the index beside.")
         out_dir = Path(model) / "index"
+    # The index beside its model (the default place) may replace an older one; nothing else inside the model may.
+    beside_model = Path(out_dir).expanduser().resolve() == (Path(model) / "index").resolve()
     check_output(out_dir, overwrite, inputs=(data_root, None if beside_model else model))  # before any work
     keys = read_metadata(data_root, split=splits, max_nucleotides=MAX_KEY_NUCLEOTIDES)
     if keys.empty:

@@ -251,7 +251,7 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
     if metadata_features and "image" not in modalities:
         raise ValueError("Metadata features are fused into the image embedding; they need the image modality.")
     settings = get_clibd_preset(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-    out_dir = check_output(out_dir, overwrite, inputs=(data_root, dna_model))  # before any work
+    out_dir = check_output(out_dir, overwrite, inputs=(data_root, dna_model, image_weights))  # before any work
     options = run_options(out_dir, training_args)
     records = load_records(data_root, split, config=config, cache_dir=cache_dir, max_records=max_records, seed=seed)
     text_tokenizer = build_taxonomy_tokenizer([taxonomy_string(r) for r in records.select_columns(

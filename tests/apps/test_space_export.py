@@ -53,6 +53,16 @@ def test_export_writes_a_self_contained_space(real_index, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_a_space_takes_only_the_index_files_the_manifest_lists(real_index, tmp_path):
+    index = tmp_path / "index"
+    shutil.copytree(real_index, index)
+    (index / "notes.txt").write_text("private")            # something the user left beside the index
+    out = export_space(tmp_path / "space", index)
+    assert sorted(path.name for path in (out / "index").iterdir()) == sorted(path.name for path in real_index.iterdir())
+    with pytest.raises(bioscan5m.staging.OutputExistsError, match="which this command copies"):
+        export_space(index / "space", index)
+
+
 @pytest.mark.slow
 def test_the_exported_space_runs_from_its_folder_and_identifies_a_real_barcode(real_index, bold_root, tmp_path):
     from gradio_client import Client

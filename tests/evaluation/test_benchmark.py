@@ -121,6 +121,12 @@ def test_retrieve_refuses_reading_frames_for_a_clibd_folder(sample_root, tmp_pat
     assert "--reading-frames applies to BarcodeBERT models" in capsys.readouterr().err
 
 
+def test_benchmark_refuses_reading_frames_without_a_barcodebert_model(sample_root, tmp_path, capsys):
+    argv = ["benchmark", "--data", str(sample_root), "--out", str(tmp_path / "b"), "--reading-frames", "3"]
+    assert main([*argv, "--model", "kmer:4"]) == 2
+    assert "none is benchmarked" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
 def test_open_world_protocol_holds_whole_taxa_out_of_the_keys(bold_root):
     from bioscan5m import read_metadata
     from bioscan5m.evaluation.benchmark.records import OPEN_WORLD_TASKS, open_world_sets

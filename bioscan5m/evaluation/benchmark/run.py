@@ -19,7 +19,7 @@ from ...staging import check_output, staged_folder
 from .. import baselines
 from .markdown import plot_bars, to_markdown
 from .records import load_benchmark_records, read_records, record_sets
-from .sources import embed_records, embedding_cache_dir, kmer_source, parse_source, spec_paths
+from .sources import embed_records, embedding_cache_dir, kmer_source, parse_source, reads_no_frames, spec_paths
 from .tasks import (
     blast_classification,
     blast_open_world,
@@ -142,6 +142,8 @@ def run_benchmark(root, models: Sequence[str | Path] = (), out_dir="runs/benchma
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"Unknown task(s) {', '.join(sorted(unknown))}; choose from {', '.join(TASKS)}.")
+    if reading_frames != 1 and all(reads_no_frames(str(m)) for m in models):
+        raise ValueError("--reading-frames applies to BarcodeBERT models (dna:DIR), and none is benchmarked.")
     with staged_folder(out_dir, overwrite) as staging:
         (staging / "plots").mkdir()
         return _run_benchmark(root, staging, models, blast, kmer, dedup, linear_probe, seed, max_records_per_split,
@@ -152,8 +154,8 @@ def _run_benchmark(root, out_dir: Path, models, blast, kmer, dedup, linear_probe
                    batch_size, command, tasks, reading_frames, config, weights) -> Benchmark:
     from tqdm.auto import tqdm
 
-    sources = [parse_source(str(m), batch_size=batch_size, reading_frames=reading_frames, root=root, config=config,
-                            weights=weights) for m in models] + [kmer_source(kmer)]
+    sources = [parse_source(m, batch_size=batch_size, reading_frames=1 if reads_no_frames(m) else reading_frames,
+                            root=root, config=config, weights=weights) for m in map(str, models)] + [kmer_source(kmer)]
     sets = load_benchmark_records(root, dedup=dedup, max_records_per_split=max_records_per_split, tasks=tasks,
                                   seed=seed)
     report = Benchmark(command=command or "bioscan5m.evaluation.benchmark.run_benchmark(...)",

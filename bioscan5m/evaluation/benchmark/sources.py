@@ -207,13 +207,13 @@ def parse_source(spec: str, batch_size: int = 128, reading_frames: int = 1, root
         if weights is not None and sum(part.lstrip("0123456789.*").startswith("image:") for part in parts) > 1:
             raise ValueError(f"{spec!r}: --weights names one timm model's file, but the spec has several image parts.")
         weighted = [_weight_and_part(part) for part in parts]
-        if reading_frames != 1 and all(_reads_no_frames(part) for _, part in weighted):
+        if reading_frames != 1 and reads_no_frames(spec):
             raise ValueError(f"{spec!r}: --reading-frames applies to BarcodeBERT models (dna:DIR), and the spec has "
                              "none.")
-        return fused_source([(parse_source(part, batch_size, 1 if _reads_no_frames(part) else reading_frames, root,
+        return fused_source([(parse_source(part, batch_size, 1 if reads_no_frames(part) else reading_frames, root,
                                            config, weights if part.startswith("image:") else None, num_threads),
                               weight) for weight, part in weighted])
-    if reading_frames != 1 and _reads_no_frames(spec):
+    if reading_frames != 1 and reads_no_frames(spec):
         raise ValueError(f"{spec!r}: --reading-frames applies to BarcodeBERT models (dna:DIR), not to this source.")
     if weights is not None and not spec.startswith("image:"):
         raise ValueError(f"{spec!r}: --weights applies to image:TIMM_NAME sources.")
@@ -237,9 +237,12 @@ def _weight_and_part(part: str) -> tuple[float, str]:
     return (float(match.group(1)), match.group(2)) if match else (1.0, part)
 
 
-def _reads_no_frames(part: str) -> bool:
-    """Whether a single source spec is one that reading frames mean nothing to (k-mers, a file, photographs)."""
-    return embedding.kmer_length(part) is not None or part.endswith(".npy") or part.startswith("image:")
+def reads_no_frames(spec: str) -> bool:
+    """Whether reading frames mean nothing to a source spec: none of its parts is a BarcodeBERT model (they are
+    k-mers, files or photographs)."""
+    parts = [_weight_and_part(part)[1] for part in _PART_BOUNDARY.split(spec)]
+    return all(embedding.kmer_length(part) is not None or part.endswith(".npy") or part.startswith("image:")
+               for part in parts)
 
 
 def spec_paths(spec: str) -> list[str]:
