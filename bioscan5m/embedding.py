@@ -492,6 +492,9 @@ def load_encoder(model_dir_or_model, device: str | torch.device | None = None):
 
         from . import modeling  # noqa: F401  (registers the Auto classes)
 
+        if (Path(model_dir_or_model) / "config.json").is_file() and model_type_of(model_dir_or_model) == "clibd":
+            raise ValueError(f"{model_dir_or_model} is a CLIBD model; this reads BarcodeBERT models (CLIBD's "
+                             "towers are embedding sources dna:DIR and image:DIR of cluster, retrieve and benchmark).")
         model = AutoModel.from_pretrained(str(model_dir_or_model))
     else:
         model = model_dir_or_model

@@ -74,6 +74,21 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=(), co
     return path
 
 
+def check_outside_inputs(path: str | os.PathLike, inputs, what: str = "") -> None:
+    """Refuse a folder a command writes into as it goes (checkpoints, say) that is, holds or lies inside what it
+    reads of its ``inputs``; ``what``: how the message names ``path`` (e.g. ``--checkpoint-dir``)."""
+    target = Path(os.path.expanduser(str(path))).resolve()
+    name = f"{what} {path}".strip()
+    for given in inputs:
+        if not isinstance(given, (str, os.PathLike)):
+            continue
+        source = Path(os.path.expanduser(str(given))).resolve()
+        if source == target or target in source.parents:
+            raise OutputExistsError(f"{name} is, or holds, this command's input {given}; choose another folder.")
+        if source.is_dir() and any(part == target or part in target.parents for part in _parts_read(source)):
+            raise OutputExistsError(f"{name} lies inside this command's input {given}; choose a folder outside it.")
+
+
 def _parts_read(folder: Path) -> list[Path]:
     """What a command reads of an input folder: of a release root, its ``bioscan5m`` folder and archives; of any
     other folder (a model, an index), all of it."""

@@ -634,3 +634,21 @@ def test_a_config_json_with_wrong_types_is_refused(tmp_path, field, value, words
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=words):
         AutoConfig.from_pretrained(tmp_path)
+
+
+def test_a_clibd_folder_is_refused_where_a_barcodebert_is_read(tmp_path):
+    from bioscan5m.embedding import load_encoder
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clibd"}))
+    with pytest.raises(ValueError, match="is a CLIBD model; this reads BarcodeBERT models"):
+        load_encoder(tmp_path)
+
+
+@pytest.mark.parametrize("freeze, message", [({"text": 0}, "not one of the modalities trained"),
+                                             ({"image": -1}, "a whole number of at least 0")])
+def test_freezing_what_is_not_trained_is_refused_before_any_work(tmp_path, freeze, message):
+    from bioscan5m.training.train_clibd import train_clibd
+
+    with pytest.raises(ValueError, match=message):
+        train_clibd(tmp_path / "no-release", tmp_path / "out", modalities=("image", "dna"), freeze=freeze)
+    assert not (tmp_path / "out").exists()

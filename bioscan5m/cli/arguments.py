@@ -65,6 +65,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
 def nucleotides(text: str) -> int | None:
     return None if text.lower() == "none" else positive_int(text)
 
@@ -96,12 +113,13 @@ def add_align_arg(p) -> None:
 
 
 def add_run_length_args(p) -> None:
-    p.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
+    p.add_argument("--epochs", type=positive_float, default=None, help="override the preset's epochs")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
     p.add_argument("--max-records", "--max-barcodes", dest="max_barcodes", type=positive_int, default=None, metavar="N",
                    help="use only this many barcodes (quick runs)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="per-process batch size")
-    p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--lr", dest="learning_rate", type=positive_float, default=None,
+                   help="override the preset's learning rate")
     add_seed_arg(p)
     add_overwrite_arg(p)
 
@@ -141,11 +159,19 @@ _TRAINER_FIELDS = ("report_to", "logging_steps", "save_steps", "save_total_limit
                    "fp16", "gradient_accumulation_steps", "push_to_hub", "hub_model_id", "hub_private_repo")
 
 
+#: ``TrainingArguments`` fields the training commands set from options of their own.
+_OWN_OPTIONS = {"max_steps": "--max-steps", "learning_rate": "--lr", "num_train_epochs": "--epochs",
+                "per_device_train_batch_size": "--batch-size", "seed": "--seed", "output_dir": "--checkpoint-dir"}
+
+
 def trainer_options(args) -> dict:
     """The ``TrainingArguments`` fields the user set on the command line (the options left out are not set)."""
     from ..training.trainer_runs import parse_training_arg
 
     chosen = dict(parse_training_arg(text) for text in args.training_arg)
+    for name, option in _OWN_OPTIONS.items():
+        if name in chosen:
+            raise ValueError(f"--training-arg {name}: this command sets it with {option}; give it there.")
     chosen.update({name: getattr(args, name) for name in _TRAINER_FIELDS if getattr(args, name) is not None})
     if args.checkpoint_dir is not None:
         chosen["output_dir"] = args.checkpoint_dir

@@ -10,6 +10,8 @@ from .arguments import (
     add_seed_arg,
     add_trainer_args,
     csv_list,
+    non_negative_int,
+    positive_float,
     positive_int,
     print_results,
     trainer_options,
@@ -32,11 +34,12 @@ def add_commands(sub) -> None:
     p.add_argument("--image-weights", default=None, help="'timm' (pretrained timm weights, needs the Hub) or a .safetensors file")
     p.add_argument("--no-augment", action="store_true", help="train on the evaluation transform (no CLIBD augmentation)")
     p.add_argument("--max-records", type=positive_int, default=None, help="random subset of this many training records")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    p.add_argument("--epochs", type=positive_float, default=None, help="override the preset's epochs")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
     p.add_argument("--batch-size", type=positive_int, default=None, help="per-process batch size")
-    p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--lr", dest="learning_rate", type=positive_float, default=None,
+                   help="override the preset's learning rate")
     add_seed_arg(p)
     add_overwrite_arg(p)
     add_trainer_args(p)
@@ -64,6 +67,8 @@ def _run_train_clip(args) -> None:
     freeze = {}
     for spec in args.freeze:
         encoder, _, layers = spec.partition(":")
+        if layers and not layers.lstrip("-").isdigit():
+            raise ValueError(f"--freeze {spec}: expected ENCODER or ENCODER:N, N the number of blocks left trainable.")
         freeze[encoder] = int(layers) if layers else 0
     summary = train_clibd(args.data, args.out, config=args.config, dna_model=args.dna_model, preset=args.preset,
                           split=args.split, modalities=csv_list(args.modalities),

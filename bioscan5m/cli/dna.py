@@ -12,6 +12,7 @@ from .arguments import (
     add_run_length_args,
     add_trainer_args,
     csv_list,
+    positive_float,
     positive_int,
     print_results,
     trainer_options,
@@ -47,15 +48,16 @@ def add_commands(sub) -> None:
     p.add_argument("--preset", default="cpu-small", choices=PRESET_NAMES,
                    help="supplies epochs, batch size, learning rate (default cpu-small)")
     p.add_argument("--freeze-encoder", action="store_true", help="train the heads only (linear probe)")
-    p.add_argument("--head-init", choices=("linear-probe", "random"), default="linear-probe",
+    p.add_argument("--head-init", choices=("linear-probe", "random"), default=None,
                    help="start the heads from a linear probe on frozen embeddings (LP-FT, default) or at random")
-    p.add_argument("--temperature", type=float, default=None, help="contrastive: loss temperature (preset's)")
-    p.add_argument("--group-size", type=positive_int, default=4, help="contrastive: barcodes of one species per group")
+    p.add_argument("--temperature", type=positive_float, default=None, help="contrastive: loss temperature (preset's)")
+    p.add_argument("--group-size", type=positive_int, default=None,
+                   help="contrastive: barcodes of one species per group (default 4)")
     p.add_argument("--pooling", choices=("mean", "per_position"), default=None,
                    help="contrastive: pool token states by their mean or per gene position (aligned models; "
                         "default: the pretrained model's)")
     p.add_argument("--per-position-size", type=positive_int, default=None, help="contrastive: values per position (16)")
-    p.add_argument("--layers", type=int, default=None,
+    p.add_argument("--layers", type=positive_int, default=None,
                    help="contrastive: keep only the first N encoder layers (a faster encoder; default all)")
     add_align_arg(p)
     add_run_length_args(p)
@@ -111,29 +113,30 @@ def _run_pretrain(args) -> None:
 
 def _run_finetune(args) -> None:
     contrastive_only = {"--pooling": args.pooling, "--per-position-size": args.per_position_size,
-                        "--layers": args.layers}
+                        "--layers": args.layers, "--temperature": args.temperature, "--group-size": args.group_size}
     if args.objective == "contrastive":
-        if args.freeze_encoder or args.align_to_reference is not None:
-            raise SystemExit("--freeze-encoder and --align-to-reference apply to --objective classification only; "
-                             "contrastive fine-tuning keeps the pretrained tokenizer's frame.")
+        if args.freeze_encoder or args.align_to_reference is not None or args.head_init is not None:
+            raise ValueError("--freeze-encoder, --head-init and --align-to-reference apply to --objective "
+                             "classification only; contrastive fine-tuning has no heads and keeps the pretrained "
+                             "tokenizer's frame.")
         from ..training.contrastive import contrastive_finetune
 
         print_results(contrastive_finetune(
             args.model, args.data, args.out, ranks=tuple(csv_list(args.rank or "genus,species")), preset=args.preset,
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            temperature=args.temperature, group_size=args.group_size, pooling=args.pooling,
+            temperature=args.temperature, group_size=args.group_size or 4, pooling=args.pooling,
             per_position_size=args.per_position_size, num_hidden_layers=args.layers, max_steps=args.max_steps,
             max_barcodes=args.max_barcodes, seed=args.seed, overwrite=args.overwrite, **trainer_options(args)))
         return
     given = [option for option, value in contrastive_only.items() if value is not None]
     if given:
-        raise SystemExit(f"{', '.join(given)} apply to --objective contrastive only.")
+        raise ValueError(f"{', '.join(given)}: for --objective contrastive only.")
     from ..training.finetune import finetune
 
     results = finetune(args.model, args.data, args.out, ranks=tuple(csv_list(args.rank or "species")),
                        preset=args.preset, epochs=args.epochs, max_steps=args.max_steps, max_barcodes=args.max_barcodes,
                        batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       freeze_encoder=args.freeze_encoder, head_init=args.head_init,
+                       freeze_encoder=args.freeze_encoder, head_init=args.head_init or "linear-probe",
                        align_to_reference=args.align_to_reference, seed=args.seed, overwrite=args.overwrite,
                        **trainer_options(args))
     print_results(results)

@@ -9,7 +9,7 @@ import os
 
 from ..data.release import IMAGE_PACKAGES
 from ..evaluation.retrieval import FAISS_INDEXES
-from .arguments import add_overwrite_arg, add_release_root, add_seed_arg, add_split_arg, positive_int
+from .arguments import add_overwrite_arg, add_release_root, add_seed_arg, add_split_arg, port, positive_int
 
 logger = logging.getLogger("bioscan5m")
 
@@ -66,7 +66,7 @@ def add_commands(sub) -> None:
                    help="model folder, if it moved since the index was built (default $BIOSCAN5M_MODEL)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (default $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 serves the network)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+    p.add_argument("--port", type=port, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                    help="port to serve on (default $GRADIO_SERVER_PORT, else 7860)")
     p.set_defaults(run=_run_serve)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
 from ..embedding import embed_sequences, load_encoder
-from ..staging import check_output, staged_file
+from ..staging import OutputExistsError, check_output, staged_file
 from ..training.data import load_barcode_sets
 from .probes import knn_probe, linear_probe
 
@@ -35,6 +36,8 @@ def probe(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_path: 
     """
     if out_path is not None:
         check_output(out_path, overwrite, inputs=(model_dir, data_root))
+        if Path(out_path).is_dir():
+            raise OutputExistsError(f"{out_path} is a folder; the probe results are a file (e.g. probe.json).")
     sets = load_barcode_sets(data_root, roles=("train", "test", "test_unseen"))
     model = load_encoder(model_dir, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train = sets.labelled("train", species_rank)

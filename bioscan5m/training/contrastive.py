@@ -25,6 +25,7 @@ from .presets import get_preset
 from .pretrain import describe_frame
 from .trainer_runs import push_result, replicas_in_sync, run_options, train
 from ..evaluation.encoder_probes import probe
+from ..evaluation.scoring import check_rank
 
 
 def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir: str | os.PathLike,
@@ -65,8 +66,15 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
     if settings.contrastive_batch_size % group_size:
         raise ValueError(f"batch_size {settings.contrastive_batch_size} is not a multiple of group_size {group_size}.")
     ranks = tuple(ranks)
+    for name in ranks:
+        check_rank(name)
     out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # before any work
-    options = run_options(out_dir, training_args)
+    options = run_options(out_dir, training_args, inputs=(model_dir, data_root))
+    pretrained = BarcodeBertConfig.from_pretrained(str(model_dir))
+    if num_hidden_layers is not None and not 1 <= num_hidden_layers <= pretrained.num_hidden_layers:
+        raise ValueError(f"num_hidden_layers (--layers) keeps the first N of {model_dir}'s "
+                         f"{pretrained.num_hidden_layers} encoder layers; {num_hidden_layers} is not one of 1-"
+                         f"{pretrained.num_hidden_layers}.")
     labelled = load_barcode_sets(data_root, roles=("train",)).labelled("train", ranks[-1])
     if max_barcodes is not None:
         labelled = labelled.iloc[:max_barcodes]
@@ -74,7 +82,7 @@ def contrastive_finetune(model_dir: str | os.PathLike, data_root: str | os.PathL
     # A new configuration (not from_pretrained's keyword overrides) so that the settings are checked.
     architecture = {"pooling": pooling, "per_position_size": per_position_size, "num_hidden_layers": num_hidden_layers}
     config = BarcodeBertConfig(**{
-        **BarcodeBertConfig.from_pretrained(str(model_dir)).to_dict(),
+        **pretrained.to_dict(),
         **{name: value for name, value in architecture.items() if value is not None},
         "contrastive_ranks": list(ranks), "contrastive_temperature": settings.contrastive_temperature,
         "contrastive_rank_weights": list(rank_weights) if rank_weights else None})   # None: 1 per rank

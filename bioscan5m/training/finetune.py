@@ -16,6 +16,7 @@ import torch
 from transformers import Trainer
 
 from ..evaluation.probes import fit_linear_classifier
+from ..evaluation.scoring import check_rank
 from ..modeling import BarcodeBertForSequenceClassification
 from ..modeling.model_card import write_model_card
 from ..staging import check_output, staged_folder
@@ -83,8 +84,10 @@ def finetune(model_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir
     settings = get_preset(preset, finetune_epochs=epochs, finetune_batch_size=batch_size,
                           finetune_learning_rate=learning_rate)
     ranks = tuple(ranks)
+    for name in ranks:
+        check_rank(name)
     out_dir = check_output(out_dir, overwrite, inputs=(model_dir, data_root))  # before any work
-    options = run_options(out_dir, training_args)
+    options = run_options(out_dir, training_args, inputs=(model_dir, data_root))
     sets = load_barcode_sets(data_root, roles=("train", "test"))
     labelled = sets["train"][(sets["train"][[f"{rank}_index" for rank in ranks]] >= 0).any(axis=1)]
     if max_barcodes is not None:

@@ -57,7 +57,7 @@ def pretrain(data_root: str | os.PathLike, out_dir: str | os.PathLike, preset: s
                           pretrain_epochs=epochs, pretrain_batch_size=batch_size,
                           pretrain_learning_rate=learning_rate)
     out_dir = check_output(out_dir, overwrite, inputs=(data_root,))  # before any work
-    options = run_options(out_dir, training_args)
+    options = run_options(out_dir, training_args, inputs=(data_root,))
     sets = load_barcode_sets(data_root, roles=("pretrain", "train"))
     barcodes = sets["pretrain"]["dna_barcode"]
     if max_barcodes is not None:

@@ -250,9 +250,17 @@ def train_clibd(data_root, out_dir, config: str = "cropped_256", dna_model=None,
         raise ValueError(f"Unknown metadata feature(s) {unknown}; choose from {', '.join(METADATA_FEATURES)}.")
     if metadata_features and "image" not in modalities:
         raise ValueError("Metadata features are fused into the image embedding; they need the image modality.")
+    if not augment and "image" not in modalities:
+        raise ValueError("augment=False (--no-augment) changes the image transform, and no image is trained.")
+    for encoder, trainable_layers in (freeze or {}).items():
+        if encoder not in modalities:
+            raise ValueError(f"freeze {encoder!r}: not one of the modalities trained ({', '.join(modalities)}).")
+        if isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int) or trainable_layers < 0:
+            raise ValueError(f"freeze {encoder}:{trainable_layers}: the blocks left trainable are a whole number of "
+                             "at least 0.")
     settings = get_clibd_preset(preset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     out_dir = check_output(out_dir, overwrite, inputs=(data_root, dna_model, image_weights))  # before any work
-    options = run_options(out_dir, training_args)
+    options = run_options(out_dir, training_args, inputs=(data_root, dna_model, image_weights))
     records = load_records(data_root, split, config=config, cache_dir=cache_dir, max_records=max_records, seed=seed)
     text_tokenizer = build_taxonomy_tokenizer([taxonomy_string(r) for r in records.select_columns(
         ["order", "family", "genus", "species"])])

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from ..staging import check_outside_inputs
+
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -62,10 +64,11 @@ class RunOptions:
         return training_arguments(output_dir, **{**recipe, **self.trainer_args})
 
 
-def run_options(out_dir: str | os.PathLike, training_args: dict | None = None) -> RunOptions:
-    """Check the user's ``TrainingArguments`` for a run writing ``out_dir``, before any work.
+def run_options(out_dir: str | os.PathLike, training_args: dict | None = None, inputs=()) -> RunOptions:
+    """Check the user's ``TrainingArguments`` for a run writing ``out_dir`` from ``inputs``, before any work.
 
-    ``output_dir`` is the checkpoint folder (default ``OUT.checkpoints``); ``resume_from_checkpoint`` is a
+    ``output_dir`` is the checkpoint folder (default ``OUT.checkpoints``; never the output, inside it or around
+    it, since the output is put in place whole at the end, nor any of the inputs); ``resume_from_checkpoint`` is a
     checkpoint folder, or ``True``/``"last"`` for the newest complete one there; ``push_to_hub`` uploads the
     finished folder to ``hub_model_id`` (default: the folder's name), private with ``hub_private_repo``.
     ``save_steps`` alone means ``save_strategy="steps"``.
@@ -91,6 +94,18 @@ def run_options(out_dir: str | os.PathLike, training_args: dict | None = None) -
     elif checkpoint_dir is not None:
         raise ValueError("output_dir (the checkpoint folder) is used only with checkpoints: give save_steps or "
                          "save_strategy too.")
+    if (repo_id or private) and not push:
+        raise ValueError("hub_model_id and hub_private_repo (--hub-model-id, --private) name the repo of "
+                         "push_to_hub (--push-to-hub), and it is not asked for.")
+    if checkpoint_dir is not None:
+        target, out = checkpoint_dir.expanduser().resolve(), out_dir.expanduser().resolve()
+        if target == out or out in target.parents or target in out.parents:
+            raise ValueError(f"--checkpoint-dir {checkpoint_dir} is, holds or lies inside the output {out_dir}, "
+                             "which is put in place whole at the end; keep checkpoints beside it (the default is "
+                             f"{out_dir.name}.checkpoints).")
+        check_outside_inputs(checkpoint_dir, inputs, "--checkpoint-dir")
+        if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+            raise ValueError(f"--checkpoint-dir {checkpoint_dir} is not a folder.")
     if resume in (None, False):
         resume = None
         if checkpoint_dir is not None and _checkpoints(checkpoint_dir):

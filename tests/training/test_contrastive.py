@@ -134,10 +134,13 @@ def test_contrastive_model_loss_uses_every_rank(tiny_model, sample_root):
         BarcodeBertForContrastiveLearning.from_pretrained(tiny_model)
 
 
-def test_cli_refuses_classification_options_for_the_contrastive_objective(tiny_model, sample_root, tmp_path):
-    with pytest.raises(SystemExit, match="--freeze-encoder"):
-        main(["finetune", "--objective", "contrastive", "--model", str(tiny_model), "--data", str(sample_root),
-              "--out", str(tmp_path / "x"), "--freeze-encoder"])
+def test_cli_refuses_classification_options_for_the_contrastive_objective(tiny_model, sample_root, tmp_path,
+                                                                          capsys):
+    for option in (["--freeze-encoder"], ["--head-init", "random"]):
+        assert main(["finetune", "--objective", "contrastive", "--model", str(tiny_model), "--data",
+                     str(sample_root), "--out", str(tmp_path / "x"), *option]) == 2
+        assert "apply to --objective classification only" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow

@@ -132,7 +132,7 @@ def test_contrastive_finetune_with_per_position_pooling_and_fewer_layers(aligned
     np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), expected)
 
 
-def test_contrastive_finetune_checks_the_pooling_settings(aligned_tiny_model, sample_root, tmp_path):
+def test_contrastive_finetune_checks_the_pooling_settings(aligned_tiny_model, sample_root, tmp_path, capsys):
     unaligned = pretrain(sample_root, tmp_path / "unaligned", preset="tiny", max_steps=1)
     with pytest.raises(ValueError, match="aligned to the COI-5P reference"):
         contrastive_finetune(unaligned, sample_root, tmp_path / "x", preset="tiny", max_steps=1,
@@ -140,6 +140,14 @@ def test_contrastive_finetune_checks_the_pooling_settings(aligned_tiny_model, sa
     with pytest.raises(ValueError, match="per_position_size must be an integer of at least 1"):
         contrastive_finetune(aligned_tiny_model, sample_root, tmp_path / "y", preset="tiny", max_steps=1,
                              pooling="per_position", per_position_size=0)
-    with pytest.raises(SystemExit, match="--layers apply to --objective contrastive only"):
-        main(["finetune", "--model", str(aligned_tiny_model), "--data", str(sample_root), "--out",
-              str(tmp_path / "z"), "--layers", "1"])
+    with pytest.raises(ValueError, match="keeps the first N of .* 2 encoder layers; 99 is not one of 1-2"):
+        contrastive_finetune(aligned_tiny_model, sample_root, tmp_path / "w", preset="tiny", max_steps=1,
+                             num_hidden_layers=99)
+    with pytest.raises(ValueError, match="Unknown rank 'bogus'"):
+        contrastive_finetune(aligned_tiny_model, sample_root, tmp_path / "v", preset="tiny", max_steps=1,
+                             ranks=("bogus",))
+    for options in (["--layers", "1"], ["--temperature", "0.1"]):      # contrastive options, classification run
+        assert main(["finetune", "--model", str(aligned_tiny_model), "--data", str(sample_root), "--out",
+                     str(tmp_path / "z"), *options]) == 2
+        assert f"{options[0]}: for --objective contrastive only" in capsys.readouterr().err
+    assert not {"z", "w", "v"} & {path.name for path in tmp_path.iterdir()}

@@ -98,6 +98,24 @@ def test_checkpoint_options_are_checked_before_any_work(tmp_path):
         run_options(out, {"output_dir": str(tmp_path / "elsewhere")})
     pushed = run_options(out, {"push_to_hub": True, "hub_private_repo": True})
     assert (pushed.hub_repo_id, pushed.hub_private) == ("model", True)
+    with pytest.raises(ValueError, match="it is not asked for"):
+        run_options(out, {"hub_model_id": "me/bb"})
+
+
+@pytest.mark.parametrize("where, message", [("{out}", "is, holds or lies inside the output"),
+                                            ("{out}/checkpoints", "is, holds or lies inside the output"),
+                                            ("{data}", "is, or holds, this command's input"),
+                                            ("{data}/bioscan5m/checkpoints", "lies inside this command's input"),
+                                            ("{file}", "is not a folder")])
+def test_checkpoints_never_go_into_the_output_or_an_input(tmp_path, where, message):
+    data = tmp_path / "release"
+    (data / "bioscan5m").mkdir(parents=True)
+    (tmp_path / "file").write_text("")
+    checkpoints = where.format(out=tmp_path / "model", data=data, file=tmp_path / "file")
+    with pytest.raises((ValueError, OSError), match=message):
+        run_options(tmp_path / "model", {"save_steps": 5, "output_dir": checkpoints}, inputs=(data,))
+    assert run_options(tmp_path / "model", {"save_steps": 5}, inputs=(data,)).checkpoint_dir == \
+        tmp_path / "model.checkpoints"
 
 
 def test_command_line_trainer_options():
@@ -116,6 +134,14 @@ def test_command_line_trainer_options():
     assert trainer_options(parser.parse_args(["finetune", "--model", "p", "--data", "r", "--out", "m",
                                               "--fp16"])) == {"fp16": True}
     assert parse_training_arg("--lr-scheduler-type=linear") == ("lr_scheduler_type", "linear")
+    with pytest.raises(ValueError, match="--training-arg max_steps: this command sets it with --max-steps"):
+        trainer_options(parser.parse_args(["pretrain", "--data", "r", "--out", "m", "--training-arg", "max_steps=3"]))
+    for option in (["--lr", "inf"], ["--lr", "0"], ["--epochs", "0"], ["--epochs", "nan"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["pretrain", "--data", "r", "--out", "m", *option])
+    for argv in (["serve", "--port", "70000"], ["train-clip", "--data", "r", "--out", "m", "--num-workers", "-1"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_training_arg("warmup_steps")
 
