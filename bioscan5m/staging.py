@@ -49,22 +49,16 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=(), co
                 raise OutputExistsError(f"{path}: {parent} is not a folder; choose another output path.")
             break
     clean_stale_staging(path)
-    target = path.resolve()
-    for given in inputs:
-        if not isinstance(given, (str, os.PathLike)):
-            continue
-        source = Path(os.path.expanduser(str(given))).resolve()
-        if source == target or target in source.parents:
+    replaced = overwrite and (path.is_symlink() or path.exists() and not _is_empty_folder(path))
+    for given, relation in _relations_to_inputs(path, inputs):
+        if relation == "is or holds":
             raise OutputExistsError(f"{path} is, or holds, this command's input {given}; choose another output path.")
-        if source in target.parents and source.is_dir():
-            if copies_inputs:
-                raise OutputExistsError(f"{path} lies inside {given}, which this command copies; choose an output "
-                                        "outside it.")
-            read = _parts_read(source)
-            replaced = overwrite and (path.is_symlink() or path.exists() and not _is_empty_folder(path))
-            if replaced and any(part == target or part in target.parents for part in read):
-                raise OutputExistsError(f"{path} lies inside this command's input {given}: replacing it would change "
-                                        "the input, --overwrite or not; choose another output path.")
+        if copies_inputs:
+            raise OutputExistsError(f"{path} lies inside {given}, which this command copies; choose an output "
+                                    "outside it.")
+        if relation == "inside what is read" and replaced:
+            raise OutputExistsError(f"{path} lies inside this command's input {given}: replacing it would change "
+                                    "the input, --overwrite or not; choose another output path.")
     if path.is_symlink() or (path.exists() and not _is_empty_folder(path)):
         if not overwrite:
             raise OutputExistsError(f"{path} already exists; choose a new path, or pass --overwrite "
@@ -77,16 +71,27 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs=(), co
 def check_outside_inputs(path: str | os.PathLike, inputs, what: str = "") -> None:
     """Refuse a folder a command writes into as it goes (checkpoints, say) that is, holds or lies inside what it
     reads of its ``inputs``; ``what``: how the message names ``path`` (e.g. ``--checkpoint-dir``)."""
-    target = Path(os.path.expanduser(str(path))).resolve()
     name = f"{what} {path}".strip()
+    for given, relation in _relations_to_inputs(path, inputs):
+        if relation == "is or holds":
+            raise OutputExistsError(f"{name} is, or holds, this command's input {given}; choose another folder.")
+        if relation == "inside what is read":
+            raise OutputExistsError(f"{name} lies inside this command's input {given}; choose a folder outside it.")
+
+
+def _relations_to_inputs(path, inputs):
+    """``(input, relation)`` for each input folder or file that ``path`` is or holds (``"is or holds"``), or lies
+    inside: inside what is read of it (``"inside what is read"``) or elsewhere in the folder (``"inside"``)."""
+    target = Path(os.path.expanduser(str(path))).resolve()
     for given in inputs:
         if not isinstance(given, (str, os.PathLike)):
             continue
         source = Path(os.path.expanduser(str(given))).resolve()
         if source == target or target in source.parents:
-            raise OutputExistsError(f"{name} is, or holds, this command's input {given}; choose another folder.")
-        if source.is_dir() and any(part == target or part in target.parents for part in _parts_read(source)):
-            raise OutputExistsError(f"{name} lies inside this command's input {given}; choose a folder outside it.")
+            yield given, "is or holds"
+        elif source in target.parents and source.is_dir():
+            read = any(part == target or part in target.parents for part in _parts_read(source))
+            yield given, "inside what is read" if read else "inside"
 
 
 def _parts_read(folder: Path) -> list[Path]:
